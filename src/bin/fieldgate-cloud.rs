@@ -1,0 +1,315 @@
+//! `fieldgate-cloud`: the cloud ingest and its admin command line.
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use fieldgate::cloud;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "fieldgate cloud: ingest of gateway streams, storage, admin"
+)]
+struct Cli {
+    /// Where the CA, the certificates and the store live.
+    #[arg(
+        long,
+        global = true,
+        default_value = "fieldgate-cloud-data",
+        env = "FIELDGATE_CLOUD_DATA"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ingest: an embedded MQTT endpoint over mutual TLS (default), or a
+    /// subscriber behind an existing broker (--broker).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8883")]
+        listen: String,
+        /// Subscribe to this external broker (host:port) instead of listening.
+        #[arg(long)]
+        broker: Option<String>,
+        /// With --broker: CA of the broker, and this ingest's client certificate and key.
+        #[arg(long, requires = "broker")]
+        broker_ca: Option<PathBuf>,
+        #[arg(long, requires = "broker")]
+        cert: Option<PathBuf>,
+        #[arg(long, requires = "broker")]
+        key: Option<PathBuf>,
+    },
+    /// Issue a development certificate for a gateway (device.crt, device.key, ca.crt).
+    DevCert {
+        device_id: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print stored samples of a device.
+    Query {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        point: Option<String>,
+        /// RFC 3339 time (2026-11-22T10:00:00Z) or an age (`10min` = since ten minutes ago).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "table")]
+        format: Format,
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+    },
+    /// Print the sequence ranges a gateway reported as dropped.
+    Gaps {
+        #[arg(long)]
+        device: String,
+    },
+    /// Run a complete local demo: cloud, gateway and a simulated Modbus device.
+    Demo {
+        /// Stop after this long (runs until Ctrl-C by default).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    fieldgate::install_crypto_provider();
+    match real_main(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            t.cancel();
+        }
+    });
+    token
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let data = cli.data_dir;
+    match cli.command {
+        Command::Serve {
+            listen,
+            broker: None,
+            ..
+        } => {
+            let l = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            cloud::run(&data, l, shutdown_on_signal()).await
+        }
+        Command::Serve {
+            broker: Some(b),
+            broker_ca,
+            cert,
+            key,
+            ..
+        } => {
+            let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
+            let (_, store) = cloud::open(&data, &["localhost".into(), "127.0.0.1".into()])?;
+            let link = cloud::bridge::BrokerLink {
+                host: host.into(),
+                port: port.parse().context("--broker port")?,
+                ca: broker_ca.context("--broker-ca is required with --broker")?,
+                cert: cert.context("--cert is required with --broker")?,
+                key: key.context("--key is required with --broker")?,
+                client_id: "fieldgate-ingest".into(),
+            };
+            cloud::bridge::run(link, store, shutdown_on_signal()).await
+        }
+        Command::DevCert { device_id, out } => {
+            let (pki, _) = cloud::open(
+                &data,
+                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            )?;
+            pki.dev_cert(&device_id, &out)?;
+            println!(
+                "wrote {0}/device.crt, {0}/device.key and {0}/ca.crt for {device_id}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Query {
+            device,
+            point,
+            since,
+            format,
+            limit,
+        } => {
+            let store = cloud::store::Store::open(&cloud::store_path(&data))?;
+            let since_ns = since.as_deref().map(parse_since).transpose()?;
+            let rows = store.query(&device, point.as_deref(), since_ns, limit)?;
+            for r in rows {
+                match format {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({"point": r.point, "ts": rfc3339(r.ts_ns), "ts_ns": r.ts_ns,
+                            "value": r.value, "quality": r.quality, "time": r.time, "seq": r.seq})
+                    ),
+                    Format::Table => println!(
+                        "{:>8}  {}  {:<28} {:>14}  {}",
+                        r.seq,
+                        rfc3339(r.ts_ns),
+                        r.point,
+                        r.value.to_string(),
+                        r.quality
+                    ),
+                }
+            }
+            Ok(())
+        }
+        Command::Gaps { device } => {
+            let store = cloud::store::Store::open(&cloud::store_path(&data))?;
+            for g in store.gaps(&device)? {
+                println!(
+                    "{}..={} ({} samples)",
+                    g.first,
+                    g.last,
+                    g.last - g.first + 1
+                );
+            }
+            Ok(())
+        }
+        Command::Demo { duration } => demo(&data, duration).await,
+    }
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(fieldgate::sample::now_ns() - d.as_nanos() as i64),
+        Err(_) => {
+            bail!("--since `{s}`: give an RFC 3339 time (2026-11-22T10:00:00Z) or an age (10min)")
+        }
+    }
+}
+
+fn rfc3339(ts_ns: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(ts_ns.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The demo: this process runs the cloud; it starts the `fieldgate` binary next to it
+/// twice, as a simulated Modbus device and as the gateway, and prints what arrives.
+async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
+    let gw_bin = std::env::current_exe()?.with_file_name("fieldgate");
+    if !gw_bin.exists() {
+        bail!(
+            "{} not found: build both binaries first (cargo build --release)",
+            gw_bin.display()
+        );
+    }
+    let root = data.join("demo");
+    std::fs::create_dir_all(&root)?;
+    let root = root.canonicalize()?;
+    let shutdown = shutdown_on_signal();
+    if let Some(d) = duration {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.cancel();
+        });
+    }
+    let cloud_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let cloud_addr = cloud_listener.local_addr()?;
+    let (pki, store) = cloud::open(
+        data,
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    )?;
+    pki.dev_cert("demo-gw", &root.join("certs"))?;
+    let sim_port = free_port().await?;
+    std::fs::write(root.join("sim.toml"), DEMO_SIM)?;
+    std::fs::write(
+        root.join("gateway.toml"),
+        DEMO_GATEWAY
+            .replace("@CLOUD@", &cloud_addr.to_string())
+            .replace("@SIM@", &format!("127.0.0.1:{sim_port}")),
+    )?;
+    let (d, s) = (data.to_path_buf(), shutdown.clone());
+    let cloud_task = tokio::spawn(async move { cloud::run(&d, cloud_listener, s).await });
+    let mut sim = tokio::process::Command::new(&gw_bin)
+        .args(["sim", "modbus", "--map"])
+        .arg(root.join("sim.toml"))
+        .args(["--listen", &format!("127.0.0.1:{sim_port}")])
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gw = tokio::process::Command::new(&gw_bin)
+        .args(["run", "--config"])
+        .arg(root.join("gateway.toml"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    println!("demo: cloud on {cloud_addr}, simulated power meter on 127.0.0.1:{sim_port}, gateway demo-gw");
+    println!("demo: samples as they are stored in the cloud (Ctrl-C to stop):");
+    let mut seen = fieldgate::sample::now_ns();
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let rows = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock"))?
+            .tail(seen, 1000)?;
+        for (received, r) in rows {
+            seen = seen.max(received);
+            println!(
+                "{}  {:>6}  {:<24} {:>12}  {}",
+                rfc3339(r.ts_ns),
+                r.seq,
+                r.point,
+                r.value.to_string(),
+                r.quality
+            );
+        }
+    }
+    let _ = gw.start_kill();
+    let _ = gw.wait().await;
+    let _ = sim.start_kill();
+    let _ = cloud_task.await;
+    Ok(())
+}
+
+async fn free_port() -> anyhow::Result<u16> {
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?
+        .port())
+}
+
+const DEMO_SIM: &str = include_str!("../../config/demo-sim.toml");
+const DEMO_GATEWAY: &str = include_str!("../../config/demo-gateway.toml");

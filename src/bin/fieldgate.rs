@@ -1,0 +1,371 @@
+//! `fieldgate`: the gateway daemon and the field engineer's command line.
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use fieldgate::config::GatewayConfig;
+use fieldgate::field::modbus::{codec, sim, DataType, Function};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "fieldgate: industrial edge gateway (Modbus, store-and-forward, MQTT over mutual TLS)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway daemon.
+    Run {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file without touching any device.
+    Check {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Show link state, buffer depth and per-device errors of a running daemon.
+    Status {
+        /// Read the status socket's path from this config.
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+        /// Or name the socket directly.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Modbus tools for commissioning.
+    #[command(subcommand)]
+    Modbus(ModbusCmd),
+    /// Simulated devices.
+    #[command(subcommand)]
+    Sim(SimCmd),
+}
+
+#[derive(Subcommand)]
+enum ModbusCmd {
+    /// Read registers and show them raw beside the value decoded in every word order.
+    Read(ReadArgs),
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// Modbus TCP device, host:port.
+    #[arg(long, conflicts_with = "rtu", required_unless_present = "rtu")]
+    tcp: Option<String>,
+    /// Serial device for Modbus RTU.
+    #[arg(long)]
+    rtu: Option<PathBuf>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    /// coil, discrete_input, input_register or holding_register.
+    #[arg(long, default_value = "holding_register")]
+    function: String,
+    #[arg(long)]
+    address: u16,
+    /// Registers (or bits) to read; defaults to the width of --type.
+    #[arg(long)]
+    count: Option<u16>,
+    /// bool, bit, u16, i16, u32, i32, u64, i64, f32, f64, string.
+    #[arg(long = "type", default_value = "u16")]
+    data_type: String,
+    /// Bit number for --type bit.
+    #[arg(long, default_value_t = 0)]
+    bit: u8,
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Serve a register map as a Modbus TCP or RTU device.
+    Modbus {
+        #[arg(long)]
+        map: PathBuf,
+        /// TCP address to listen on.
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        listen: Option<String>,
+        /// Serial device (or pty) to serve RTU on.
+        #[arg(long)]
+        serial: Option<PathBuf>,
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(config: &std::path::Path) -> anyhow::Result<GatewayConfig> {
+    GatewayConfig::load(config).map_err(|e| anyhow::anyhow!("{e}\nconfig is invalid"))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
+    fieldgate::install_crypto_provider();
+    match real_main(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = load(&config)?;
+            let shutdown = CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                s.cancel();
+            });
+            fieldgate::daemon::run(cfg, shutdown).await
+        }
+        Command::Check { config } => check(&config),
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => {
+            let path = match socket {
+                Some(s) => s,
+                None => load(&config)?
+                    .gateway
+                    .status_socket
+                    .context("the config sets no gateway.status_socket")?,
+            };
+            let st = fieldgate::daemon::status::query(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
+            Ok(())
+        }
+        Command::Modbus(ModbusCmd::Read(a)) => modbus_read(a).await,
+        Command::Sim(SimCmd::Modbus {
+            map,
+            listen,
+            serial,
+            baud,
+        }) => {
+            let m = sim::SimMap::load(&map)?;
+            match (listen, serial) {
+                (Some(addr), _) => {
+                    let l = tokio::net::TcpListener::bind(&addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr}"))?;
+                    eprintln!(
+                        "simulating {} device(s) from {} on tcp {}",
+                        m.device.len(),
+                        map.display(),
+                        l.local_addr()?
+                    );
+                    sim::serve_tcp(m, l).await
+                }
+                (None, Some(port)) => {
+                    eprintln!(
+                        "simulating {} device(s) from {} on rtu {}",
+                        m.device.len(),
+                        map.display(),
+                        port.display()
+                    );
+                    sim::serve_rtu(m, &port, baud).await
+                }
+                (None, None) => bail!("give --listen ADDR or --serial PATH"),
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn check(config: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    println!(
+        "{}: ok (device {}, config hash {})",
+        config.display(),
+        cfg.gateway.device_id,
+        cfg.hash
+    );
+    for bus in &cfg.bus {
+        let status = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+        let poller = fieldgate::field::modbus::poller::BusPoller::new(bus.get_ref(), status);
+        for (device, interval, blocks) in poller.plans() {
+            let points: usize = blocks.iter().map(|b| b.points.len()).sum();
+            println!(
+                "  bus {}: device {device} every {}: {points} points in {} request(s)",
+                bus.get_ref().name,
+                humantime::format_duration(interval),
+                blocks.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_status(st: &fieldgate::daemon::status::Status) {
+    println!("device      {}", st.device_id);
+    match &st.uplink.connected_to {
+        Some(b) => println!("uplink      connected to {b}"),
+        None => println!(
+            "uplink      DISCONNECTED{}",
+            st.uplink
+                .last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ),
+    }
+    let age = st
+        .buffer
+        .oldest_ts_ns
+        .map(|t| {
+            humantime::format_duration(std::time::Duration::from_secs(
+                ((fieldgate::sample::now_ns() - t) / 1_000_000_000).max(0) as u64,
+            ))
+            .to_string()
+        })
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "buffer      {} samples ({}), oldest {age} old, {} dropped, {} gap records pending",
+        st.buffer.depth,
+        fieldgate::bytesize::ByteSize(st.buffer.bytes),
+        st.buffer.dropped,
+        st.buffer.pending_gaps
+    );
+    println!(
+        "sent        {} batches, {} samples acknowledged",
+        st.uplink.acked_batches, st.uplink.acked_samples
+    );
+    for (name, d) in &st.devices {
+        println!(
+            "device {name:<12} polls {:>6}  errors {:>5}  last error: {}{}",
+            d.polls,
+            d.errors,
+            d.last_error.as_deref().unwrap_or("none"),
+            if d.isolated_points.is_empty() {
+                String::new()
+            } else {
+                format!("  isolated: {}", d.isolated_points.join(", "))
+            }
+        );
+    }
+}
+
+async fn modbus_read(a: ReadArgs) -> anyhow::Result<()> {
+    use fieldgate::field::modbus::transport::{connect, Endpoint};
+    use tokio_modbus::client::Reader;
+    use tokio_modbus::prelude::SlaveContext;
+    let function: Function = serde_plain(
+        &a.function,
+        "function",
+        "coil, discrete_input, input_register, holding_register",
+    )?;
+    let ty: DataType = serde_plain(&a.data_type, "type", DataType::ALL)?;
+    let count = a.count.unwrap_or_else(|| ty.width(1));
+    let endpoint = match (&a.tcp, &a.rtu) {
+        (Some(t), _) => Endpoint::Tcp(t.clone()),
+        (None, Some(p)) => Endpoint::Rtu(fieldgate::config::RtuBus {
+            port: p.clone(),
+            baud: a.baud,
+            parity: Default::default(),
+            data_bits: 8,
+            stop_bits: 1,
+        }),
+        _ => bail!("give --tcp HOST:PORT or --rtu PATH"),
+    };
+    let mut ctx = connect(&endpoint, a.timeout).await?;
+    ctx.set_slave(tokio_modbus::Slave(a.unit));
+    let read = async {
+        match function {
+            Function::Coil => ctx
+                .read_coils(a.address, count)
+                .await
+                .map(|r| r.map(|v| v.into_iter().map(u16::from).collect())),
+            Function::DiscreteInput => ctx
+                .read_discrete_inputs(a.address, count)
+                .await
+                .map(|r| r.map(|v| v.into_iter().map(u16::from).collect())),
+            Function::InputRegister => ctx.read_input_registers(a.address, count).await,
+            Function::HoldingRegister => ctx.read_holding_registers(a.address, count).await,
+        }
+    };
+    let words: Vec<u16> = match tokio::time::timeout(a.timeout, read).await {
+        Err(_) => bail!(
+            "no answer from unit {} on {endpoint} within {:?}",
+            a.unit,
+            a.timeout
+        ),
+        Ok(Err(e)) => bail!("{endpoint}: {e}"),
+        Ok(Ok(Err(code))) => {
+            let c = u8::from(code);
+            bail!(
+                "unit {} answered with exception {c:#04x} ({})",
+                a.unit,
+                fieldgate::sample::exception_name(c)
+            )
+        }
+        Ok(Ok(Ok(w))) => w,
+    };
+    println!("{} {} at {} (unit {}):", count, function, a.address, a.unit);
+    for (i, w) in words.iter().enumerate() {
+        println!(
+            "  {:>5}: 0x{w:04X}  {w:>5}  {:016b}",
+            a.address as usize + i,
+            w
+        );
+    }
+    if function.is_bits() {
+        return Ok(());
+    }
+    println!("as {ty}:");
+    for (order, v) in codec::all_orders(&words, ty, a.bit) {
+        match v {
+            Ok(v) => println!("  {order}: {v}"),
+            Err(e) => println!("  {order}: ({e})"),
+        }
+    }
+    Ok(())
+}
+
+/// Parses a command-line word the way the config file would.
+fn serde_plain<T: serde::de::DeserializeOwned>(
+    s: &str,
+    what: &str,
+    valid: &str,
+) -> anyhow::Result<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+        .map_err(|_| anyhow::anyhow!("unknown {what} `{s}`; valid: {valid}"))
+}

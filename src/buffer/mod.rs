@@ -1,0 +1,300 @@
+//! Store-and-forward: the SQLite outbox, run on its own thread behind an async handle.
+//!
+//! Sources hand samples to `Buffer::append` and never wait for the network; the thread
+//! commits them in groups (one fsync per group) and serves the uplink's reads and acks.
+
+pub mod outbox;
+
+use crate::config::Class;
+use crate::protocol::{Gap, Sequenced};
+use crate::sample::Sample;
+pub use outbox::{Outbox, OutboxError, Stats};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most samples committed in one group.
+const MAX_GROUP: usize = 5000;
+
+enum Command {
+    Append(Vec<(Sample, Class)>),
+    Fetch {
+        after: u64,
+        upto: u64,
+        limit: usize,
+        reply: oneshot::Sender<Vec<Sequenced>>,
+    },
+    Gaps {
+        limit: usize,
+        reply: oneshot::Sender<Vec<Gap>>,
+    },
+    Ack {
+        seqs: Vec<Gap>,
+        gaps: Vec<Gap>,
+    },
+    MaxSeq(oneshot::Sender<u64>),
+    Stats(oneshot::Sender<Stats>),
+    /// Commit everything received so far, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters the buffer thread keeps for status.
+#[derive(Debug, Default)]
+pub struct BufferCounters {
+    /// Samples committed since start.
+    pub committed: AtomicU64,
+    /// Samples that could not be committed (disk full, I/O error).
+    pub failed: AtomicU64,
+    /// Commit groups (= fsyncs) since start.
+    pub groups: AtomicU64,
+}
+
+/// Cloneable handle to the buffer thread.
+#[derive(Clone)]
+pub struct Buffer {
+    tx: mpsc::Sender<Command>,
+    pub counters: Arc<BufferCounters>,
+    /// Wakes the uplink when new samples are committed.
+    pub committed: Arc<tokio::sync::Notify>,
+}
+
+/// Settings of the buffer thread.
+#[derive(Debug, Clone)]
+pub struct BufferSettings {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Option<Duration>,
+    pub commit_interval: Duration,
+}
+
+impl Buffer {
+    /// Opens the outbox and starts its thread. The thread ends when every handle is dropped.
+    pub fn start(
+        settings: BufferSettings,
+    ) -> Result<(Buffer, std::thread::JoinHandle<()>), OutboxError> {
+        let outbox = Outbox::open(
+            &settings.path,
+            settings.max_bytes,
+            settings.max_age.map(|d| d.as_nanos() as i64),
+        )?;
+        let (tx, rx) = mpsc::channel(1024);
+        let counters = Arc::new(BufferCounters::default());
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let (c2, n2) = (counters.clone(), committed.clone());
+        let handle = std::thread::Builder::new()
+            .name("buffer".into())
+            .spawn(move || run(outbox, rx, settings.commit_interval, c2, n2))
+            .map_err(|e| OutboxError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        Ok((
+            Buffer {
+                tx,
+                counters,
+                committed,
+            },
+            handle,
+        ))
+    }
+
+    /// Hands samples over for commit. Waits only if the disk cannot keep up.
+    pub async fn append(&self, samples: Vec<(Sample, Class)>) {
+        if !samples.is_empty() {
+            let _ = self.tx.send(Command::Append(samples)).await;
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn fetch(&self, after: u64, upto: u64, limit: usize) -> Vec<Sequenced> {
+        self.ask(|reply| Command::Fetch {
+            after,
+            upto,
+            limit,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    pub async fn gaps(&self, limit: usize) -> Vec<Gap> {
+        self.ask(|reply| Command::Gaps { limit, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn ack(&self, seqs: Vec<Gap>, gaps: Vec<Gap>) {
+        let _ = self.tx.send(Command::Ack { seqs, gaps }).await;
+    }
+
+    pub async fn max_seq(&self) -> u64 {
+        self.ask(Command::MaxSeq).await.unwrap_or(0)
+    }
+
+    pub async fn stats(&self) -> Stats {
+        self.ask(Command::Stats).await.unwrap_or_default()
+    }
+
+    /// Returns once everything appended before the call is committed.
+    pub async fn flush(&self) {
+        let _ = self.ask(Command::Flush).await;
+    }
+}
+
+fn run(
+    mut outbox: Outbox,
+    mut rx: mpsc::Receiver<Command>,
+    commit_interval: Duration,
+    counters: Arc<BufferCounters>,
+    notify: Arc<tokio::sync::Notify>,
+) {
+    let mut group: Vec<(Sample, Class)> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        // Wait for a command, or for the open group's deadline.
+        let cmd = match deadline {
+            None => match rx.blocking_recv() {
+                Some(c) => Some(c),
+                None => break,
+            },
+            Some(d) => loop {
+                match rx.try_recv() {
+                    Ok(c) => break Some(c),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= d || group.len() >= MAX_GROUP {
+                            break None;
+                        }
+                        std::thread::sleep((d - now).min(Duration::from_millis(2)));
+                    }
+                }
+            },
+        };
+        let mut flush_reply = None;
+        match cmd {
+            Some(Command::Append(mut s)) => {
+                group.append(&mut s);
+                deadline.get_or_insert_with(|| Instant::now() + commit_interval);
+                if group.len() < MAX_GROUP {
+                    continue;
+                }
+            }
+            Some(Command::Flush(reply)) => flush_reply = Some(reply),
+            Some(other) => {
+                // Reads and acks see only committed data: commit the open group first.
+                commit(
+                    &mut outbox,
+                    &mut group,
+                    &counters,
+                    &notify,
+                    &mut last_error_log,
+                );
+                deadline = None;
+                serve(&mut outbox, other);
+                continue;
+            }
+            None if rx.is_closed() && group.is_empty() && deadline.is_none() => break,
+            None => {}
+        }
+        commit(
+            &mut outbox,
+            &mut group,
+            &counters,
+            &notify,
+            &mut last_error_log,
+        );
+        deadline = None;
+        if let Some(r) = flush_reply {
+            let _ = r.send(());
+        }
+        if rx.is_closed() && rx.is_empty() {
+            break;
+        }
+    }
+    commit(
+        &mut outbox,
+        &mut group,
+        &counters,
+        &notify,
+        &mut last_error_log,
+    );
+}
+
+fn commit(
+    outbox: &mut Outbox,
+    group: &mut Vec<(Sample, Class)>,
+    counters: &BufferCounters,
+    notify: &tokio::sync::Notify,
+    last_error_log: &mut Option<Instant>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    match outbox.append(group, crate::sample::now_ns()) {
+        Ok(seqs) => {
+            counters
+                .committed
+                .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+            counters.groups.fetch_add(1, Ordering::Relaxed);
+            notify.notify_one();
+        }
+        Err(e) => {
+            counters
+                .failed
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            // One line per minute at most: a full disk must not flood the journal.
+            if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::error!(error = %e, lost = group.len(), "buffer commit failed");
+                *last_error_log = Some(Instant::now());
+            }
+        }
+    }
+    group.clear();
+}
+
+fn serve(outbox: &mut Outbox, cmd: Command) {
+    let log = |e: OutboxError| tracing::error!(error = %e, "buffer");
+    match cmd {
+        Command::Fetch {
+            after,
+            upto,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(outbox.fetch(after, upto, limit).unwrap_or_else(|e| {
+                log(e);
+                Vec::new()
+            }));
+        }
+        Command::Gaps { limit, reply } => {
+            let _ = reply.send(outbox.gaps(limit).unwrap_or_else(|e| {
+                log(e);
+                Vec::new()
+            }));
+        }
+        Command::Ack { seqs, gaps } => {
+            if let Err(e) = outbox.ack(&seqs, &gaps) {
+                log(e);
+            }
+        }
+        Command::MaxSeq(reply) => {
+            let _ = reply.send(outbox.max_seq().unwrap_or_else(|e| {
+                log(e);
+                0
+            }));
+        }
+        Command::Stats(reply) => {
+            let _ = reply.send(outbox.stats().unwrap_or_else(|e| {
+                log(e);
+                Stats::default()
+            }));
+        }
+        Command::Append(_) | Command::Flush(_) => {}
+    }
+}

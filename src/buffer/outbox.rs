@@ -1,0 +1,484 @@
+//! The durable outbox: samples committed to SQLite (WAL, synchronous=FULL) with a
+//! per-gateway sequence number, deleted only once the cloud has acknowledged them.
+//!
+//! Synchronous and single-threaded; `buffer::Buffer` runs it on its own thread.
+
+use crate::config::Class;
+use crate::protocol::{Gap, Sequenced};
+use crate::sample::{Quality, Sample, TimeQuality, Value};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// Fixed cost of a row beside its payload (key, index entry, page overhead), for the cap.
+const ROW_OVERHEAD: u64 = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the disk is full: {0} (the samples of this group are not accepted; committed data is intact)")]
+    DiskFull(String),
+    #[error("buffer database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("buffer database: {0}")]
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => OutboxError::DiskFull(e.to_string()),
+            _ => OutboxError::Sql(e),
+        }
+    }
+}
+
+/// What is stored per row beside the point and timestamp.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body {
+    value: Value,
+    quality: Quality,
+    time: TimeQuality,
+}
+
+/// Depth and health of the buffer, for status and the birth message.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Samples waiting for the cloud's acknowledgement.
+    pub depth: u64,
+    /// Bytes they take by the cap's accounting.
+    pub bytes: u64,
+    /// Timestamp of the oldest waiting sample.
+    pub oldest_ts_ns: Option<i64>,
+    /// Samples dropped at the cap or by age since the buffer was created.
+    pub dropped: u64,
+    /// The last sequence number given out.
+    pub last_seq: u64,
+    /// Gap records not yet acknowledged by the cloud.
+    pub pending_gaps: u64,
+}
+
+pub struct Outbox {
+    conn: Connection,
+    max_bytes: u64,
+    max_age_ns: Option<i64>,
+    bytes: u64,
+}
+
+impl Outbox {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        max_age_ns: Option<i64>,
+    ) -> Result<Outbox, OutboxError> {
+        let open_err = |source| OutboxError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        // WAL with synchronous=FULL: a commit is on disk (fsync of the WAL) before it
+        // returns, so it survives a power cut, not only a crash.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS outbox(
+                 seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+                 class INTEGER NOT NULL,
+                 ts_ns INTEGER NOT NULL,
+                 point TEXT NOT NULL,
+                 body  BLOB NOT NULL,
+                 size  INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox(class, seq);
+             CREATE TABLE IF NOT EXISTS gaps(first INTEGER PRIMARY KEY, last INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(open_err)?;
+        let bytes: i64 = conn
+            .query_row("SELECT COALESCE(SUM(size), 0) FROM outbox", [], |r| {
+                r.get(0)
+            })
+            .map_err(open_err)?;
+        Ok(Outbox {
+            conn,
+            max_bytes,
+            max_age_ns,
+            bytes: bytes as u64,
+        })
+    }
+
+    /// Limits the database file to `pages` pages (tests use this to fill the "disk").
+    pub fn set_max_pages(&self, pages: u64) -> Result<(), OutboxError> {
+        self.conn.pragma_update(None, "max_page_count", pages)?;
+        Ok(())
+    }
+
+    /// Commits a group of samples in one transaction (one fsync); returns their sequence
+    /// numbers. Applies the size and age caps in the same transaction.
+    pub fn append(
+        &mut self,
+        samples: &[(Sample, Class)],
+        now_ns: i64,
+    ) -> Result<Vec<u64>, OutboxError> {
+        let tx = self.conn.transaction()?;
+        let mut seqs = Vec::with_capacity(samples.len());
+        let mut added = 0u64;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO outbox(class, ts_ns, point, body, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (s, class) in samples {
+                let body = postcard::to_stdvec(&Body {
+                    value: s.value.clone(),
+                    quality: s.quality.clone(),
+                    time: s.time,
+                })
+                .unwrap_or_default();
+                let size = body.len() as u64 + s.point.len() as u64 + ROW_OVERHEAD;
+                ins.execute(params![class.rank(), s.ts_ns, s.point, body, size as i64])?;
+                seqs.push(tx.last_insert_rowid() as u64);
+                added += size;
+            }
+        }
+        let mut bytes = self.bytes + added;
+        let mut dropped: Vec<u64> = Vec::new();
+        if let Some(age) = self.max_age_ns {
+            let cutoff = now_ns.saturating_sub(age);
+            let mut q = tx.prepare_cached("SELECT seq, size FROM outbox WHERE ts_ns < ?1")?;
+            let rows: Vec<(u64, u64)> = q
+                .query_map([cutoff], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (seq, size) in rows {
+                dropped.push(seq);
+                bytes -= size.min(bytes);
+            }
+            tx.execute("DELETE FROM outbox WHERE ts_ns < ?1", [cutoff])?;
+        }
+        while bytes > self.max_bytes {
+            // The oldest samples of the lowest class present go first.
+            let mut q = tx.prepare_cached(
+                "SELECT seq, size FROM outbox WHERE class = (SELECT MIN(class) FROM outbox)
+                 ORDER BY seq LIMIT 512",
+            )?;
+            let rows: Vec<(u64, u64)> = q
+                .query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            for (seq, size) in rows {
+                if bytes <= self.max_bytes {
+                    break;
+                }
+                del.execute([seq as i64])?;
+                dropped.push(seq);
+                bytes -= size.min(bytes);
+            }
+        }
+        if !dropped.is_empty() {
+            dropped.sort_unstable();
+            let mut ins =
+                tx.prepare_cached("INSERT OR REPLACE INTO gaps(first, last) VALUES (?1, ?2)")?;
+            for g in ranges(&dropped) {
+                ins.execute(params![g.first as i64, g.last as i64])?;
+            }
+            tx.execute(
+                "INSERT INTO counters(name, value) VALUES ('dropped', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + ?1",
+                [dropped.len() as i64],
+            )?;
+        }
+        tx.commit()?;
+        self.bytes = bytes;
+        Ok(seqs)
+    }
+
+    /// Up to `limit` samples with `after < seq <= upto`, in sequence order.
+    pub fn fetch(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Sequenced>, OutboxError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT seq, ts_ns, point, body FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = q.query_map(
+            params![
+                after.min(i64::MAX as u64) as i64,
+                upto.min(i64::MAX as u64) as i64,
+                limit as i64
+            ],
+            |r| {
+                let body: Vec<u8> = r.get(3)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    body,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, ts_ns, point, body) = row?;
+            let b: Body = postcard::from_bytes(&body).unwrap_or(Body {
+                value: Value::Empty,
+                quality: Quality::Invalid("buffer row could not be decoded".into()),
+                time: TimeQuality::Unsynced,
+            });
+            out.push(Sequenced {
+                seq,
+                sample: Sample {
+                    point,
+                    ts_ns,
+                    value: b.value,
+                    quality: b.quality,
+                    time: b.time,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The cloud acknowledged these samples and gaps: forget them.
+    pub fn ack(&mut self, seqs: &[Gap], gaps: &[Gap]) -> Result<(), OutboxError> {
+        let tx = self.conn.transaction()?;
+        let mut freed = 0u64;
+        for r in seqs {
+            let (f, l) = (r.first as i64, r.last as i64);
+            freed += tx.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE seq BETWEEN ?1 AND ?2",
+                [f, l],
+                |row| row.get::<_, i64>(0),
+            )? as u64;
+            tx.execute("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2", [f, l])?;
+        }
+        for g in gaps {
+            tx.execute("DELETE FROM gaps WHERE first = ?1", [g.first as i64])?;
+        }
+        tx.commit()?;
+        self.bytes -= freed.min(self.bytes);
+        Ok(())
+    }
+
+    /// Gap records waiting to be sent.
+    pub fn gaps(&self, limit: usize) -> Result<Vec<Gap>, OutboxError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT first, last FROM gaps ORDER BY first LIMIT ?1")?;
+        let rows = q.query_map([limit as i64], |r| {
+            Ok(Gap {
+                first: r.get::<_, i64>(0)? as u64,
+                last: r.get::<_, i64>(1)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest sequence number in the buffer (0 when empty).
+    pub fn max_seq(&self) -> Result<u64, OutboxError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    pub fn stats(&self) -> Result<Stats, OutboxError> {
+        let (depth, oldest): (i64, Option<i64>) =
+            self.conn
+                .query_row("SELECT COUNT(*), MIN(ts_ns) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let dropped: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'dropped'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let last_seq: i64 = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let pending_gaps: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM gaps", [], |r| r.get(0))?;
+        Ok(Stats {
+            depth: depth as u64,
+            bytes: self.bytes,
+            oldest_ts_ns: oldest,
+            dropped: dropped as u64,
+            last_seq: last_seq as u64,
+            pending_gaps: pending_gaps as u64,
+        })
+    }
+}
+
+/// Folds sorted sequence numbers into inclusive ranges.
+pub fn ranges(sorted: &[u64]) -> Vec<Gap> {
+    let mut out: Vec<Gap> = Vec::new();
+    for &s in sorted {
+        match out.last_mut() {
+            Some(g) if g.last + 1 == s => g.last = s,
+            Some(g) if g.last >= s => {}
+            _ => out.push(Gap { first: s, last: s }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(point: &str, ts: i64, v: f64) -> Sample {
+        Sample {
+            point: point.into(),
+            ts_ns: ts,
+            value: Value::Float(v),
+            quality: Quality::Good,
+            time: TimeQuality::Synced,
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_survive_reopen_and_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.db");
+        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
+        let a = o
+            .append(
+                &[
+                    (s("x", 1, 1.0), Class::Telemetry),
+                    (s("x", 2, 2.0), Class::Telemetry),
+                ],
+                0,
+            )
+            .unwrap();
+        assert_eq!(a, vec![1, 2]);
+        o.ack(&[Gap { first: 1, last: 2 }], &[]).unwrap();
+        drop(o);
+        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
+        assert_eq!(o.stats().unwrap().depth, 0);
+        assert_eq!(
+            o.append(&[(s("x", 3, 3.0), Class::Telemetry)], 0).unwrap(),
+            vec![3]
+        );
+        let got = o.fetch(0, u64::MAX, 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].sample, s("x", 3, 3.0));
+    }
+
+    #[test]
+    fn the_cap_drops_oldest_telemetry_first_and_records_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("b.db"), 100_000, None).unwrap();
+        for round in 0..40i64 {
+            let mut group = Vec::new();
+            for i in 0..50 {
+                group.push((s("t", round * 100 + i, 0.0), Class::Telemetry));
+            }
+            group.push((s("alarm", round * 100 + 99, 1.0), Class::Alarm));
+            o.append(&group, 0).unwrap();
+        }
+        let st = o.stats().unwrap();
+        assert!(st.bytes <= 100_000, "{st:?}");
+        assert!(st.dropped > 0);
+        let kept = o.fetch(0, u64::MAX, 100_000).unwrap();
+        assert_eq!(
+            kept.iter().filter(|k| k.sample.point == "alarm").count(),
+            40,
+            "every alarm survives"
+        );
+        let gaps = o.gaps(10_000).unwrap();
+        let lost: u64 = gaps.iter().map(|g| g.last - g.first + 1).sum();
+        assert_eq!(lost, st.dropped);
+        // every sequence number is either kept or inside exactly one gap
+        for seq in 1..=st.last_seq {
+            let in_gap = gaps
+                .iter()
+                .filter(|g| g.first <= seq && seq <= g.last)
+                .count();
+            let kept_n = kept.iter().filter(|k| k.seq == seq).count();
+            assert_eq!(in_gap + kept_n, 1, "seq {seq}");
+        }
+        // the oldest went first: the kept telemetry is the newest
+        let oldest_kept_t = kept.iter().find(|k| k.sample.point == "t").unwrap().seq;
+        assert!(gaps
+            .iter()
+            .all(|g| g.last < oldest_kept_t || g.first > oldest_kept_t));
+    }
+
+    #[test]
+    fn age_cap_drops_old_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("b.db"), 1 << 30, Some(1000)).unwrap();
+        o.append(&[(s("a", 0, 0.0), Class::Alarm)], 0).unwrap();
+        o.append(&[(s("a", 5000, 0.0), Class::Alarm)], 5000)
+            .unwrap();
+        assert_eq!(o.gaps(10).unwrap(), vec![Gap { first: 1, last: 1 }]);
+        assert_eq!(o.stats().unwrap().depth, 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error_and_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.db");
+        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
+        o.append(&[(s("a", 1, 1.0), Class::Telemetry)], 0).unwrap();
+        let pages: u64 = o
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        o.set_max_pages(pages + 1).unwrap();
+        let big: Vec<_> = (0..5000)
+            .map(|i| {
+                (
+                    s("a-long-point-name-to-fill-pages", i, 1.0),
+                    Class::Telemetry,
+                )
+            })
+            .collect();
+        let err = o.append(&big, 0).unwrap_err();
+        assert!(matches!(err, OutboxError::DiskFull(_)), "{err}");
+        assert!(err.to_string().contains("disk is full"));
+        drop(o);
+        let o = Outbox::open(&p, 1 << 30, None).unwrap();
+        let ok: String = o
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        assert_eq!(o.fetch(0, u64::MAX, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ranges_fold() {
+        assert_eq!(
+            ranges(&[1, 2, 3, 7, 9, 10]),
+            vec![
+                Gap { first: 1, last: 3 },
+                Gap { first: 7, last: 7 },
+                Gap { first: 9, last: 10 }
+            ]
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The cloud's own CA: created on first start, it issues the ingest's server certificate
+//! and development certificates for gateways (`fieldgate-cloud dev-cert`).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("`{0}` is not a valid device id (1 to 64 of A-Z a-z 0-9 - _ .)")]
+    BadDeviceId(String),
+}
+
+/// The files of the CA and the server identity in a data directory.
+pub struct Pki {
+    pub dir: PathBuf,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+}
+
+fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::write(path, data).map_err(io)?;
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl Pki {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// Opens the CA in `dir`, creating it and a server certificate for `server_names`
+    /// (DNS names or IP addresses) on first use.
+    pub fn open_or_create(dir: &Path, server_names: &[String]) -> Result<Pki, PkiError> {
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let pki = if ca_crt.exists() && ca_key.exists() {
+            let ca_key = KeyPair::from_pem(&read(&ca_key)?)?;
+            let ca_params = CertificateParams::from_ca_cert_pem(&read(&ca_crt)?)?;
+            Pki {
+                dir: dir.to_path_buf(),
+                ca_params,
+                ca_key,
+            }
+        } else {
+            let ca_key_pair = KeyPair::generate()?;
+            let mut p = CertificateParams::default();
+            p.distinguished_name
+                .push(DnType::CommonName, "fieldgate cloud CA");
+            p.distinguished_name
+                .push(DnType::OrganizationName, "fieldgate");
+            p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            p.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+            p.not_after = OffsetDateTime::now_utc() + Duration::days(365 * 20);
+            let cert = p.clone().self_signed(&ca_key_pair)?;
+            write(&ca_crt, &cert.pem(), false)?;
+            write(&ca_key, &ca_key_pair.serialize_pem(), true)?;
+            tracing::info!(dir = %dir.display(), "created the cloud CA");
+            Pki {
+                dir: dir.to_path_buf(),
+                ca_params: p,
+                ca_key: ca_key_pair,
+            }
+        };
+        if !pki.server_cert().exists() || !pki.server_key().exists() {
+            let (crt, key) = pki.issue(&server_names.join(","), server_names, false)?;
+            write(&pki.server_cert(), &crt, false)?;
+            write(&pki.server_key(), &key, true)?;
+        }
+        Ok(pki)
+    }
+
+    /// Issues a certificate and key (PEM): a client certificate with CN = `cn`, or a
+    /// server certificate with `names` as subject alternative names.
+    pub fn issue(
+        &self,
+        cn: &str,
+        names: &[String],
+        client: bool,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if client {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        } else {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            for n in names {
+                p.subject_alt_names
+                    .push(match n.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SanType::IpAddress(ip),
+                        Err(_) => SanType::DnsName(n.clone().try_into()?),
+                    });
+            }
+        }
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        p.not_after = OffsetDateTime::now_utc() + Duration::days(if client { 365 } else { 825 });
+        let issuer = self.ca_params.clone().self_signed(&self.ca_key)?;
+        let cert = p.signed_by(&key, &issuer, &self.ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Writes `device.crt`, `device.key` and `ca.crt` for a gateway into `out`.
+    pub fn dev_cert(&self, device_id: &str, out: &Path) -> Result<(), PkiError> {
+        if !crate::protocol::valid_device_id(device_id) {
+            return Err(PkiError::BadDeviceId(device_id.into()));
+        }
+        std::fs::create_dir_all(out).map_err(|source| PkiError::Io {
+            path: out.display().to_string(),
+            source,
+        })?;
+        let (crt, key) = self.issue(device_id, &[], true)?;
+        write(&out.join("device.crt"), &crt, false)?;
+        write(&out.join("device.key"), &key, true)?;
+        write(&out.join("ca.crt"), &read(&self.ca_cert())?, false)?;
+        Ok(())
+    }
+}

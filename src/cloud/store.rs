@@ -1,0 +1,328 @@
+//! The cloud's sample store (SQLite): every sample exactly once per (device, sequence
+//! number), gap records, device state, and rejected payloads kept for inspection.
+
+use crate::protocol::{Batch, Gap, StateMessage};
+use crate::sample::{Quality, Value};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[error("sample store: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// One stored sample, as `fieldgate-cloud query` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub device: String,
+    pub seq: u64,
+    pub point: String,
+    pub ts_ns: i64,
+    pub value: serde_json::Value,
+    pub quality: String,
+    pub time: String,
+}
+
+/// What one insert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    pub new: usize,
+    pub duplicates: usize,
+    pub gaps: usize,
+}
+
+fn kind_and_value(v: &Value) -> (&'static str, rusqlite::types::Value) {
+    use rusqlite::types::Value as V;
+    match v {
+        Value::Float(f) => ("float", V::Real(*f)),
+        Value::Int(i) => ("int", V::Integer(*i)),
+        Value::UInt(u) => ("uint", V::Integer(*u as i64)),
+        Value::Bool(b) => ("bool", V::Integer(*b as i64)),
+        Value::Str(s) => ("str", V::Text(s.clone())),
+        Value::Bytes(b) => ("bytes", V::Blob(b.clone())),
+        Value::Empty => ("empty", V::Null),
+    }
+}
+
+fn to_json(kind: &str, v: rusqlite::types::Value) -> serde_json::Value {
+    use rusqlite::types::Value as V;
+    match (kind, v) {
+        ("uint", V::Integer(i)) => serde_json::json!(i as u64),
+        ("bool", V::Integer(i)) => serde_json::json!(i != 0),
+        (_, V::Integer(i)) => serde_json::json!(i),
+        (_, V::Real(f)) => serde_json::json!(f),
+        (_, V::Text(s)) => serde_json::json!(s),
+        (_, V::Blob(b)) => {
+            serde_json::json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        }
+        (_, V::Null) => serde_json::Value::Null,
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The ingest acknowledges a batch only after this commit is on disk.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS samples(
+                 device TEXT NOT NULL, seq INTEGER NOT NULL, point TEXT NOT NULL,
+                 ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, value, quality TEXT NOT NULL,
+                 time TEXT NOT NULL, received_ns INTEGER NOT NULL,
+                 PRIMARY KEY(device, seq)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS samples_by_point ON samples(device, point, ts_ns);
+             CREATE TABLE IF NOT EXISTS gaps(
+                 device TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+                 received_ns INTEGER NOT NULL, PRIMARY KEY(device, first, last)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS device_state(
+                 device TEXT PRIMARY KEY, state TEXT NOT NULL, detail TEXT, updated_ns INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS rejected(
+                 id INTEGER PRIMARY KEY, device TEXT, topic TEXT, reason TEXT NOT NULL,
+                 payload BLOB, received_ns INTEGER NOT NULL);",
+        )?;
+        Ok(Store { conn })
+    }
+
+    /// Stores a batch from `device` in one transaction; repeats are ignored.
+    pub fn insert(&mut self, device: &str, batch: &Batch) -> Result<Inserted, StoreError> {
+        let now = crate::sample::now_ns();
+        let tx = self.conn.transaction()?;
+        let mut n = Inserted::default();
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO samples(device, seq, point, ts_ns, kind, value, quality, time, received_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for s in &batch.samples {
+                let (kind, value) = kind_and_value(&s.sample.value);
+                let changed = ins.execute(params![
+                    device,
+                    s.seq as i64,
+                    s.sample.point,
+                    s.sample.ts_ns,
+                    kind,
+                    value,
+                    serde_json::to_string(&s.sample.quality).unwrap_or_default(),
+                    s.sample.time.to_string(),
+                    now
+                ])?;
+                if changed == 1 {
+                    n.new += 1;
+                } else {
+                    n.duplicates += 1;
+                }
+            }
+            let mut g = tx.prepare_cached(
+                "INSERT OR IGNORE INTO gaps(device, first, last, received_ns) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for gap in &batch.gaps {
+                n.gaps += g.execute(params![device, gap.first as i64, gap.last as i64, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    pub fn set_state(&self, device: &str, state: &StateMessage) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO device_state(device, state, detail, updated_ns) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device) DO UPDATE SET state = ?2, detail = ?3, updated_ns = ?4",
+            params![
+                device,
+                state.state,
+                serde_json::to_string(state).unwrap_or_default(),
+                crate::sample::now_ns()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn state(&self, device: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state FROM device_state WHERE device = ?1",
+                [device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Keeps a refused payload (truncated to 64 KiB) with the reason, so nothing is lost silently.
+    pub fn reject(
+        &self,
+        device: Option<&str>,
+        topic: &str,
+        reason: &str,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO rejected(device, topic, reason, payload, received_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device, topic, reason, &payload[..payload.len().min(65536)], crate::sample::now_ns()],
+        )?;
+        Ok(())
+    }
+
+    /// Reasons of refused payloads, newest first.
+    pub fn rejections(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Option<String>, String, String)>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare("SELECT device, topic, reason FROM rejected ORDER BY id DESC LIMIT ?1")?;
+        let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn query(
+        &self,
+        device: &str,
+        point: Option<&str>,
+        since_ns: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT seq, point, ts_ns, kind, value, quality, time FROM samples
+             WHERE device = ?1 AND (?2 IS NULL OR point = ?2) AND ts_ns >= ?3
+             ORDER BY ts_ns, seq LIMIT ?4",
+        )?;
+        let rows = q.query_map(
+            params![device, point, since_ns.unwrap_or(i64::MIN), limit as i64],
+            |r| {
+                let kind: String = r.get(3)?;
+                let quality: String = r.get(5)?;
+                Ok(Row {
+                    device: device.to_string(),
+                    seq: r.get::<_, i64>(0)? as u64,
+                    point: r.get(1)?,
+                    ts_ns: r.get(2)?,
+                    value: to_json(&kind, r.get(4)?),
+                    quality: serde_json::from_str::<Quality>(&quality)
+                        .map(|q| q.to_string())
+                        .unwrap_or(quality),
+                    time: r.get(6)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Samples with `seq > after` across all devices, in arrival order (for `demo` and tails).
+    pub fn tail(
+        &self,
+        after_received_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Row)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT device, seq, point, ts_ns, kind, value, quality, time, received_ns FROM samples
+             WHERE received_ns > ?1 ORDER BY received_ns, device, seq LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![after_received_ns, limit as i64], |r| {
+            let kind: String = r.get(4)?;
+            let quality: String = r.get(6)?;
+            Ok((
+                r.get(8)?,
+                Row {
+                    device: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    point: r.get(2)?,
+                    ts_ns: r.get(3)?,
+                    value: to_json(&kind, r.get(5)?),
+                    quality: serde_json::from_str::<Quality>(&quality)
+                        .map(|q| q.to_string())
+                        .unwrap_or(quality),
+                    time: r.get(7)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn gaps(&self, device: &str) -> Result<Vec<Gap>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare("SELECT first, last FROM gaps WHERE device = ?1 ORDER BY first")?;
+        let rows = q.query_map([device], |r| {
+            Ok(Gap {
+                first: r.get::<_, i64>(0)? as u64,
+                last: r.get::<_, i64>(1)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many samples of `device` are stored.
+    pub fn count(&self, device: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM samples WHERE device = ?1",
+            [device],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Sequenced;
+    use crate::sample::{Sample, TimeQuality};
+
+    #[test]
+    fn exactly_once_per_device_and_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(&dir.path().join("c.db")).unwrap();
+        let b = Batch {
+            samples: (1..=3)
+                .map(|i| Sequenced {
+                    seq: i,
+                    sample: Sample {
+                        point: "m/v".into(),
+                        ts_ns: i as i64,
+                        value: Value::UInt(u64::MAX - i),
+                        quality: Quality::Good,
+                        time: TimeQuality::Synced,
+                    },
+                })
+                .collect(),
+            gaps: vec![Gap {
+                first: 10,
+                last: 12,
+            }],
+        };
+        assert_eq!(
+            st.insert("gw", &b).unwrap(),
+            Inserted {
+                new: 3,
+                duplicates: 0,
+                gaps: 1
+            }
+        );
+        assert_eq!(
+            st.insert("gw", &b).unwrap(),
+            Inserted {
+                new: 0,
+                duplicates: 3,
+                gaps: 0
+            }
+        );
+        assert_eq!(st.insert("other", &b).unwrap().new, 3);
+        let rows = st.query("gw", Some("m/v"), Some(2), 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].value, serde_json::json!(u64::MAX - 3));
+        assert_eq!(
+            st.gaps("gw").unwrap(),
+            vec![Gap {
+                first: 10,
+                last: 12
+            }]
+        );
+    }
+}

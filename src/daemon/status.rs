@@ -1,0 +1,85 @@
+//! The local status socket behind `fieldgate status`: one JSON document per connection.
+
+use crate::buffer::{Buffer, Stats};
+use crate::field::modbus::poller::{BusStatus, DeviceStatus};
+use crate::uplink::UplinkStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// What the daemon reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub device_id: String,
+    pub buffer: Stats,
+    pub uplink: UplinkStatus,
+    pub devices: BTreeMap<String, DeviceStatus>,
+}
+
+/// The live state the socket reads from.
+pub struct View {
+    pub device_id: String,
+    pub buffer: Buffer,
+    pub uplink: Arc<Mutex<UplinkStatus>>,
+    pub devices: BusStatus,
+}
+
+impl View {
+    pub async fn snapshot(&self) -> Status {
+        Status {
+            device_id: self.device_id.clone(),
+            buffer: self.buffer.stats().await,
+            uplink: self.uplink.lock().map(|u| u.clone()).unwrap_or_default(),
+            devices: self.devices.lock().map(|d| d.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Serves the socket until `shutdown`. The socket is created mode 0660: only the
+/// service user and its group may read it.
+pub async fn serve(path: PathBuf, view: View, shutdown: CancellationToken) {
+    let _ = std::fs::remove_file(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the status socket");
+            return;
+        }
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660));
+    }
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                if let Ok((mut stream, _)) = conn {
+                    let json = serde_json::to_vec(&view.snapshot().await).unwrap_or_default();
+                    let _ = stream.write_all(&json).await;
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Reads a status document from a running daemon.
+pub async fn query(path: &std::path::Path) -> anyhow::Result<Status> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the daemon at {}: {e} (is fieldgate running?)",
+            path.display()
+        )
+    })?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    Ok(serde_json::from_slice(&buf)?)
+}

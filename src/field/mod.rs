@@ -1,0 +1,3 @@
+//! Field-bus sources: each bus runs as its own task and emits `Sample`s.
+
+pub mod modbus;

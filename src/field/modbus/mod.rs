@@ -1,0 +1,11 @@
+//! Modbus TCP and RTU: register maps, request planning, decoding, polling, and a simulator.
+
+pub mod codec;
+pub mod planner;
+pub mod poller;
+pub mod report;
+pub mod sim;
+pub mod transport;
+pub mod types;
+
+pub use types::{DataType, Function, WordOrder};

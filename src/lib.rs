@@ -1,0 +1,31 @@
+//! fieldgate: an edge gateway for industrial field buses and the cloud service it talks to.
+//!
+//! The gateway half (feature `gateway`) polls field devices, writes every sample to a
+//! durable SQLite outbox and forwards it over MQTT with mutual TLS. The cloud half
+//! (feature `cloud`) terminates those streams and stores each sample exactly once.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod bytesize;
+pub mod protocol;
+pub mod sample;
+pub mod tls;
+
+#[cfg(feature = "gateway")]
+pub mod buffer;
+#[cfg(feature = "gateway")]
+pub mod config;
+#[cfg(feature = "gateway")]
+pub mod daemon;
+#[cfg(feature = "gateway")]
+pub mod field;
+#[cfg(feature = "gateway")]
+pub mod uplink;
+
+#[cfg(feature = "cloud")]
+pub mod cloud;
+
+/// Installs the one rustls crypto provider of the process (ring). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

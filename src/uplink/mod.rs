@@ -1,0 +1,310 @@
+//! The MQTT uplink: batches from the buffer to the cloud over mutual TLS, QoS 1,
+//! deleted from the buffer only after their PUBACK.
+
+mod window;
+
+pub use crate::backoff::backoff;
+use crate::buffer::Buffer;
+use crate::config::{split_host_port, UplinkConfig};
+use crate::protocol::{self, Batch, Gap, StateMessage};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+pub use window::{Pending, Window};
+
+/// What the uplink reports to status and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct UplinkStatus {
+    /// The broker of the current connection, if connected.
+    pub connected_to: Option<String>,
+    pub last_error: Option<String>,
+    /// Batches and samples acknowledged since start.
+    pub acked_batches: u64,
+    pub acked_samples: u64,
+    /// Time from publish to PUBACK of the last batch, in milliseconds.
+    pub last_ack_latency_ms: Option<u64>,
+    pub connects: u64,
+}
+
+/// Everything the uplink needs, injected.
+pub struct Uplink {
+    pub device_id: String,
+    pub config: UplinkConfig,
+    pub buffer: Buffer,
+    pub status: Arc<Mutex<UplinkStatus>>,
+    /// Goes into the birth message.
+    pub config_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Mqtt(#[from] rumqttc::ConnectionError),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("publish queue: {0}")]
+    Client(#[from] rumqttc::ClientError),
+}
+
+impl Uplink {
+    /// Runs until `shutdown`, connecting, forwarding and reconnecting.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let brokers = self.config.brokers.clone();
+        let mut failures: u32 = 0;
+        let mut attempt: usize = 0;
+        while !shutdown.is_cancelled() {
+            let broker = &brokers[attempt % brokers.len()];
+            let result = tokio::select! {
+                r = self.connection(broker, &shutdown) => r,
+                _ = shutdown.cancelled() => Ok(()),
+            };
+            self.status.lock().map(|mut s| s.connected_to = None).ok();
+            let Err((e, was_up)) = result.map_err(|e| e) else {
+                break;
+            };
+            if was_up {
+                failures = 0;
+            }
+            tracing::warn!(broker = %broker, error = %e, "uplink connection ended");
+            if let Ok(mut s) = self.status.lock() {
+                s.last_error = Some(format!("{broker}: {e}"));
+            }
+            attempt += 1;
+            // Fail over to the next broker at once; back off after a full round.
+            if attempt % brokers.len() == 0 {
+                let delay = backoff(
+                    self.config.reconnect_min,
+                    self.config.reconnect_max,
+                    failures,
+                );
+                failures = failures.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    /// One connection: returns the error that ended it, and whether it had been up.
+    async fn connection(
+        &self,
+        broker: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), (LinkError, bool)> {
+        let (host, port) = split_host_port(broker).unwrap_or((broker, 8883));
+        let tls = crate::tls::client_config(&self.config.ca, &self.config.cert, &self.config.key)
+            .map_err(|e| (e.into(), false))?;
+        let mut opts = MqttOptions::new(self.device_id.clone(), host, port);
+        let offline = serde_json::to_vec(&StateMessage {
+            state: "offline".into(),
+            version: None,
+            config_hash: None,
+            buffer_depth: None,
+        })
+        .unwrap_or_default();
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
+            .set_keep_alive(self.config.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(protocol::MAX_PAYLOAD + 4096, protocol::MAX_PAYLOAD + 4096)
+            .set_last_will(LastWill::new(
+                protocol::state_topic(&self.device_id),
+                offline,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let cap = self.config.max_in_flight * 2 + 8;
+        let (client, mut events) = AsyncClient::new(opts, cap);
+
+        // Wait for the CONNACK.
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err((e.into(), false)),
+            }
+        }
+        tracing::info!(broker, "uplink connected");
+        if let Ok(mut s) = self.status.lock() {
+            s.connected_to = Some(broker.to_string());
+            s.last_error = None;
+            s.connects += 1;
+        }
+        let mut window = Window::default();
+        let stats = self.buffer.stats().await;
+        let birth = serde_json::to_vec(&StateMessage {
+            state: "online".into(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            config_hash: Some(self.config_hash.clone()),
+            buffer_depth: Some(stats.depth),
+        })
+        .unwrap_or_default();
+        client
+            .try_publish(
+                protocol::state_topic(&self.device_id),
+                QoS::AtLeastOnce,
+                true,
+                birth,
+            )
+            .map_err(|e| (e.into(), true))?;
+        window.queued(Pending {
+            seqs: vec![],
+            gaps: vec![],
+            samples: 0,
+            sent_at: Instant::now(),
+        });
+
+        // Everything up to `split` is backlog; newer samples are live and go first.
+        let split = self.buffer.max_seq().await;
+        let mut lanes = Lanes {
+            live_after: split,
+            backlog_after: 0,
+            split,
+            tokens: 0.0,
+            refilled: Instant::now(),
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.poll() => match ev {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.sent(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(p) = window.acked(ack.pkid) {
+                            self.buffer.ack(p.seqs, p.gaps).await;
+                            if let Ok(mut s) = self.status.lock() {
+                                s.acked_batches += 1;
+                                s.acked_samples += p.samples as u64;
+                                s.last_ack_latency_ms = Some(p.sent_at.elapsed().as_millis() as u64);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err((e.into(), true)),
+                },
+                _ = tick.tick() => {}
+                _ = self.buffer.committed.notified() => {}
+                _ = shutdown.cancelled() => {
+                    let _ = client.try_disconnect();
+                    return Ok(());
+                }
+            }
+            self.fill(&client, &mut window, &mut lanes)
+                .await
+                .map_err(|e| (e, true))?;
+        }
+    }
+
+    /// Publishes batches while the window has room: gaps and live data first, then backlog.
+    async fn fill(
+        &self,
+        client: &AsyncClient,
+        window: &mut Window,
+        lanes: &mut Lanes,
+    ) -> Result<(), LinkError> {
+        let cfg = &self.config;
+        lanes.refill(cfg.backlog_rate, cfg.batch_max_samples);
+        while window.len() < cfg.max_in_flight {
+            let in_flight: Vec<Gap> = window.gaps_in_flight().copied().collect();
+            let gaps: Vec<Gap> = self
+                .buffer
+                .gaps(64)
+                .await
+                .into_iter()
+                .filter(|g| !in_flight.contains(g))
+                .collect();
+            let live = self
+                .buffer
+                .fetch(lanes.live_after, u64::MAX, cfg.batch_max_samples)
+                .await;
+            let live_ready = live.len() >= cfg.batch_max_samples
+                || live.first().is_some_and(|s| {
+                    crate::sample::now_ns() - s.sample.ts_ns >= cfg.batch_max_age.as_nanos() as i64
+                })
+                || (!live.is_empty() && !gaps.is_empty());
+            let samples = if live_ready {
+                lanes.live_after = live.last().map(|s| s.seq).unwrap_or(lanes.live_after);
+                live
+            } else if lanes.backlog_after < lanes.split && lanes.tokens >= 1.0 {
+                let n = (lanes.tokens as usize).min(cfg.batch_max_samples);
+                let b = self.buffer.fetch(lanes.backlog_after, lanes.split, n).await;
+                match b.last() {
+                    Some(last) => lanes.backlog_after = last.seq,
+                    None => lanes.backlog_after = lanes.split,
+                }
+                lanes.tokens -= b.len() as f64;
+                b
+            } else {
+                Vec::new()
+            };
+            if samples.is_empty() && gaps.is_empty() {
+                return Ok(());
+            }
+            for (chunk, chunk_gaps) in split_to_fit(samples, gaps) {
+                let seqs =
+                    crate::buffer::outbox::ranges(&chunk.iter().map(|s| s.seq).collect::<Vec<_>>());
+                let n = chunk.len();
+                let payload = Batch {
+                    samples: chunk,
+                    gaps: chunk_gaps.clone(),
+                }
+                .encode();
+                client.try_publish(
+                    protocol::data_topic(&self.device_id),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )?;
+                window.queued(Pending {
+                    seqs,
+                    gaps: chunk_gaps,
+                    samples: n,
+                    sent_at: Instant::now(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Cursors of the live and backlog lanes of one connection.
+struct Lanes {
+    live_after: u64,
+    backlog_after: u64,
+    split: u64,
+    /// Backlog samples that may be sent now (token bucket at `backlog_rate`).
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Lanes {
+    fn refill(&mut self, rate: u32, burst: usize) {
+        let dt = self.refilled.elapsed().as_secs_f64();
+        self.refilled = Instant::now();
+        self.tokens = (self.tokens + dt * rate as f64).min(burst.max(1) as f64);
+    }
+}
+
+/// Splits samples into payloads under the size limit (a batch of long strings can be big).
+fn split_to_fit(
+    samples: Vec<protocol::Sequenced>,
+    gaps: Vec<Gap>,
+) -> Vec<(Vec<protocol::Sequenced>, Vec<Gap>)> {
+    let size = Batch {
+        samples: samples.clone(),
+        gaps: gaps.clone(),
+    }
+    .encode()
+    .len();
+    if size <= protocol::MAX_PAYLOAD || samples.len() <= 1 {
+        return vec![(samples, gaps)];
+    }
+    let mut first = samples;
+    let second = first.split_off(first.len() / 2);
+    let mut out = split_to_fit(first, gaps);
+    out.extend(split_to_fit(second, Vec::new()));
+    out
+}
