@@ -16,10 +16,10 @@ const ROW_OVERHEAD: u64 = 40;
 pub enum OutboxError {
     #[error("the disk is full: {0} (the samples of this group are not accepted; committed data is intact)")]
     DiskFull(String),
-    #[error("buffer database {path}: {source}")]
+    #[error("buffer database {path}: {error}")]
     Open {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("buffer database: {0}")]
     Sql(rusqlite::Error),
@@ -72,9 +72,9 @@ impl Outbox {
         max_bytes: u64,
         max_age_ns: Option<i64>,
     ) -> Result<Outbox, OutboxError> {
-        let open_err = |source| OutboxError::Open {
+        let open_err = |error| OutboxError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -10,10 +10,10 @@ use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
@@ -29,9 +29,9 @@ pub struct Pki {
 }
 
 fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    let io = |error| PkiError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     std::fs::write(path, data).map_err(io)?;
     if private {
@@ -42,9 +42,9 @@ fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+    std::fs::read_to_string(path).map_err(|error| PkiError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -62,9 +62,9 @@ impl Pki {
     /// Opens the CA in `dir`, creating it and a server certificate for `server_names`
     /// (DNS names or IP addresses) on first use.
     pub fn open_or_create(dir: &Path, server_names: &[String]) -> Result<Pki, PkiError> {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| PkiError::Io {
             path: dir.display().to_string(),
-            source,
+            error,
         })?;
         let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
         let pki = if ca_crt.exists() && ca_key.exists() {
@@ -144,9 +144,9 @@ impl Pki {
         if !crate::protocol::valid_device_id(device_id) {
             return Err(PkiError::BadDeviceId(device_id.into()));
         }
-        std::fs::create_dir_all(out).map_err(|source| PkiError::Io {
+        std::fs::create_dir_all(out).map_err(|error| PkiError::Io {
             path: out.display().to_string(),
-            source,
+            error,
         })?;
         let (crt, key) = self.issue(device_id, &[], true)?;
         write(&out.join("device.crt"), &crt, false)?;

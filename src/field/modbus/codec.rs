@@ -88,7 +88,7 @@ pub fn decode(words: &[u16], ty: DataType, order: WordOrder, bit: u8) -> Result<
         DataType::I16 => Value::Int(w16() as i16 as i64),
         DataType::U32 => Value::UInt(u32::from_be_bytes(arr(&b())) as u64),
         DataType::I32 => Value::Int(i32::from_be_bytes(arr(&b())) as i64),
-        DataType::F32 => Value::Float(f32::from_be_bytes(arr(&b())) as f64),
+        DataType::F32 => Value::Float(widen(f32::from_be_bytes(arr(&b())))),
         DataType::U64 => Value::UInt(u64::from_be_bytes(arr(&b()))),
         DataType::I64 => Value::Int(i64::from_be_bytes(arr(&b()))),
         DataType::F64 => Value::Float(f64::from_be_bytes(arr(&b()))),
@@ -106,6 +106,16 @@ pub fn decode(words: &[u16], ty: DataType, order: WordOrder, bit: u8) -> Result<
             )
         }
     })
+}
+
+/// An f32 as the f64 with the same shortest decimal form (123.456f32 becomes 123.456,
+/// not 123.45600128173828), so stored values read as the device meant them.
+fn widen(x: f32) -> f64 {
+    if x.is_finite() {
+        x.to_string().parse().unwrap_or(x as f64)
+    } else {
+        x as f64
+    }
 }
 
 fn arr<const N: usize>(b: &[u8]) -> [u8; N] {

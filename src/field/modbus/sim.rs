@@ -126,12 +126,26 @@ fn to_value(v: &toml::Value, ty: DataType) -> Option<Value> {
 #[derive(Clone)]
 pub struct SimService {
     pub state: Arc<Mutex<SimState>>,
+    /// Requests answered so far (tests count the gateway's requests with it).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
     /// Over RTU an unknown unit stays silent; over TCP it gets exception 0x0B.
     pub silent_for_unknown_units: bool,
 }
 
 impl SimService {
+    /// A service over `map` rendered at t = 0.
+    pub fn new(map: &SimMap, silent_for_unknown_units: bool) -> anyhow::Result<SimService> {
+        let mut initial = SimState::default();
+        map.render(0.0, &mut initial)?;
+        Ok(SimService {
+            state: Arc::new(Mutex::new(initial)),
+            requests: Default::default(),
+            silent_for_unknown_units,
+        })
+    }
+
     fn answer(&self, req: SlaveRequest<'_>) -> Result<Option<Response>, ExceptionCode> {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = self
             .state
             .lock()
@@ -202,39 +216,27 @@ pub async fn animate(map: SimMap, state: Arc<Mutex<SimState>>, tick: Duration) {
 
 /// Serves `map` on a TCP listener until the task is dropped.
 pub async fn serve_tcp(map: SimMap, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let mut initial = SimState::default();
-    map.render(0.0, &mut initial)?;
-    let state = Arc::new(Mutex::new(initial));
-    let anim = tokio::spawn(animate(map, state.clone(), Duration::from_millis(500)));
-    let service = SimService {
-        state,
-        silent_for_unknown_units: false,
-    };
+    let service = SimService::new(&map, false)?;
+    let anim = tokio::spawn(animate(map, service.state.clone(), Duration::from_millis(500)));
+    let r = serve_tcp_with(service, listener).await;
+    anim.abort();
+    r
+}
+
+/// Serves a prepared service on a TCP listener until the task is dropped.
+pub async fn serve_tcp_with(service: SimService, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let server = tokio_modbus::server::tcp::Server::new(listener);
     let on_connected = |stream, _addr| {
         let s = service.clone();
         async move { Ok(Some((s, stream))) }
     };
-    let r = server
-        .serve(
-            &on_connected,
-            |e| tracing::debug!(error = %e, "sim connection ended"),
-        )
-        .await;
-    anim.abort();
-    Ok(r?)
+    Ok(server.serve(&on_connected, |e| tracing::debug!(error = %e, "sim connection ended")).await?)
 }
 
 /// Serves `map` over RTU on a serial device (or pty) until the task is dropped.
 pub async fn serve_rtu(map: SimMap, port: &std::path::Path, baud: u32) -> anyhow::Result<()> {
-    let mut initial = SimState::default();
-    map.render(0.0, &mut initial)?;
-    let state = Arc::new(Mutex::new(initial));
-    let anim = tokio::spawn(animate(map, state.clone(), Duration::from_millis(500)));
-    let service = SimService {
-        state,
-        silent_for_unknown_units: true,
-    };
+    let service = SimService::new(&map, true)?;
+    let anim = tokio::spawn(animate(map, service.state.clone(), Duration::from_millis(500)));
     let server = tokio_modbus::server::rtu::Server::new_from_path(port, baud)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", port.display()))?;
     let r = server.serve_forever(service).await;

@@ -23,15 +23,15 @@ impl std::fmt::Display for Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {error}")]
     Io {
         endpoint: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open serial port {port}: {source}")]
+    #[error("cannot open serial port {port}: {error}")]
     Serial {
         port: String,
-        source: tokio_serial::Error,
+        error: tokio_serial::Error,
     },
     #[error("no answer from {0} within the timeout")]
     Timeout(String),
@@ -45,9 +45,9 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Context, 
                 tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str()))
                     .await
                     .map_err(|_| ConnectError::Timeout(endpoint.to_string()))?
-                    .map_err(|source| ConnectError::Io {
+                    .map_err(|error| ConnectError::Io {
                         endpoint: endpoint.to_string(),
-                        source,
+                        error,
                     })?;
             let _ = stream.set_nodelay(true);
             Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(1)))
@@ -70,10 +70,10 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Context, 
                 } else {
                     tokio_serial::StopBits::One
                 });
-            let port = tokio_serial::SerialStream::open(&builder).map_err(|source| {
+            let port = tokio_serial::SerialStream::open(&builder).map_err(|error| {
                 ConnectError::Serial {
                     port: r.port.display().to_string(),
-                    source,
+                    error,
                 }
             })?;
             Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))

@@ -1,0 +1,222 @@
+//! Shared helpers of the integration tests: real peers on loopback, each owned by a guard
+//! that stops it when dropped.
+#![allow(dead_code)]
+
+use fieldgate::cloud::store::{Row, Store};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of the test peers (made by `.ci/setup`).
+pub fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run `.ci/setup` first (it installs pymodbus)", p.display());
+    p
+}
+
+/// Fails the test with a clear message if a system tool is missing.
+pub fn need(tool: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "`{tool}` is not installed: run `.ci/setup` first");
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+    /// Waits up to `limit` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// The pymodbus peer serving `points` (see tests/peers/modbus_peer.py) over TCP.
+pub fn modbus_peer_tcp(points: &serde_json::Value, dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let p = spawn_peer(points, dir, &["--tcp", &port.to_string()]);
+    wait_for("the Modbus peer to listen", Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (p, port)
+}
+
+/// The pymodbus peer serving `points` over RTU on `pty`.
+pub fn modbus_peer_rtu(points: &serde_json::Value, dir: &Path, pty: &Path) -> Proc {
+    let p = spawn_peer(points, dir, &["--rtu", &pty.display().to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    p
+}
+
+fn spawn_peer(points: &serde_json::Value, dir: &Path, args: &[&str]) -> Proc {
+    let file = dir.join(format!("points-{}.json", free_port()));
+    std::fs::write(&file, points.to_string()).unwrap();
+    let mut child = Command::new(python())
+        .arg(root().join("tests/peers/modbus_peer.py"))
+        .arg(&file)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the pymodbus peer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the Modbus peer did not start");
+    Proc(child)
+}
+
+/// A pair of connected pseudo-terminals (a virtual serial line) made by socat.
+pub fn serial_pair(dir: &Path) -> (Proc, PathBuf, PathBuf) {
+    need("socat");
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let child = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("socat's ptys", Duration::from_secs(5), || a.exists() && b.exists());
+    (Proc(child), a, b)
+}
+
+/// The cloud, run in this process on a fixed loopback port, stoppable and restartable.
+pub struct Cloud {
+    pub data: PathBuf,
+    pub addr: SocketAddr,
+    stop: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Cloud {
+    pub async fn start(data: &Path) -> Cloud {
+        // Create the CA before anything issues a certificate from it.
+        fieldgate::cloud::open(data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let mut c = Cloud { data: data.to_path_buf(), addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(), stop: None };
+        c.restart().await;
+        c
+    }
+
+    pub async fn restart(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let token = CancellationToken::new();
+        let (t, d) = (token.clone(), self.data.clone());
+        let h = tokio::spawn(async move {
+            fieldgate::cloud::run(&d, listener, t).await.unwrap();
+        });
+        self.stop = Some((token, h));
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some((t, h)) = self.stop.take() {
+            t.cancel();
+            let _ = h.await;
+        }
+    }
+
+    /// Issues a device certificate into `dir`.
+    pub fn dev_cert(&self, device: &str, dir: &Path) {
+        let (pki, _) = fieldgate::cloud::open(&self.data, &[]).unwrap();
+        pki.dev_cert(device, dir).unwrap();
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&fieldgate::cloud::store_path(&self.data)).unwrap()
+    }
+
+    pub fn rows(&self, device: &str) -> Vec<Row> {
+        self.store().query(device, None, None, 10_000_000).unwrap()
+    }
+}
+
+/// Writes a gateway config for `device` sending to `cloud`, with `buses` appended.
+pub fn gateway_config(dir: &Path, device: &str, brokers: &[String], extra: &str, buses: &str) -> PathBuf {
+    let certs = dir.join("certs");
+    let brokers: Vec<String> = brokers.iter().map(|b| format!("{b:?}")).collect();
+    let text = format!(
+        r#"[gateway]
+device_id = "{device}"
+state_dir = "state"
+status_socket = "state/status.sock"
+
+[uplink]
+brokers = [{brokers}]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+batch_max_age = "100ms"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+{extra}
+
+{buses}
+"#,
+        brokers = brokers.join(", "),
+        ca = certs.join("ca.crt").display(),
+        cert = certs.join("device.crt").display(),
+        key = certs.join("device.key").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The gateway binary running `config`.
+pub fn gateway(config: &Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .spawn()
+            .expect("start fieldgate"),
+    )
+}
+
+pub fn fieldgate_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+}
