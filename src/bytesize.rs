@@ -23,9 +23,11 @@ impl FromStr for ByteSize {
             "mib" => 1 << 20,
             "gb" | "g" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown size unit `{other}` in `{s}`; valid units: B, kB, KiB, MB, MiB, GB, GiB"
-            )),
+            ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -28,8 +28,10 @@ fn points(unit: u8) -> Vec<Value> {
     let mut addr = 0u16;
     for (ty, width, v) in typed_values() {
         for order in ["ABCD", "CDAB", "BADC", "DCBA"] {
-            pts.push(json!({"unit": unit, "table": "hr", "address": addr, "type": ty, "order": order,
-                            "value": v, "name": format!("{ty}_{}", order.to_lowercase())}));
+            pts.push(
+                json!({"unit": unit, "table": "hr", "address": addr, "type": ty, "order": order,
+                            "value": v, "name": format!("{ty}_{}", order.to_lowercase())}),
+            );
             addr += width + 1; // a one-register hole between points: the planner bridges it
         }
     }
@@ -47,7 +49,8 @@ fn points(unit: u8) -> Vec<Value> {
 }
 
 fn device_toml(name: &str, unit: u8, pts: &[Value]) -> String {
-    let mut s = format!("[[bus.device]]\nname = \"{name}\"\nunit = {unit}\npoll_interval = \"300ms\"\n\n");
+    let mut s =
+        format!("[[bus.device]]\nname = \"{name}\"\nunit = {unit}\npoll_interval = \"300ms\"\n\n");
     for p in pts {
         let function = match p["table"].as_str().unwrap() {
             "hr" => "holding_register",
@@ -74,7 +77,9 @@ fn device_toml(name: &str, unit: u8, pts: &[Value]) -> String {
 /// The value the cloud must hold for a point: the peer's value, scaled.
 fn expected(p: &Value) -> Value {
     match (p.get("scale"), p.get("offset")) {
-        (Some(s), Some(o)) => json!(p["value"].as_f64().unwrap() * s.as_f64().unwrap() + o.as_f64().unwrap()),
+        (Some(s), Some(o)) => {
+            json!(p["value"].as_f64().unwrap() * s.as_f64().unwrap() + o.as_f64().unwrap())
+        }
         _ => p["value"].clone(),
     }
 }
@@ -103,26 +108,46 @@ async fn every_type_and_order_over_tcp_and_rtu_reaches_the_cloud() {
         device_toml("unit3", 3, &rtu3),
     );
     let cfg = gateway_config(d, "site-gw", &[cloud.addr.to_string()], "", &buses);
-    let check = fieldgate_cmd().args(["check", "--config"]).arg(&cfg).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = fieldgate_cmd()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let _gw = gateway(&cfg);
 
-    let want: BTreeMap<String, Value> = [("meter", &tcp_points), ("unit2", &rtu2), ("unit3", &rtu3)]
-        .iter()
-        .flat_map(|(dev, pts)| pts.iter().map(move |p| (format!("{dev}/{}", p["name"].as_str().unwrap()), expected(p))))
-        .collect();
+    let want: BTreeMap<String, Value> =
+        [("meter", &tcp_points), ("unit2", &rtu2), ("unit3", &rtu3)]
+            .iter()
+            .flat_map(|(dev, pts)| {
+                pts.iter().map(move |p| {
+                    (
+                        format!("{dev}/{}", p["name"].as_str().unwrap()),
+                        expected(p),
+                    )
+                })
+            })
+            .collect();
     let mut latest: BTreeMap<String, (Value, String)> = BTreeMap::new();
     wait_for("every point in the cloud", Duration::from_secs(60), || {
         for r in cloud.rows("site-gw") {
             latest.insert(r.point.clone(), (r.value.clone(), r.quality.clone()));
         }
-        want.keys().all(|k| latest.get(k).is_some_and(|(_, q)| q == "good"))
+        want.keys()
+            .all(|k| latest.get(k).is_some_and(|(_, q)| q == "good"))
     });
     for (point, value) in &want {
         let (got, quality) = &latest[point];
         assert_eq!(quality, "good", "{point}");
         match (got.as_f64(), value.as_f64()) {
-            (Some(g), Some(w)) if value.is_f64() => assert!((g - w).abs() <= w.abs() * 1e-12, "{point}: {got} != {value}"),
+            (Some(g), Some(w)) if value.is_f64() => assert!(
+                (g - w).abs() <= w.abs() * 1e-12,
+                "{point}: {got} != {value}"
+            ),
             _ => assert_eq!(got, value, "{point}"),
         }
     }

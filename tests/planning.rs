@@ -20,7 +20,9 @@ fn scattered() -> Vec<(u16, u16, &'static str)> {
     let mut addr: u32 = 0;
     (0..200)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let (width, ty) = [(1, "u16"), (2, "f32"), (4, "f64")][(x >> 40) as usize % 3];
             addr += ((x >> 20) % 7) as u32; // gaps of 0 to 6 registers
             let a = addr;
@@ -80,12 +82,25 @@ fn sim_map(points: &[(u16, u16, &str)], hole: Option<u16>) -> SimMap {
 
 /// Runs the poller for `rounds` rounds; returns requests per round (after the first
 /// round) and the last sample of each point.
-async fn poll(cfg_text: &str, service: SimService, rounds: u32) -> (Vec<u64>, std::collections::HashMap<String, fieldgate::sample::Sample>) {
+async fn poll(
+    cfg_text: &str,
+    service: SimService,
+    rounds: u32,
+) -> (
+    Vec<u64>,
+    std::collections::HashMap<String, fieldgate::sample::Sample>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = service.requests.clone();
-    let server = tokio::spawn(fieldgate::field::modbus::sim::serve_tcp_with(service, listener));
-    let cfg = GatewayConfig::parse(&cfg_text.replace("@PORT@", &port.to_string()), Path::new("t.toml")).unwrap();
+    let server = tokio::spawn(fieldgate::field::modbus::sim::serve_tcp_with(
+        service, listener,
+    ));
+    let cfg = GatewayConfig::parse(
+        &cfg_text.replace("@PORT@", &port.to_string()),
+        Path::new("t.toml"),
+    )
+    .unwrap();
     let poller = BusPoller::new(cfg.bus[0].get_ref(), Default::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
     let stop = CancellationToken::new();
@@ -94,7 +109,11 @@ async fn poll(cfg_text: &str, service: SimService, rounds: u32) -> (Vec<u64>, st
     let mut last = std::collections::HashMap::new();
     for _ in 0..rounds {
         let before = requests.load(Ordering::SeqCst);
-        let batch: Vec<(fieldgate::sample::Sample, _)> = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        let batch: Vec<(fieldgate::sample::Sample, _)> =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
         per_round.push(requests.load(Ordering::SeqCst) - before);
         for (s, _) in batch {
             last.insert(s.point.clone(), s);
@@ -110,11 +129,22 @@ async fn poll(cfg_text: &str, service: SimService, rounds: u32) -> (Vec<u64>, st
 async fn scattered_points_take_the_minimum_number_of_requests() {
     let points = scattered();
     let min = minimum_requests(&points);
-    assert!(min > 5 && min < 100, "the fixture should need a few dozen requests, not {min}");
+    assert!(
+        min > 5 && min < 100,
+        "the fixture should need a few dozen requests, not {min}"
+    );
     let cfg = gateway_toml(&points, 0, None).replace("127.0.0.1:0", "127.0.0.1:@PORT@");
-    let (rounds, last) = poll(&cfg, SimService::new(&sim_map(&points, None), false).unwrap(), 4).await;
+    let (rounds, last) = poll(
+        &cfg,
+        SimService::new(&sim_map(&points, None), false).unwrap(),
+        4,
+    )
+    .await;
     for r in &rounds {
-        assert_eq!(*r as usize, min, "requests per round {rounds:?}, minimum {min}");
+        assert_eq!(
+            *r as usize, min,
+            "requests per round {rounds:?}, minimum {min}"
+        );
     }
     assert_eq!(last.len(), 200);
     for (i, _) in points.iter().enumerate() {
@@ -132,7 +162,12 @@ async fn an_illegal_address_inside_a_block_marks_only_that_point() {
     let hole = points[1].0 - 1;
     assert!(!points.iter().any(|p| p.0 <= hole && hole < p.0 + p.1));
     let cfg = gateway_toml(&points, 0, Some(hole)).replace("127.0.0.1:0", "127.0.0.1:@PORT@");
-    let (rounds, last) = poll(&cfg, SimService::new(&sim_map(&points, Some(hole)), false).unwrap(), 4).await;
+    let (rounds, last) = poll(
+        &cfg,
+        SimService::new(&sim_map(&points, Some(hole)), false).unwrap(),
+        4,
+    )
+    .await;
     assert_eq!(last["dev/missing"].quality, Quality::Exception(2));
     for (i, _) in points.iter().enumerate() {
         assert_eq!(last[&format!("dev/p{i}")].quality, Quality::Good, "p{i}");
@@ -141,6 +176,9 @@ async fn an_illegal_address_inside_a_block_marks_only_that_point() {
     // minimum plus the isolated point, plus at most one split where it sat.
     let min = minimum_requests(&points);
     for r in &rounds {
-        assert!((*r as usize) <= min + 2 && (*r as usize) > min, "requests per round {rounds:?}, minimum {min}");
+        assert!(
+            (*r as usize) <= min + 2 && (*r as usize) > min,
+            "requests per round {rounds:?}, minimum {min}"
+        );
     }
 }

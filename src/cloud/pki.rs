@@ -11,10 +11,7 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {error}")]
-    Io {
-        path: String,
-        error: std::io::Error,
-    },
+    Io { path: String, error: std::io::Error },
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("`{0}` is not a valid device id (1 to 64 of A-Z a-z 0-9 - _ .)")]

@@ -17,13 +17,23 @@ pub fn root() -> PathBuf {
 /// The Python of the test peers (made by `.ci/setup`).
 pub fn python() -> PathBuf {
     let p = root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run `.ci/setup` first (it installs pymodbus)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `.ci/setup` first (it installs pymodbus)",
+        p.display()
+    );
     p
 }
 
 /// Fails the test with a clear message if a system tool is missing.
 pub fn need(tool: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "`{tool}` is not installed: run `.ci/setup` first");
 }
 
@@ -42,7 +52,10 @@ impl Proc {
         self.0.id() as i32
     }
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
     /// Waits up to `limit` for the process to exit; its status, if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -58,7 +71,11 @@ impl Proc {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -101,7 +118,9 @@ fn spawn_peer(points: &serde_json::Value, dir: &Path, args: &[&str]) -> Proc {
         .spawn()
         .expect("start the pymodbus peer");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready", "the Modbus peer did not start");
     Proc(child)
 }
@@ -116,7 +135,9 @@ pub fn serial_pair(dir: &Path) -> (Proc, PathBuf, PathBuf) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("socat's ptys", Duration::from_secs(5), || a.exists() && b.exists());
+    wait_for("socat's ptys", Duration::from_secs(5), || {
+        a.exists() && b.exists()
+    });
     (Proc(child), a, b)
 }
 
@@ -131,7 +152,11 @@ impl Cloud {
     pub async fn start(data: &Path) -> Cloud {
         // Create the CA before anything issues a certificate from it.
         fieldgate::cloud::open(data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let mut c = Cloud { data: data.to_path_buf(), addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(), stop: None };
+        let mut c = Cloud {
+            data: data.to_path_buf(),
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            stop: None,
+        };
         c.restart().await;
         c
     }
@@ -174,7 +199,13 @@ impl Cloud {
 }
 
 /// Writes a gateway config for `device` sending to `cloud`, with `buses` appended.
-pub fn gateway_config(dir: &Path, device: &str, brokers: &[String], extra: &str, buses: &str) -> PathBuf {
+pub fn gateway_config(
+    dir: &Path,
+    device: &str,
+    brokers: &[String],
+    extra: &str,
+    buses: &str,
+) -> PathBuf {
     let certs = dir.join("certs");
     let brokers: Vec<String> = brokers.iter().map(|b| format!("{b:?}")).collect();
     let text = format!(
@@ -211,7 +242,10 @@ pub fn gateway(config: &Path) -> Proc {
         Command::new(env!("CARGO_BIN_EXE_fieldgate"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()
             .expect("start fieldgate"),
     )
@@ -219,4 +253,52 @@ pub fn gateway(config: &Path) -> Proc {
 
 pub fn fieldgate_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+}
+
+/// The status document of a running gateway, or None if it does not answer.
+pub fn status(dir: &Path) -> Option<serde_json::Value> {
+    let out = fieldgate_cmd()
+        .args(["status", "--json", "--socket"])
+        .arg(dir.join("state/status.sock"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// The gateway's own record of the last sequence number it gave out.
+pub fn last_seq(dir: &Path) -> u64 {
+    let c = rusqlite::Connection::open(dir.join("state/buffer.db")).unwrap();
+    c.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as u64
+}
+
+/// A simple constant-valued Modbus device: `n` u16 holding registers from 0, value 1000 + i.
+pub fn constant_points(n: u16) -> serde_json::Value {
+    serde_json::Value::Array(
+        (0..n)
+            .map(|i| serde_json::json!({"unit": 1, "table": "hr", "address": i, "type": "u16", "value": 1000 + i}))
+            .collect(),
+    )
+}
+
+/// A TCP bus polling `n` u16 registers from 0 every `interval`; point `p0` is an alarm.
+pub fn constant_bus(port: u16, n: u16, interval: &str) -> String {
+    let mut s = format!(
+        "[[bus]]\nname = \"lan\"\ntcp = {{ address = \"127.0.0.1:{port}\" }}\ntimeout = \"300ms\"\n\
+         [[bus.device]]\nname = \"dev\"\npoll_interval = \"{interval}\"\n"
+    );
+    for i in 0..n {
+        let class = if i == 0 { "alarm" } else { "telemetry" };
+        s += &format!(
+            "[[bus.device.point]]\nname = \"p{i}\"\nfunction = \"holding_register\"\naddress = {i}\ntype = \"u16\"\nclass = \"{class}\"\n"
+        );
+    }
+    s
 }

@@ -145,7 +145,8 @@ impl SimService {
     }
 
     fn answer(&self, req: SlaveRequest<'_>) -> Result<Option<Response>, ExceptionCode> {
-        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = self
             .state
             .lock()
@@ -217,26 +218,42 @@ pub async fn animate(map: SimMap, state: Arc<Mutex<SimState>>, tick: Duration) {
 /// Serves `map` on a TCP listener until the task is dropped.
 pub async fn serve_tcp(map: SimMap, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let service = SimService::new(&map, false)?;
-    let anim = tokio::spawn(animate(map, service.state.clone(), Duration::from_millis(500)));
+    let anim = tokio::spawn(animate(
+        map,
+        service.state.clone(),
+        Duration::from_millis(500),
+    ));
     let r = serve_tcp_with(service, listener).await;
     anim.abort();
     r
 }
 
 /// Serves a prepared service on a TCP listener until the task is dropped.
-pub async fn serve_tcp_with(service: SimService, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve_tcp_with(
+    service: SimService,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let server = tokio_modbus::server::tcp::Server::new(listener);
     let on_connected = |stream, _addr| {
         let s = service.clone();
         async move { Ok(Some((s, stream))) }
     };
-    Ok(server.serve(&on_connected, |e| tracing::debug!(error = %e, "sim connection ended")).await?)
+    Ok(server
+        .serve(
+            &on_connected,
+            |e| tracing::debug!(error = %e, "sim connection ended"),
+        )
+        .await?)
 }
 
 /// Serves `map` over RTU on a serial device (or pty) until the task is dropped.
 pub async fn serve_rtu(map: SimMap, port: &std::path::Path, baud: u32) -> anyhow::Result<()> {
     let service = SimService::new(&map, true)?;
-    let anim = tokio::spawn(animate(map, service.state.clone(), Duration::from_millis(500)));
+    let anim = tokio::spawn(animate(
+        map,
+        service.state.clone(),
+        Duration::from_millis(500),
+    ));
     let server = tokio_modbus::server::rtu::Server::new_from_path(port, baud)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", port.display()))?;
     let r = server.serve_forever(service).await;
