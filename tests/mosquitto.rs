@@ -14,14 +14,19 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("cloud");
-    let (pki, store) = fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (pki, store) =
+        fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
     pki.dev_cert("gw-m1", &d.join("certs")).unwrap();
     pki.dev_cert("gw-m2", &d.join("m2")).unwrap();
     pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
 
     let port = free_port();
     let conf = d.join("mosquitto.conf");
-    std::fs::write(d.join("acl"), "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n").unwrap();
+    std::fs::write(
+        d.join("acl"),
+        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
+    )
+    .unwrap();
     std::fs::write(
         &conf,
         format!(
@@ -44,7 +49,9 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
             .spawn()
             .unwrap(),
     );
-    wait_for("mosquitto", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_for("mosquitto", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 
     let stop = CancellationToken::new();
     let link = fieldgate::cloud::bridge::BrokerLink {
@@ -60,22 +67,61 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
 
     // The real gateway publishes through the broker.
     let (_peer, mport) = modbus_peer_tcp(&constant_points(3), d);
-    let cfg = gateway_config(d, "gw-m1", &[format!("127.0.0.1:{port}")], "", &constant_bus(mport, 3, "200ms"));
+    let cfg = gateway_config(
+        d,
+        "gw-m1",
+        &[format!("127.0.0.1:{port}")],
+        "",
+        &constant_bus(mport, 3, "200ms"),
+    );
     let _gw = gateway(&cfg);
-    let query = || fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&data)).unwrap();
-    wait_for("gateway data through mosquitto", Duration::from_secs(20), || query().count("gw-m1").unwrap() >= 9);
+    let query =
+        || fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&data)).unwrap();
+    wait_for(
+        "gateway data through mosquitto",
+        Duration::from_secs(20),
+        || query().count("gw-m1").unwrap() >= 9,
+    );
     let rows = query().query("gw-m1", Some("dev/p2"), None, 10).unwrap();
     assert_eq!(rows[0].value, serde_json::json!(1002));
 
     // gw-m2's certificate writing into gw-m1's stream: the broker's ACL drops it.
-    let (client, mut ev) = mqtt_client(format!("127.0.0.1:{port}").parse().unwrap(), "gw-m2", &d.join("m2/ca.crt"),
-        Some((&d.join("m2/device.crt"), &d.join("m2/device.key"))));
-    client.publish("fg/v1/gw-m1/data", QoS::AtLeastOnce, false, one_sample_batch(999_999, "evil/p", 66.0)).await.unwrap();
+    let (client, mut ev) = mqtt_client(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "gw-m2",
+        &d.join("m2/ca.crt"),
+        Some((&d.join("m2/device.crt"), &d.join("m2/device.key"))),
+    );
+    client
+        .publish(
+            "fg/v1/gw-m1/data",
+            QoS::AtLeastOnce,
+            false,
+            one_sample_batch(999_999, "evil/p", 66.0),
+        )
+        .await
+        .unwrap();
     let _ = until_puback(&mut ev).await;
-    client.publish("fg/v1/gw-m2/data", QoS::AtLeastOnce, false, one_sample_batch(1, "own/p", 1.0)).await.unwrap();
+    client
+        .publish(
+            "fg/v1/gw-m2/data",
+            QoS::AtLeastOnce,
+            false,
+            one_sample_batch(1, "own/p", 1.0),
+        )
+        .await
+        .unwrap();
     until_puback(&mut ev).await.unwrap();
-    wait_for("gw-m2's own sample", Duration::from_secs(10), || query().count("gw-m2").unwrap() == 1);
-    assert!(query().query("gw-m1", Some("evil/p"), None, 10).unwrap().is_empty(), "the forged sample never reached gw-m1's stream");
+    wait_for("gw-m2's own sample", Duration::from_secs(10), || {
+        query().count("gw-m2").unwrap() == 1
+    });
+    assert!(
+        query()
+            .query("gw-m1", Some("evil/p"), None, 10)
+            .unwrap()
+            .is_empty(),
+        "the forged sample never reached gw-m1's stream"
+    );
     stop.cancel();
     let _ = ingest.await;
 }

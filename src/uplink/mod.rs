@@ -62,7 +62,7 @@ impl Uplink {
                 _ = shutdown.cancelled() => Ok(()),
             };
             self.status.lock().map(|mut s| s.connected_to = None).ok();
-            let Err((e, was_up)) = result.map_err(|e| e) else {
+            let Err((e, was_up)) = result else {
                 break;
             };
             if was_up {

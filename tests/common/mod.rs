@@ -304,18 +304,27 @@ pub fn constant_bus(port: u16, n: u16, interval: &str) -> String {
 }
 
 /// An MQTT client over TLS to `addr` trusting `ca`, with a client certificate if given.
-pub fn mqtt_client(addr: SocketAddr, id: &str, ca: &Path, cert: Option<(&Path, &Path)>) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+pub fn mqtt_client(
+    addr: SocketAddr,
+    id: &str,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
     fieldgate::install_crypto_provider();
     let tls = match cert {
         Some((c, k)) => fieldgate::tls::client_config(ca, c, k).unwrap(),
         None => std::sync::Arc::new(
-            rustls::ClientConfig::builder().with_root_certificates(fieldgate::tls::root_store(ca).unwrap()).with_no_client_auth(),
+            rustls::ClientConfig::builder()
+                .with_root_certificates(fieldgate::tls::root_store(ca).unwrap())
+                .with_no_client_auth(),
         ),
     };
     let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)))
-        .set_max_packet_size(1 << 20, 1 << 20)
-        .set_keep_alive(Duration::from_secs(5));
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls),
+    ))
+    .set_max_packet_size(1 << 20, 1 << 20)
+    .set_keep_alive(Duration::from_secs(5));
     rumqttc::AsyncClient::new(o, 16)
 }
 
@@ -339,7 +348,13 @@ pub fn one_sample_batch(seq: u64, point: &str, v: f64) -> Vec<u8> {
     Batch {
         samples: vec![Sequenced {
             seq,
-            sample: Sample { point: point.into(), ts_ns: now_ns(), value: Value::Float(v), quality: Quality::Good, time: TimeQuality::Synced },
+            sample: Sample {
+                point: point.into(),
+                ts_ns: now_ns(),
+                value: Value::Float(v),
+                quality: Quality::Good,
+                time: TimeQuality::Synced,
+            },
         }],
         gaps: vec![],
     }
