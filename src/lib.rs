@@ -3,7 +3,7 @@
 //! The gateway half (feature `gateway`) polls field devices, writes every sample to a
 //! durable SQLite outbox and forwards it over MQTT with mutual TLS. The cloud half
 //! (feature `cloud`) terminates those streams and stores each sample exactly once.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backoff;
 pub mod bytesize;
@@ -13,6 +13,8 @@ pub mod tls;
 
 #[cfg(feature = "gateway")]
 pub mod buffer;
+#[cfg(feature = "gateway")]
+pub mod clock;
 #[cfg(feature = "gateway")]
 pub mod config;
 #[cfg(feature = "gateway")]

@@ -183,7 +183,7 @@ async fn garbage_and_truncated_responses_mark_points_bad_and_polling_goes_on() {
     );
     let cfg = GatewayConfig::parse(&text, std::path::Path::new("t.toml")).unwrap();
     let status = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
-    let poller = BusPoller::new(cfg.bus[0].get_ref(), status.clone());
+    let poller = BusPoller::new(cfg.bus[0].get_ref(), status.clone(), always_synced());
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(poller.run(tx, stop.clone()));
@@ -191,7 +191,7 @@ async fn garbage_and_truncated_responses_mark_points_bad_and_polling_goes_on() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while tokio::time::Instant::now() < deadline && status.lock().unwrap()["liar"].polls < 6 {
         if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            for (s, _) in batch {
+            for fieldgate::buffer::Entry { sample: s, .. } in batch {
                 assert!(!s.quality.is_good(), "{s:?}");
                 qualities.insert(s.quality.to_string());
             }

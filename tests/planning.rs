@@ -101,7 +101,11 @@ async fn poll(
         Path::new("t.toml"),
     )
     .unwrap();
-    let poller = BusPoller::new(cfg.bus[0].get_ref(), Default::default());
+    let poller = BusPoller::new(
+        cfg.bus[0].get_ref(),
+        Default::default(),
+        common::always_synced(),
+    );
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
     let stop = CancellationToken::new();
     let task = tokio::spawn(poller.run(tx, stop.clone()));
@@ -109,13 +113,13 @@ async fn poll(
     let mut last = std::collections::HashMap::new();
     for _ in 0..rounds {
         let before = requests.load(Ordering::SeqCst);
-        let batch: Vec<(fieldgate::sample::Sample, _)> =
+        let batch: Vec<fieldgate::buffer::Entry> =
             tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .unwrap()
                 .unwrap();
         per_round.push(requests.load(Ordering::SeqCst) - before);
-        for (s, _) in batch {
+        for fieldgate::buffer::Entry { sample: s, .. } in batch {
             last.insert(s.point.clone(), s);
         }
     }

@@ -221,7 +221,13 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
     );
     for bus in &cfg.bus {
         let status = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
-        let poller = fieldgate::field::modbus::poller::BusPoller::new(bus.get_ref(), status);
+        let poller = fieldgate::field::modbus::poller::BusPoller::new(
+            bus.get_ref(),
+            status,
+            std::sync::Arc::new(fieldgate::clock::Clock::new(
+                fieldgate::clock::SyncCheck::Always,
+            )),
+        );
         for (device, interval, blocks) in poller.plans() {
             let points: usize = blocks.iter().map(|b| b.points.len()).sum();
             println!(

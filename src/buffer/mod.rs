@@ -15,11 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// A sample on its way into the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub sample: Sample,
+    /// Priority class at the cap.
+    pub class: Class,
+    /// The boot clock when it was taken, to correct `sample.ts_ns` if the wall clock
+    /// was not yet synchronised.
+    pub mono_ns: i64,
+}
+
 /// Most samples committed in one group.
 const MAX_GROUP: usize = 5000;
 
 enum Command {
-    Append(Vec<(Sample, Class)>),
+    Append(Vec<Entry>),
     Fetch {
         after: u64,
         upto: u64,
@@ -38,6 +49,11 @@ enum Command {
     Stats(oneshot::Sender<Stats>),
     /// Commit everything received so far, then answer.
     Flush(oneshot::Sender<()>),
+    /// The wall clock became synchronised: correct this boot's unsynced timestamps.
+    CorrectClock {
+        offset_ns: i64,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Counters the buffer thread keeps for status.
@@ -67,6 +83,8 @@ pub struct BufferSettings {
     pub max_bytes: u64,
     pub max_age: Option<Duration>,
     pub commit_interval: Duration,
+    /// This boot's id (see `clock::Clock`).
+    pub boot_id: String,
 }
 
 impl Buffer {
@@ -78,6 +96,7 @@ impl Buffer {
             &settings.path,
             settings.max_bytes,
             settings.max_age.map(|d| d.as_nanos() as i64),
+            &settings.boot_id,
         )?;
         let (tx, rx) = mpsc::channel(1024);
         let counters = Arc::new(BufferCounters::default());
@@ -98,7 +117,7 @@ impl Buffer {
     }
 
     /// Hands samples over for commit. Waits only if the disk cannot keep up.
-    pub async fn append(&self, samples: Vec<(Sample, Class)>) {
+    pub async fn append(&self, samples: Vec<Entry>) {
         if !samples.is_empty() {
             let _ = self.tx.send(Command::Append(samples)).await;
         }
@@ -139,6 +158,13 @@ impl Buffer {
         self.ask(Command::Stats).await.unwrap_or_default()
     }
 
+    /// Corrects the unsynced timestamps of this boot; returns how many.
+    pub async fn correct_clock(&self, offset_ns: i64) -> usize {
+        self.ask(|reply| Command::CorrectClock { offset_ns, reply })
+            .await
+            .unwrap_or(0)
+    }
+
     /// Returns once everything appended before the call is committed.
     pub async fn flush(&self) {
         let _ = self.ask(Command::Flush).await;
@@ -152,7 +178,7 @@ fn run(
     counters: Arc<BufferCounters>,
     notify: Arc<tokio::sync::Notify>,
 ) {
-    let mut group: Vec<(Sample, Class)> = Vec::new();
+    let mut group: Vec<Entry> = Vec::new();
     let mut deadline: Option<Instant> = None;
     let mut last_error_log: Option<Instant> = None;
     loop {
@@ -228,7 +254,7 @@ fn run(
 
 fn commit(
     outbox: &mut Outbox,
-    group: &mut Vec<(Sample, Class)>,
+    group: &mut Vec<Entry>,
     counters: &BufferCounters,
     notify: &tokio::sync::Notify,
     last_error_log: &mut Option<Instant>,
@@ -293,6 +319,12 @@ fn serve(outbox: &mut Outbox, cmd: Command) {
             let _ = reply.send(outbox.stats().unwrap_or_else(|e| {
                 log(e);
                 Stats::default()
+            }));
+        }
+        Command::CorrectClock { offset_ns, reply } => {
+            let _ = reply.send(outbox.correct_clock(offset_ns).unwrap_or_else(|e| {
+                log(e);
+                0
             }));
         }
         Command::Append(_) | Command::Flush(_) => {}

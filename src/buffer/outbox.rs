@@ -3,7 +3,7 @@
 //!
 //! Synchronous and single-threaded; `buffer::Buffer` runs it on its own thread.
 
-use crate::config::Class;
+use super::Entry;
 use crate::protocol::{Gap, Sequenced};
 use crate::sample::{Quality, Sample, TimeQuality, Value};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -34,12 +34,27 @@ impl From<rusqlite::Error> for OutboxError {
     }
 }
 
-/// What is stored per row beside the point and timestamp.
+/// What is stored per row beside the point and timestamps.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Body {
     value: Value,
     quality: Quality,
-    time: TimeQuality,
+}
+
+fn tq_code(t: TimeQuality) -> i64 {
+    match t {
+        TimeQuality::Synced => 0,
+        TimeQuality::Corrected => 1,
+        TimeQuality::Unsynced => 2,
+    }
+}
+
+fn tq_of(code: i64) -> TimeQuality {
+    match code {
+        0 => TimeQuality::Synced,
+        1 => TimeQuality::Corrected,
+        _ => TimeQuality::Unsynced,
+    }
 }
 
 /// Depth and health of the buffer, for status and the birth message.
@@ -64,6 +79,9 @@ pub struct Outbox {
     max_bytes: u64,
     max_age_ns: Option<i64>,
     bytes: u64,
+    /// This boot's id, stored with each row so boot-clock readings are corrected only
+    /// within the boot they were taken in.
+    boot: String,
 }
 
 impl Outbox {
@@ -71,6 +89,7 @@ impl Outbox {
         path: &Path,
         max_bytes: u64,
         max_age_ns: Option<i64>,
+        boot: &str,
     ) -> Result<Outbox, OutboxError> {
         let open_err = |error| OutboxError::Open {
             path: path.display().to_string(),
@@ -90,6 +109,9 @@ impl Outbox {
                  seq   INTEGER PRIMARY KEY AUTOINCREMENT,
                  class INTEGER NOT NULL,
                  ts_ns INTEGER NOT NULL,
+                 mono_ns INTEGER NOT NULL,
+                 boot  TEXT NOT NULL,
+                 tq    INTEGER NOT NULL,
                  point TEXT NOT NULL,
                  body  BLOB NOT NULL,
                  size  INTEGER NOT NULL);
@@ -108,6 +130,7 @@ impl Outbox {
             max_bytes,
             max_age_ns,
             bytes: bytes as u64,
+            boot: boot.to_string(),
         })
     }
 
@@ -119,27 +142,33 @@ impl Outbox {
 
     /// Commits a group of samples in one transaction (one fsync); returns their sequence
     /// numbers. Applies the size and age caps in the same transaction.
-    pub fn append(
-        &mut self,
-        samples: &[(Sample, Class)],
-        now_ns: i64,
-    ) -> Result<Vec<u64>, OutboxError> {
+    pub fn append(&mut self, entries: &[Entry], now_ns: i64) -> Result<Vec<u64>, OutboxError> {
         let tx = self.conn.transaction()?;
-        let mut seqs = Vec::with_capacity(samples.len());
+        let mut seqs = Vec::with_capacity(entries.len());
         let mut added = 0u64;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO outbox(class, ts_ns, point, body, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO outbox(class, ts_ns, mono_ns, boot, tq, point, body, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for (s, class) in samples {
+            for e in entries {
+                let s = &e.sample;
                 let body = postcard::to_stdvec(&Body {
                     value: s.value.clone(),
                     quality: s.quality.clone(),
-                    time: s.time,
                 })
                 .unwrap_or_default();
                 let size = body.len() as u64 + s.point.len() as u64 + ROW_OVERHEAD;
-                ins.execute(params![class.rank(), s.ts_ns, s.point, body, size as i64])?;
+                ins.execute(params![
+                    e.class.rank(),
+                    s.ts_ns,
+                    e.mono_ns,
+                    self.boot,
+                    tq_code(s.time),
+                    s.point,
+                    body,
+                    size as i64
+                ])?;
                 seqs.push(tx.last_insert_rowid() as u64);
                 added += size;
             }
@@ -148,7 +177,9 @@ impl Outbox {
         let mut dropped: Vec<u64> = Vec::new();
         if let Some(age) = self.max_age_ns {
             let cutoff = now_ns.saturating_sub(age);
-            let mut q = tx.prepare_cached("SELECT seq, size FROM outbox WHERE ts_ns < ?1")?;
+            // Unsynced timestamps say nothing about age; they wait for their correction.
+            let mut q =
+                tx.prepare_cached("SELECT seq, size FROM outbox WHERE ts_ns < ?1 AND tq != 2")?;
             let rows: Vec<(u64, u64)> = q
                 .query_map([cutoff], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
@@ -158,7 +189,7 @@ impl Outbox {
                 dropped.push(seq);
                 bytes -= size.min(bytes);
             }
-            tx.execute("DELETE FROM outbox WHERE ts_ns < ?1", [cutoff])?;
+            tx.execute("DELETE FROM outbox WHERE ts_ns < ?1 AND tq != 2", [cutoff])?;
         }
         while bytes > self.max_bytes {
             // The oldest samples of the lowest class present go first.
@@ -210,7 +241,7 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<Sequenced>, OutboxError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT seq, ts_ns, point, body FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, ts_ns, point, body, tq FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = q.query_map(
             params![
@@ -225,16 +256,16 @@ impl Outbox {
                     r.get::<_, i64>(1)?,
                     r.get::<_, String>(2)?,
                     body,
+                    r.get::<_, i64>(4)?,
                 ))
             },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, ts_ns, point, body) = row?;
+            let (seq, ts_ns, point, body, tq) = row?;
             let b: Body = postcard::from_bytes(&body).unwrap_or(Body {
                 value: Value::Empty,
                 quality: Quality::Invalid("buffer row could not be decoded".into()),
-                time: TimeQuality::Unsynced,
             });
             out.push(Sequenced {
                 seq,
@@ -243,11 +274,21 @@ impl Outbox {
                     ts_ns,
                     value: b.value,
                     quality: b.quality,
-                    time: b.time,
+                    time: tq_of(tq),
                 },
             });
         }
         Ok(out)
+    }
+
+    /// The clock of this boot is now synchronised: samples taken before, in this boot, get
+    /// `boot clock + offset` as their timestamp and are marked corrected. Samples of
+    /// earlier boots cannot be corrected and stay marked unsynced. Returns how many.
+    pub fn correct_clock(&mut self, offset_ns: i64) -> Result<usize, OutboxError> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET ts_ns = mono_ns + ?1, tq = 1 WHERE tq = 2 AND boot = ?2",
+            params![offset_ns, self.boot],
+        )?)
     }
 
     /// The cloud acknowledged these samples and gaps: forget them.
@@ -348,6 +389,15 @@ pub fn ranges(sorted: &[u64]) -> Vec<Gap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Class;
+
+    fn e(sample: Sample, class: Class) -> Entry {
+        Entry {
+            sample,
+            class,
+            mono_ns: 0,
+        }
+    }
 
     fn s(point: &str, ts: i64, v: f64) -> Sample {
         Sample {
@@ -363,12 +413,12 @@ mod tests {
     fn sequence_numbers_survive_reopen_and_never_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.db");
-        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
+        let mut o = Outbox::open(&p, 1 << 30, None, "b1").unwrap();
         let a = o
             .append(
                 &[
-                    (s("x", 1, 1.0), Class::Telemetry),
-                    (s("x", 2, 2.0), Class::Telemetry),
+                    e(s("x", 1, 1.0), Class::Telemetry),
+                    e(s("x", 2, 2.0), Class::Telemetry),
                 ],
                 0,
             )
@@ -376,10 +426,10 @@ mod tests {
         assert_eq!(a, vec![1, 2]);
         o.ack(&[Gap { first: 1, last: 2 }], &[]).unwrap();
         drop(o);
-        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
+        let mut o = Outbox::open(&p, 1 << 30, None, "b1").unwrap();
         assert_eq!(o.stats().unwrap().depth, 0);
         assert_eq!(
-            o.append(&[(s("x", 3, 3.0), Class::Telemetry)], 0).unwrap(),
+            o.append(&[e(s("x", 3, 3.0), Class::Telemetry)], 0).unwrap(),
             vec![3]
         );
         let got = o.fetch(0, u64::MAX, 10).unwrap();
@@ -390,13 +440,13 @@ mod tests {
     #[test]
     fn the_cap_drops_oldest_telemetry_first_and_records_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(&dir.path().join("b.db"), 100_000, None).unwrap();
+        let mut o = Outbox::open(&dir.path().join("b.db"), 100_000, None, "b1").unwrap();
         for round in 0..40i64 {
             let mut group = Vec::new();
             for i in 0..50 {
-                group.push((s("t", round * 100 + i, 0.0), Class::Telemetry));
+                group.push(e(s("t", round * 100 + i, 0.0), Class::Telemetry));
             }
-            group.push((s("alarm", round * 100 + 99, 1.0), Class::Alarm));
+            group.push(e(s("alarm", round * 100 + 99, 1.0), Class::Alarm));
             o.append(&group, 0).unwrap();
         }
         let st = o.stats().unwrap();
@@ -430,9 +480,9 @@ mod tests {
     #[test]
     fn age_cap_drops_old_samples() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(&dir.path().join("b.db"), 1 << 30, Some(1000)).unwrap();
-        o.append(&[(s("a", 0, 0.0), Class::Alarm)], 0).unwrap();
-        o.append(&[(s("a", 5000, 0.0), Class::Alarm)], 5000)
+        let mut o = Outbox::open(&dir.path().join("b.db"), 1 << 30, Some(1000), "b1").unwrap();
+        o.append(&[e(s("a", 0, 0.0), Class::Alarm)], 0).unwrap();
+        o.append(&[e(s("a", 5000, 0.0), Class::Alarm)], 5000)
             .unwrap();
         assert_eq!(o.gaps(10).unwrap(), vec![Gap { first: 1, last: 1 }]);
         assert_eq!(o.stats().unwrap().depth, 1);
@@ -442,8 +492,8 @@ mod tests {
     fn a_full_disk_is_a_clear_error_and_keeps_what_was_committed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.db");
-        let mut o = Outbox::open(&p, 1 << 30, None).unwrap();
-        o.append(&[(s("a", 1, 1.0), Class::Telemetry)], 0).unwrap();
+        let mut o = Outbox::open(&p, 1 << 30, None, "b1").unwrap();
+        o.append(&[e(s("a", 1, 1.0), Class::Telemetry)], 0).unwrap();
         let pages: u64 = o
             .conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
@@ -451,7 +501,7 @@ mod tests {
         o.set_max_pages(pages + 1).unwrap();
         let big: Vec<_> = (0..5000)
             .map(|i| {
-                (
+                e(
                     s("a-long-point-name-to-fill-pages", i, 1.0),
                     Class::Telemetry,
                 )
@@ -461,13 +511,51 @@ mod tests {
         assert!(matches!(err, OutboxError::DiskFull(_)), "{err}");
         assert!(err.to_string().contains("disk is full"));
         drop(o);
-        let o = Outbox::open(&p, 1 << 30, None).unwrap();
+        let o = Outbox::open(&p, 1 << 30, None, "b1").unwrap();
         let ok: String = o
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(ok, "ok");
         assert_eq!(o.fetch(0, u64::MAX, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unsynced_samples_of_this_boot_are_corrected_others_stay_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.db");
+        let unsynced = |mono| Entry {
+            sample: Sample {
+                time: TimeQuality::Unsynced,
+                ..s("a", 86_400_000_000_000, 1.0)
+            },
+            class: Class::Telemetry,
+            mono_ns: mono,
+        };
+        let mut old_boot = Outbox::open(&p, 1 << 30, Some(1_000_000), "boot-1").unwrap();
+        old_boot.append(&[unsynced(5)], 0).unwrap();
+        drop(old_boot);
+        let mut o = Outbox::open(&p, 1 << 30, Some(1_000_000), "boot-2").unwrap();
+        // the age cap does not judge unsynced timestamps (they may say 1970)
+        o.append(
+            &[
+                unsynced(7_000),
+                e(s("a", 2_000_000_000_000_000_000, 2.0), Class::Telemetry),
+            ],
+            2_000_000_000_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(o.stats().unwrap().depth, 3);
+        assert_eq!(o.correct_clock(1_700_000_000_000_000_000).unwrap(), 1);
+        let rows = o.fetch(0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            rows[0].sample.time,
+            TimeQuality::Unsynced,
+            "another boot's reading cannot be corrected"
+        );
+        assert_eq!(rows[1].sample.time, TimeQuality::Corrected);
+        assert_eq!(rows[1].sample.ts_ns, 1_700_000_000_000_007_000);
+        assert_eq!(rows[2].sample.time, TimeQuality::Synced);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub buffer: BufferConfig,
     pub uplink: UplinkConfig,
     #[serde(default)]
+    pub clock: ClockConfig,
+    #[serde(default)]
     pub bus: Vec<Spanned<BusConfig>>,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
@@ -118,6 +120,16 @@ impl Default for BufferConfig {
             commit_interval: default_commit_interval(),
         }
     }
+}
+
+/// How the system clock is trusted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `"kernel"` (NTP status via adjtimex, the default), `"always"`, or
+    /// `{ file = "/run/systemd/timesync/synchronized" }`.
+    #[serde(default)]
+    pub synced: crate::clock::SyncCheck,
 }
 
 /// The MQTT uplink to the cloud.
@@ -382,6 +394,9 @@ impl GatewayConfig {
         cfg.gateway.state_dir = base.join(&cfg.gateway.state_dir);
         if let Some(s) = cfg.gateway.status_socket.as_mut() {
             *s = base.join(&*s);
+        }
+        if let crate::clock::SyncCheck::File(f) = &mut cfg.clock.synced {
+            *f = base.join(&*f);
         }
         let errors = validate::check(&cfg, text, &file);
         if errors.is_empty() {

@@ -360,3 +360,9 @@ pub fn one_sample_batch(seq: u64, point: &str, v: f64) -> Vec<u8> {
     }
     .encode()
 }
+
+pub fn always_synced() -> std::sync::Arc<fieldgate::clock::Clock> {
+    std::sync::Arc::new(fieldgate::clock::Clock::new(
+        fieldgate::clock::SyncCheck::Always,
+    ))
+}

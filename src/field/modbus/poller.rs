@@ -4,8 +4,10 @@ use super::codec;
 use super::planner::{Planner, PointSpec, ReadBlock};
 use super::report::ReportFilter;
 use super::transport::{connect, Endpoint};
-use crate::config::{BusConfig, Class, PointConfig};
-use crate::sample::{now_ns, Quality, Sample, TimeQuality, Value};
+use crate::buffer::Entry;
+use crate::clock::{Clock, Stamp};
+use crate::config::{BusConfig, PointConfig};
+use crate::sample::{Quality, Sample, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,18 +36,17 @@ pub type BusStatus = Arc<Mutex<BTreeMap<String, DeviceStatus>>>;
 
 /// Where samples go (the buffer in the daemon; a channel in tests and benches).
 pub trait SampleSink: Send + Sync {
-    fn accept(&self, samples: Vec<(Sample, Class)>)
-        -> impl std::future::Future<Output = ()> + Send;
+    fn accept(&self, samples: Vec<Entry>) -> impl std::future::Future<Output = ()> + Send;
 }
 
 impl SampleSink for crate::buffer::Buffer {
-    async fn accept(&self, samples: Vec<(Sample, Class)>) {
+    async fn accept(&self, samples: Vec<Entry>) {
         self.append(samples).await
     }
 }
 
-impl SampleSink for tokio::sync::mpsc::Sender<Vec<(Sample, Class)>> {
-    async fn accept(&self, samples: Vec<(Sample, Class)>) {
+impl SampleSink for tokio::sync::mpsc::Sender<Vec<Entry>> {
+    async fn accept(&self, samples: Vec<Entry>) {
         let _ = self.send(samples).await;
     }
 }
@@ -76,6 +77,7 @@ pub struct BusPoller {
     retries: u32,
     groups: Vec<Group>,
     status: BusStatus,
+    clock: Arc<Clock>,
 }
 
 enum ReadError {
@@ -85,7 +87,7 @@ enum ReadError {
 }
 
 impl BusPoller {
-    pub fn new(bus: &BusConfig, status: BusStatus) -> BusPoller {
+    pub fn new(bus: &BusConfig, status: BusStatus, clock: Arc<Clock>) -> BusPoller {
         let endpoint = match (&bus.tcp, &bus.rtu) {
             (Some(t), _) => Endpoint::Tcp(t.address.clone()),
             (None, Some(r)) => Endpoint::Rtu(r.clone()),
@@ -143,6 +145,7 @@ impl BusPoller {
             retries: bus.retries,
             groups,
             status,
+            clock,
         }
     }
 
@@ -231,12 +234,12 @@ impl BusPoller {
     }
 
     /// Marks every point of a group with `quality` (only transitions are emitted).
-    fn mark_group(&mut self, gi: usize, quality: Quality) -> Vec<(Sample, Class)> {
-        let ts = now_ns();
+    fn mark_group(&mut self, gi: usize, quality: Quality) -> Vec<Entry> {
+        let ts = self.clock.stamp();
         let g = &mut self.groups[gi];
         let mut out = Vec::new();
         for p in &mut g.points {
-            if p.filter.admit_bad(&quality, ts) {
+            if p.filter.admit_bad(&quality, ts.wall_ns) {
                 out.push(sample(p, Value::Empty, quality.clone(), ts));
             }
         }
@@ -245,7 +248,7 @@ impl BusPoller {
 
     /// Reads every block of a group once. Returns the samples and whether the
     /// connection should be reopened.
-    async fn poll_group(&mut self, gi: usize, ctx: &mut Context) -> (Vec<(Sample, Class)>, bool) {
+    async fn poll_group(&mut self, gi: usize, ctx: &mut Context) -> (Vec<Entry>, bool) {
         let unit = self.groups[gi].unit;
         ctx.set_slave(Slave(unit));
         let blocks = self.groups[gi].planner.blocks().to_vec();
@@ -352,7 +355,7 @@ impl BusPoller {
         } else if answered && was_silent {
             tracing::info!(bus = %self.name, device = %g.device, unit, "device answers again");
         }
-        let ts = now_ns();
+        let ts = self.clock.stamp();
         let mut out = Vec::new();
         for (pi, r) in results.into_iter().enumerate() {
             let p = &mut g.points[pi];
@@ -370,9 +373,9 @@ impl BusPoller {
                 },
             };
             let emit = if quality.is_good() {
-                p.filter.admit(&value, &quality, ts)
+                p.filter.admit(&value, &quality, ts.wall_ns)
             } else {
-                p.filter.admit_bad(&quality, ts)
+                p.filter.admit_bad(&quality, ts.wall_ns)
             };
             if emit {
                 out.push(sample(p, value, quality, ts));
@@ -385,7 +388,7 @@ impl BusPoller {
                 d.errors += 1;
                 d.last_error = Some(e);
             } else {
-                d.last_ok_ns = Some(ts);
+                d.last_ok_ns = Some(ts.wall_ns);
             }
             d.isolated_points = (0..g.points.len())
                 .filter(|&i| g.planner.is_isolated(i))
@@ -433,15 +436,16 @@ fn bits(v: Vec<bool>) -> Vec<u16> {
     v.into_iter().map(u16::from).collect()
 }
 
-fn sample(p: &PointRt, value: Value, quality: Quality, ts: i64) -> (Sample, Class) {
-    (
-        Sample {
+fn sample(p: &PointRt, value: Value, quality: Quality, ts: Stamp) -> Entry {
+    Entry {
+        sample: Sample {
             point: p.id.clone(),
-            ts_ns: ts,
+            ts_ns: ts.wall_ns,
             value,
             quality,
-            time: TimeQuality::Synced,
+            time: ts.time,
         },
-        p.cfg.class,
-    )
+        class: p.cfg.class,
+        mono_ns: ts.mono_ns,
+    }
 }
