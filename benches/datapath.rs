@@ -41,14 +41,20 @@ fn buffer_vs_raw_sqlite(dir: &Path) {
     let mut raw = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
     raw.pragma_update(None, "journal_mode", "WAL").unwrap();
     raw.pragma_update(None, "synchronous", "FULL").unwrap();
-    raw.execute_batch("CREATE TABLE t(seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER, point TEXT, body BLOB)").unwrap();
+    raw.execute_batch(
+        "CREATE TABLE t(seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER, point TEXT, body BLOB)",
+    )
+    .unwrap();
     let t = Instant::now();
     for chunk in entries.chunks(GROUP) {
         let tx = raw.transaction().unwrap();
         {
-            let mut st = tx.prepare_cached("INSERT INTO t(ts, point, body) VALUES (?1, ?2, ?3)").unwrap();
+            let mut st = tx
+                .prepare_cached("INSERT INTO t(ts, point, body) VALUES (?1, ?2, ?3)")
+                .unwrap();
             for e in chunk {
-                st.execute(rusqlite::params![e.sample.ts_ns, e.sample.point, [0u8; 10]]).unwrap();
+                st.execute(rusqlite::params![e.sample.ts_ns, e.sample.point, [0u8; 10]])
+                    .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -58,7 +64,8 @@ fn buffer_vs_raw_sqlite(dir: &Path) {
     let t = Instant::now();
     let mut commits = 0u64;
     while t.elapsed() < Duration::from_secs(2) {
-        raw.execute("INSERT INTO t(ts, point, body) VALUES (1, 'x', x'00')", []).unwrap();
+        raw.execute("INSERT INTO t(ts, point, body) VALUES (1, 'x', x'00')", [])
+            .unwrap();
         commits += 1;
     }
     let fsync_d = t.elapsed();
@@ -75,13 +82,26 @@ fn buffer_vs_raw_sqlite(dir: &Path) {
         let batch = o.fetch(after, u64::MAX, 1000).unwrap();
         let Some(last) = batch.last() else { break };
         after = last.seq;
-        o.ack(&[Gap { first: batch[0].seq, last: last.seq }], &[]).unwrap();
+        o.ack(
+            &[Gap {
+                first: batch[0].seq,
+                last: last.seq,
+            }],
+            &[],
+        )
+        .unwrap();
     }
     let drain_d = t.elapsed();
-    println!("(b) buffer, {N} samples in groups of {GROUP} (WAL, synchronous=FULL: one fsync per group)");
+    println!(
+        "(b) buffer, {N} samples in groups of {GROUP} (WAL, synchronous=FULL: one fsync per group)"
+    );
     println!("    one commit per sample       {}   (the fsync rate of this disk: the cost without grouping)", rate(commits, fsync_d));
     println!("    raw SQLite batched insert   {}", rate(N, raw_d));
-    println!("    outbox append               {}   ({:.0}% of raw)", rate(N, append_d), raw_d.as_secs_f64() / append_d.as_secs_f64() * 100.0);
+    println!(
+        "    outbox append               {}   ({:.0}% of raw)",
+        rate(N, append_d),
+        raw_d.as_secs_f64() / append_d.as_secs_f64() * 100.0
+    );
     println!("    outbox drain (fetch + ack)  {}", rate(N, drain_d));
 }
 
@@ -93,35 +113,58 @@ async fn planning_vs_per_point() {
         let a = i * 3; // 2-register values with a 1-register hole: merged across the gap
         map += &format!("[[device.point]]\nname = \"p{i}\"\nfunction = \"holding_register\"\naddress = {a}\ntype = \"f32\"\nvalue = 1.5\n");
         map += &format!("[[device.point]]\nname = \"h{i}\"\nfunction = \"holding_register\"\naddress = {}\ntype = \"u16\"\nvalue = 0\n", a + 2);
-        specs.push(PointSpec { function: Function::HoldingRegister, address: a, width: 2 });
+        specs.push(PointSpec {
+            function: Function::HoldingRegister,
+            address: a,
+            width: 2,
+        });
     }
     let map: SimMap = toml::from_str(&map).unwrap();
     let service = SimService::new(&map, false).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(fieldgate::field::modbus::sim::serve_tcp_with(service, listener));
+    let server = tokio::spawn(fieldgate::field::modbus::sim::serve_tcp_with(
+        service, listener,
+    ));
     use tokio_modbus::client::Reader;
-    let mut ctx = tokio_modbus::client::tcp::connect_slave(addr, tokio_modbus::Slave(1)).await.unwrap();
+    let mut ctx = tokio_modbus::client::tcp::connect_slave(addr, tokio_modbus::Slave(1))
+        .await
+        .unwrap();
     let planner = Planner::new(specs.clone(), 8, 125);
     const ROUNDS: u32 = 200;
     let t = Instant::now();
     for _ in 0..ROUNDS {
         for b in planner.blocks() {
-            ctx.read_holding_registers(b.start, b.count).await.unwrap().unwrap();
+            ctx.read_holding_registers(b.start, b.count)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
     let planned = t.elapsed();
     let t = Instant::now();
     for _ in 0..ROUNDS {
         for p in &specs {
-            ctx.read_holding_registers(p.address, p.width).await.unwrap().unwrap();
+            ctx.read_holding_registers(p.address, p.width)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
     let single = t.elapsed();
     let regs = ROUNDS as u64 * 400;
     println!("(c) Modbus TCP on loopback, 200 f32 points (400 useful registers), {ROUNDS} rounds");
-    println!("    one request per point       {}  ({} requests per round)", rate(regs, single), specs.len());
-    println!("    planned                     {}  ({} requests per round, {:.0}x)", rate(regs, planned), planner.blocks().len(), single.as_secs_f64() / planned.as_secs_f64());
+    println!(
+        "    one request per point       {}  ({} requests per round)",
+        rate(regs, single),
+        specs.len()
+    );
+    println!(
+        "    planned                     {}  ({} requests per round, {:.0}x)",
+        rate(regs, planned),
+        planner.blocks().len(),
+        single.as_secs_f64() / planned.as_secs_f64()
+    );
     server.abort();
 }
 
@@ -129,7 +172,8 @@ async fn planning_vs_per_point() {
 async fn end_to_end(dir: &Path) {
     const N: u64 = 100_000;
     let data = dir.join("cloud");
-    let (pki, _) = fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (pki, _) =
+        fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
     pki.dev_cert("bench-gw", &dir.join("certs")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -172,9 +216,15 @@ async fn end_to_end(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = t.elapsed();
-    let groups = buffer.counters.groups.load(std::sync::atomic::Ordering::Relaxed);
+    let groups = buffer
+        .counters
+        .groups
+        .load(std::sync::atomic::Ordering::Relaxed);
     println!("(a) end to end on loopback: {N} samples, source -> SQLite outbox -> MQTT/mTLS -> ingest -> cloud SQLite");
-    println!("    committed to the buffer     {}  ({groups} commit groups)", rate(N, appended));
+    println!(
+        "    committed to the buffer     {}  ({groups} commit groups)",
+        rate(N, appended)
+    );
     println!("    stored in the cloud         {}", rate(N, total));
     link_stop.cancel();
     let _ = link.await;
@@ -186,7 +236,12 @@ async fn end_to_end(dir: &Path) {
 
 /// (d) Peak RSS of the real gateway binary through an outage with a growing backlog.
 fn rss_during_outage(dir: &Path) {
-    let dur = Duration::from_secs(std::env::var("OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
+    let dur = Duration::from_secs(
+        std::env::var("OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
     let mut sim = String::from("[[device]]\nunit = 1\n");
     let mut points = String::new();
     for i in 0..100 {
@@ -194,8 +249,16 @@ fn rss_during_outage(dir: &Path) {
         points += &format!("[[bus.device.point]]\nname = \"p{i}\"\nfunction = \"holding_register\"\naddress = {i}\ntype = \"u16\"\n");
     }
     std::fs::write(dir.join("sim.toml"), sim).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let bin = env!("CARGO_BIN_EXE_fieldgate");
     let mut sim_p = std::process::Command::new(bin)
         .args(["sim", "modbus", "--map"])
@@ -228,7 +291,10 @@ fn rss_during_outage(dir: &Path) {
             .unwrap_or(0)
     };
     println!("(d) gateway RSS through a {}s outage, 100 points every 10 ms (10,000 samples/s) into the buffer", dur.as_secs());
-    println!("    {:>6}  {:>12}  {:>10}  {:>10}", "time", "backlog", "RSS KiB", "peak KiB");
+    println!(
+        "    {:>6}  {:>12}  {:>10}  {:>10}",
+        "time", "backlog", "RSS KiB", "peak KiB"
+    );
     let start = Instant::now();
     let mut first_rss = 0;
     while start.elapsed() < dur {
@@ -240,10 +306,18 @@ fn rss_during_outage(dir: &Path) {
         if first_rss == 0 {
             first_rss = rss;
         }
-        println!("    {:>5}s  {depth:>12}  {rss:>10}  {:>10}", start.elapsed().as_secs(), status("VmHWM:"));
+        println!(
+            "    {:>5}s  {depth:>12}  {rss:>10}  {:>10}",
+            start.elapsed().as_secs(),
+            status("VmHWM:")
+        );
     }
-    let db = std::fs::metadata(dir.join("rss-state/buffer.db")).map(|m| m.len()).unwrap_or(0)
-        + std::fs::metadata(dir.join("rss-state/buffer.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let db = std::fs::metadata(dir.join("rss-state/buffer.db"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(dir.join("rss-state/buffer.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
     println!("    backlog on disk {} MiB; peak RSS {} KiB vs {} KiB after 5 s: memory does not follow the backlog",
         db >> 20, status("VmHWM:"), first_rss);
     let _ = gw.kill();
@@ -255,8 +329,16 @@ fn rss_during_outage(dir: &Path) {
 fn main() {
     fieldgate::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    println!("fieldgate data-path benchmarks on {} CPU(s); temp dir on the same disk as /tmp", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!(
+        "fieldgate data-path benchmarks on {} CPU(s); temp dir on the same disk as /tmp",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(end_to_end(dir.path()));
     buffer_vs_raw_sqlite(dir.path());
     rt.block_on(planning_vs_per_point());

@@ -357,3 +357,51 @@ mod tests {
         assert!(!valid_device_id("a b"));
     }
 }
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// The figure quoted in docs/protocol.md: bytes per sample on the wire for a typical
+    /// batch (50 points polled every second, floats), against plain JSON of the same.
+    #[test]
+    fn bytes_per_sample_against_json() {
+        let mut samples = Vec::new();
+        for i in 0..1000u64 {
+            samples.push(Sequenced {
+                seq: 1_000_000 + i,
+                sample: Sample {
+                    point: format!("meter{}/voltage_l{}", i % 10, i % 5),
+                    ts_ns: 1_763_800_000_000_000_000
+                        + (i / 50) as i64 * 1_000_000_000
+                        + (i % 50) as i64 * 1_000_000,
+                    value: Value::Float(230.0 + (i % 7) as f64 * 0.1),
+                    quality: Quality::Good,
+                    time: TimeQuality::Synced,
+                },
+            });
+        }
+        let wire = Batch {
+            samples: samples.clone(),
+            gaps: vec![],
+        }
+        .encode()
+        .len();
+        let json: usize = samples
+            .iter()
+            .map(|s| {
+                serde_json::json!({"seq": s.seq, "point": s.sample.point, "ts_ns": s.sample.ts_ns,
+                    "value": s.sample.value.as_f64(), "quality": "good", "time": "synced"})
+                .to_string()
+                .len()
+            })
+            .sum();
+        let per = wire as f64 / 1000.0;
+        println!(
+            "wire: {per:.1} bytes/sample; JSON: {:.1} bytes/sample",
+            json as f64 / 1000.0
+        );
+        assert!(per < 20.0, "{per}");
+        assert!(json > wire * 5);
+    }
+}

@@ -112,7 +112,7 @@ impl Uplink {
             .set_max_packet_size(protocol::MAX_PAYLOAD + 4096, protocol::MAX_PAYLOAD + 4096)
             .set_last_will(LastWill::new(
                 protocol::state_topic(&self.device_id),
-                offline,
+                offline.clone(),
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -188,7 +188,17 @@ impl Uplink {
                 _ = tick.tick() => {}
                 _ = self.buffer.committed.notified() => {}
                 _ = shutdown.cancelled() => {
+                    // A clean stop says so itself; the last will covers the unclean ones.
+                    let _ = client.try_publish(protocol::state_topic(&self.device_id), QoS::AtLeastOnce, true, offline.clone());
                     let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while let Ok(ev) = events.poll().await {
+                            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     return Ok(());
                 }
             }
