@@ -51,10 +51,7 @@ fn check_names_file_line_and_field_for_every_bad_fixture() {
         text.contains("device meter every 1s: 2 points in 1 request(s)"),
         "{text}"
     );
-    let missing = fieldgate_cmd()
-        .args(["check", "--config", "/nonexistent/gw.toml"])
-        .output()
-        .unwrap();
+    let missing = fieldgate_out(&["check", "--config", "/nonexistent/gw.toml"]);
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/gw.toml:0:0: cannot read")
     );
@@ -209,34 +206,22 @@ async fn garbage_and_truncated_responses_mark_points_bad_and_polling_goes_on() {
 async fn modbus_read_shows_exceptions_and_timeouts_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (_peer, port) = modbus_peer_tcp(&constant_points(2), dir.path());
-    let out = fieldgate_cmd()
-        .args([
-            "modbus",
-            "read",
-            "--tcp",
-            &format!("127.0.0.1:{port}"),
-            "--address",
-            "50",
-        ])
-        .output()
-        .unwrap();
+    let tcp = format!("127.0.0.1:{port}");
+    let out = fieldgate_out(&["modbus", "read", "--tcp", &tcp, "--address", "50"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exception 0x02 (illegal data address)"));
-    let out = fieldgate_cmd()
-        .args([
-            "modbus",
-            "read",
-            "--tcp",
-            &format!("127.0.0.1:{port}"),
-            "--address",
-            "0",
-            "--count",
-            "2",
-            "--type",
-            "u32",
-        ])
-        .output()
-        .unwrap();
+    let out = fieldgate_out(&[
+        "modbus",
+        "read",
+        "--tcp",
+        &tcp,
+        "--address",
+        "0",
+        "--count",
+        "2",
+        "--type",
+        "u32",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     // registers 1000, 1001: ABCD = 1000 << 16 | 1001, CDAB = 1001 << 16 | 1000
     assert!(
@@ -244,19 +229,16 @@ async fn modbus_read_shows_exceptions_and_timeouts_clearly() {
             && text.contains(&format!("CDAB: {}", (1001u32 << 16) | 1000)),
         "{text}"
     );
-    let out = fieldgate_cmd()
-        .args([
-            "modbus",
-            "read",
-            "--tcp",
-            "127.0.0.1:9",
-            "--address",
-            "0",
-            "--type",
-            "nonsense",
-        ])
-        .output()
-        .unwrap();
+    let out = fieldgate_out(&[
+        "modbus",
+        "read",
+        "--tcp",
+        "127.0.0.1:9",
+        "--address",
+        "0",
+        "--type",
+        "nonsense",
+    ]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown type `nonsense`; valid: bool, bit")
     );

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cap_drops_oldest_telemetry_reports_gaps_and_live_data_goes_first() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut cloud) = Cloud::with_device("gw-cap").await;
     let d = dir.path();
-    let mut cloud = Cloud::start(&d.join("cloud")).await;
-    cloud.dev_cert("gw-cap", &d.join("certs"));
     let (mut peer, port) = modbus_peer_tcp(&constant_points(20), d);
     // 20 points every 50 ms = 400 samples/s into a 64 KiB buffer: full in a few seconds.
     // The backlog drains at 300 samples/s, so it takes a while after the outage.

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_before_clock_sync_are_corrected_in_the_buffer() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut cloud) = Cloud::with_device("gw-clock").await;
     let d = dir.path();
-    let mut cloud = Cloud::start(&d.join("cloud")).await;
-    cloud.dev_cert("gw-clock", &d.join("certs"));
     // No network yet (as before NTP on a real box, where TLS would fail too).
     cloud.stop().await;
     let (_peer, port) = modbus_peer_tcp(&constant_points(2), d);

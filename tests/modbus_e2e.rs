@@ -86,10 +86,8 @@ fn expected(p: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_and_order_over_tcp_and_rtu_reaches_the_cloud() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cloud) = Cloud::with_device("site-gw").await;
     let d = dir.path();
-    let cloud = Cloud::start(&d.join("cloud")).await;
-    cloud.dev_cert("site-gw", &d.join("certs"));
 
     let tcp_points = points(1);
     let (rtu2, rtu3) = (points(2), points(3)[..6].to_vec());

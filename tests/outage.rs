@@ -9,11 +9,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_accepted_is_lost_or_duplicated() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut cloud) = Cloud::with_device("gw-outage").await;
     let d = dir.path();
     let t0 = fieldgate::sample::now_ns();
-    let mut cloud = Cloud::start(&d.join("cloud")).await;
-    cloud.dev_cert("gw-outage", &d.join("certs"));
     let (mut peer, port) = modbus_peer_tcp(&constant_points(10), d);
     let cfg = gateway_config(
         d,

@@ -19,10 +19,8 @@ fn state(cloud: &Cloud, device: &str) -> Option<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_birth_and_last_will() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, cloud) = Cloud::with_device("gw-life").await;
     let d = dir.path();
-    let cloud = Cloud::start(&d.join("cloud")).await;
-    cloud.dev_cert("gw-life", &d.join("certs"));
     let (_peer, port) = modbus_peer_tcp(&constant_points(2), d);
     // The first broker in the list never answers; the second is the cloud.
     let dead = format!("127.0.0.1:{}", free_port());

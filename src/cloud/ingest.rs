@@ -86,21 +86,34 @@ pub async fn serve(
             let Some(device) = device else {
                 return tracing::warn!(%peer, "refused: {}", SessionError::NoDeviceId);
             };
-            let mut session = Session {
-                device: device.clone(),
-                store,
-                will: None,
-            };
             let result = tokio::select! {
-                r = session.run(tls) => r,
+                r = session(&device, store, tls) => r,
                 _ = shutdown.cancelled() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(%peer, device = %device, error = %e, "session closed");
-                session.fire_will().await;
             }
         });
     }
+}
+
+/// Serves one authenticated device on `io` (the TLS stream after the handshake) until it
+/// disconnects; on an unclean end its last will is recorded. Public for the fuzzer.
+pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    device: &str,
+    store: SharedStore,
+    io: S,
+) -> Result<(), SessionError> {
+    let mut s = Session {
+        device: device.to_string(),
+        store,
+        will: None,
+    };
+    let r = s.run(io).await;
+    if r.is_err() {
+        s.fire_will().await;
+    }
+    r
 }
 
 /// The device id a certificate proves: its subject's CN, if it is a valid id.

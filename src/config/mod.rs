@@ -414,7 +414,9 @@ impl GatewayConfig {
 
 /// Adds what would be valid where the parser's own message does not say it.
 fn hint(message: &str) -> String {
-    if message.ends_with("expected a duration") {
+    if message.is_empty() {
+        "invalid TOML here: a control character or a broken value".to_string()
+    } else if message.ends_with("expected a duration") {
         format!("{message} such as \"500ms\", \"2s\", \"5min\" or \"1h\"")
     } else {
         message.to_string()

@@ -183,6 +183,15 @@ impl Cloud {
         }
     }
 
+    /// A temporary directory with a running cloud in `cloud/` and a certificate for
+    /// `device` in `certs/` (where `gateway_config` looks for it).
+    pub async fn with_device(device: &str) -> (tempfile::TempDir, Cloud) {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = Cloud::start(&dir.path().join("cloud")).await;
+        cloud.dev_cert(device, &dir.path().join("certs"));
+        (dir, cloud)
+    }
+
     /// Issues a device certificate into `dir`.
     pub fn dev_cert(&self, device: &str, dir: &Path) {
         let (pki, _) = fieldgate::cloud::open(&self.data, &[]).unwrap();
@@ -253,6 +262,11 @@ pub fn gateway(config: &Path) -> Proc {
 
 pub fn fieldgate_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+}
+
+/// Runs `fieldgate ARGS` to completion.
+pub fn fieldgate_out(args: &[&str]) -> std::process::Output {
+    fieldgate_cmd().args(args).output().expect("run fieldgate")
 }
 
 /// The status document of a running gateway, or None if it does not answer.

@@ -1,0 +1,181 @@
+//! Mutation fuzzing of every parser of outside input, bounded so it runs in CI: the wire
+//! format, gateway configs, register decoding and the ingest's MQTT session. Nothing may
+//! panic; errors are fine. Deeper, coverage-guided runs: tests/fuzz (cargo fuzz).
+
+use fieldgate::config::GatewayConfig;
+use fieldgate::field::modbus::{codec, DataType, WordOrder};
+use fieldgate::protocol::{Batch, Gap, Sequenced};
+use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use std::path::Path;
+
+/// xorshift64*: a small deterministic generator, so a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One random edit: flip bits, overwrite, insert, delete, duplicate or truncate.
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(6) {
+            0 if !v.is_empty() => {
+                let i = at.min(v.len() - 1);
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = at.min(v.len() - 1);
+                v[i] = [0, 0xff, 0x7f, 0x80, b'"', b'[', b'=', b'\n'][rng.below(8)];
+            }
+            2 => {
+                let n = rng.below(8);
+                for _ in 0..n {
+                    v.insert(at.min(v.len()), rng.next() as u8);
+                }
+            }
+            3 if !v.is_empty() => {
+                let end = (at + rng.below(16)).min(v.len());
+                v.drain(at.min(end)..end);
+            }
+            4 if !v.is_empty() => {
+                let end = (at + rng.below(32)).min(v.len());
+                let chunk = v[at.min(end)..end].to_vec();
+                let to = rng.below(v.len() + 1);
+                v.splice(to..to, chunk);
+            }
+            _ => v.truncate(at),
+        }
+    }
+    v
+}
+
+fn sample_batch() -> Vec<u8> {
+    Batch {
+        samples: (0..20)
+            .map(|i| Sequenced {
+                seq: 100 + i * 2,
+                sample: Sample {
+                    point: format!("dev/p{}", i % 4),
+                    ts_ns: 1_700_000_000_000_000_000 + i as i64,
+                    value: match i % 5 {
+                        0 => Value::Float(1.5),
+                        1 => Value::Int(-7),
+                        2 => Value::Str("text".into()),
+                        3 => Value::Bytes(vec![1, 2, 3]),
+                        _ => Value::Empty,
+                    },
+                    quality: if i % 3 == 0 {
+                        Quality::Invalid("x".into())
+                    } else {
+                        Quality::Good
+                    },
+                    time: TimeQuality::Synced,
+                },
+            })
+            .collect(),
+        gaps: vec![Gap { first: 1, last: 5 }],
+    }
+    .encode()
+}
+
+#[test]
+fn wire_format_decoder_never_panics() {
+    let mut rng = Rng(0x1234_5678);
+    let seed = sample_batch();
+    let mut ok = 0;
+    for _ in 0..20_000 {
+        if Batch::decode(&mutate(&mut rng, &seed)).is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(ok < 20_000, "mutations must produce errors too");
+}
+
+#[test]
+fn config_parser_never_panics() {
+    let seed =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml")).unwrap();
+    let mut rng = Rng(0xdead_beef);
+    for _ in 0..3_000 {
+        let text = String::from_utf8_lossy(&mutate(&mut rng, &seed)).into_owned();
+        if let Err(e) = GatewayConfig::parse(&text, Path::new("fuzz.toml")) {
+            for err in &e.0 {
+                assert!(err.line <= text.lines().count() + 1, "{err}");
+                assert!(
+                    !err.message.is_empty(),
+                    "empty message for:\n{text}\n{err:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn register_decoder_never_panics() {
+    let types = [
+        DataType::Bool,
+        DataType::Bit,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F32,
+        DataType::F64,
+        DataType::String,
+    ];
+    let mut rng = Rng(42);
+    for _ in 0..50_000 {
+        let words: Vec<u16> = (0..rng.below(6)).map(|_| rng.next() as u16).collect();
+        let ty = types[rng.below(types.len())];
+        let order = WordOrder::ALL[rng.below(4)];
+        let _ = codec::decode(&words, ty, order, rng.below(20) as u8);
+    }
+}
+
+/// The ingest's MQTT handling after a valid TLS handshake: mutated CONNECT, PUBLISH,
+/// PINGREQ and DISCONNECT streams must end in an error or a clean close, never a panic.
+#[tokio::test]
+async fn ingest_session_never_panics() {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+    use rumqttc::mqttbytes::QoS;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(std::sync::Mutex::new(
+        fieldgate::cloud::store::Store::open(&dir.path().join("fuzz.db")).unwrap(),
+    ));
+    let mut seed = BytesMut::new();
+    for p in [
+        Packet::Connect(Connect::new("gw")),
+        Packet::Publish({
+            let mut p = Publish::new("fg/v1/gw/data", QoS::AtLeastOnce, sample_batch());
+            p.pkid = 1;
+            p
+        }),
+        Packet::Publish(Publish::new(
+            "fg/v1/gw/state",
+            QoS::AtMostOnce,
+            b"{\"state\":\"online\"}".to_vec(),
+        )),
+        Packet::PingReq,
+        Packet::Disconnect,
+    ] {
+        p.write(&mut seed, 1 << 20).unwrap();
+    }
+    let mut rng = Rng(7);
+    for _ in 0..1_500 {
+        let input = mutate(&mut rng, &seed);
+        let io = tokio::io::join(std::io::Cursor::new(input), tokio::io::sink());
+        let _ = fieldgate::cloud::ingest::session("gw", store.clone(), io).await;
+    }
+}
