@@ -89,6 +89,15 @@ async fn cap_drops_oldest_telemetry_reports_gaps_and_live_data_goes_first() {
         lost += in_gaps;
     }
     assert!(lost > 2000, "the cap dropped only {lost}");
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["gaps", "--device", "gw-cap"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.lines().count(), gaps.len(), "{shown}");
+    assert!(shown.contains(&format!("{}..={}", gaps[0].first, gaps[0].last)));
     // Alarms survive: the alarm point has no hole in time, while telemetry does.
     let hole = |point: &str| {
         let mut ts: Vec<i64> = rows

@@ -1,0 +1,122 @@
+//! The README's main command and the cloud's admin commands, run as a user would.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn cloud_cmd(data: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"));
+    c.arg("--data-dir").arg(data);
+    c
+}
+
+/// `fieldgate-cloud demo`: cloud, simulated meter and gateway in one command.
+#[test]
+fn the_demo_prints_samples_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cloud_cmd(&dir.path().join("data"))
+        .args(["demo", "--duration", "4s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for point in [
+        "meter/voltage_l1",
+        "meter/current_l1",
+        "meter/energy_import",
+        "meter/serial_number",
+        "meter/breaker_open",
+    ] {
+        assert!(
+            text.contains(point),
+            "{point} missing from the demo's output:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("\"PM-0042\"") && text.contains("12345.67"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_dev_cert_from_the_command_line() {
+    let (dir, cloud) = Cloud::with_device("gw-cli").await;
+    let d = dir.path();
+    let (_peer, port) = modbus_peer_tcp(&constant_points(3), d);
+    let cfg = gateway_config(
+        d,
+        "gw-cli",
+        &[cloud.addr.to_string()],
+        "",
+        &constant_bus(port, 3, "100ms"),
+    );
+    let _gw = gateway(&cfg);
+    wait_for("data", Duration::from_secs(20), || {
+        cloud.store().count("gw-cli").unwrap() >= 9
+    });
+
+    let out = cloud_cmd(&cloud.data)
+        .args([
+            "query", "--device", "gw-cli", "--point", "dev/p1", "--since", "10min", "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3);
+    for l in &lines {
+        assert_eq!(l["point"], "dev/p1");
+        assert_eq!(l["value"], 1001);
+        assert_eq!(l["quality"], "good");
+        assert!(
+            l["seq"].is_u64() && l["ts_ns"].is_i64() && l["ts"].as_str().unwrap().ends_with('Z')
+        );
+    }
+    let table = cloud_cmd(&cloud.data)
+        .args(["query", "--device", "gw-cli"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("dev/p2"));
+    let bad = cloud_cmd(&cloud.data)
+        .args(["query", "--device", "gw-cli", "--since", "yesterday-ish"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give an RFC 3339 time"));
+
+    let certs = d.join("new");
+    let ok = cloud_cmd(&cloud.data)
+        .args(["dev-cert", "gw-new", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let der =
+        rustls_pemfile::certs(&mut std::fs::read(certs.join("device.crt")).unwrap().as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        fieldgate::cloud::ingest::device_id_of(der.as_ref()).as_deref(),
+        Some("gw-new")
+    );
+    let bad = cloud_cmd(&cloud.data)
+        .args(["dev-cert", "gw new/../x", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a valid device id"));
+}
