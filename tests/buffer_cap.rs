@@ -63,8 +63,14 @@ async fn cap_drops_oldest_telemetry_reports_gaps_and_live_data_goes_first() {
 
     let _ = peer.0.kill();
     let _ = peer.0.wait();
+    // Let the poller notice and report the device gone before judging the drain.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     wait_for("the backlog to drain", Duration::from_secs(60), || {
-        status(d).is_some_and(|s| s["buffer"]["depth"] == 0 && s["buffer"]["pending_gaps"] == 0)
+        status(d).is_some_and(|s| {
+            s["buffer"]["depth"] == 0
+                && s["buffer"]["uncommitted"] == 0
+                && s["buffer"]["pending_gaps"] == 0
+        })
     });
     gw.signal("TERM");
     assert!(gw

@@ -50,14 +50,18 @@ async fn nothing_accepted_is_lost_or_duplicated() {
     }
     // Stop producing good samples, let the gateway drain, then stop it cleanly.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    drop(peer.0.kill());
+    let _ = peer.0.kill();
     let _ = peer.0.wait();
+    // Let the poller notice and report the device gone before judging the drain.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     wait_for(
         "the gateway's buffer to drain",
         Duration::from_secs(30),
         || {
             status(d).is_some_and(|s| {
-                s["buffer"]["depth"] == 0 && s["uplink"]["connected_to"].is_string()
+                s["buffer"]["depth"] == 0
+                    && s["buffer"]["uncommitted"] == 0
+                    && s["uplink"]["connected_to"].is_string()
             })
         },
     );

@@ -88,7 +88,8 @@ pub struct BufferSettings {
 }
 
 impl Buffer {
-    /// Opens the outbox and starts its thread. The thread ends when every handle is dropped.
+    /// Opens the outbox and starts its thread (call from within a tokio runtime, whose
+    /// timers the thread uses). The thread ends when every handle is dropped.
     pub fn start(
         settings: BufferSettings,
     ) -> Result<(Buffer, std::thread::JoinHandle<()>), OutboxError> {
@@ -102,10 +103,12 @@ impl Buffer {
         let counters = Arc::new(BufferCounters::default());
         let committed = Arc::new(tokio::sync::Notify::new());
         let (c2, n2) = (counters.clone(), committed.clone());
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|e| OutboxError::Thread(e.to_string()))?;
         let handle = std::thread::Builder::new()
             .name("buffer".into())
-            .spawn(move || run(outbox, rx, settings.commit_interval, c2, n2))
-            .map_err(|e| OutboxError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            .spawn(move || run(outbox, rx, settings.commit_interval, c2, n2, rt))
+            .map_err(|e| OutboxError::Thread(e.to_string()))?;
         Ok((
             Buffer {
                 tx,
@@ -177,87 +180,68 @@ fn run(
     commit_interval: Duration,
     counters: Arc<BufferCounters>,
     notify: Arc<tokio::sync::Notify>,
+    rt: tokio::runtime::Handle,
 ) {
+    // Timers of the deadline below belong to the daemon's runtime.
+    let _runtime = rt.enter();
     let mut group: Vec<Entry> = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    let mut last_error_log: Option<Instant> = None;
+    // When the open group must be committed at the latest.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut errors = ErrorLog::default();
     loop {
-        // Wait for a command, or for the open group's deadline.
         let cmd = match deadline {
-            None => match rx.blocking_recv() {
-                Some(c) => Some(c),
-                None => break,
-            },
-            Some(d) => loop {
-                match rx.try_recv() {
-                    Ok(c) => break Some(c),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        let now = Instant::now();
-                        if now >= d || group.len() >= MAX_GROUP {
-                            break None;
-                        }
-                        std::thread::sleep((d - now).min(Duration::from_millis(2)));
-                    }
+            None => rx.blocking_recv(),
+            Some(d) => match rt.block_on(tokio::time::timeout_at(d, rx.recv())) {
+                Ok(cmd) => cmd,
+                Err(_elapsed) => {
+                    commit(&mut outbox, &mut group, &counters, &notify, &mut errors);
+                    deadline = None;
+                    continue;
                 }
             },
         };
-        let mut flush_reply = None;
+        // None: every handle is gone; commit what is left and stop.
+        let Some(cmd) = cmd else { break };
         match cmd {
-            Some(Command::Append(mut s)) => {
+            Command::Append(mut s) => {
                 group.append(&mut s);
-                deadline.get_or_insert_with(|| Instant::now() + commit_interval);
-                if group.len() < MAX_GROUP {
-                    continue;
+                if group.len() >= MAX_GROUP {
+                    commit(&mut outbox, &mut group, &counters, &notify, &mut errors);
+                    deadline = None;
+                } else {
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + commit_interval);
                 }
             }
-            Some(Command::Flush(reply)) => flush_reply = Some(reply),
-            Some(other) => {
-                // Reads and acks see only committed data: commit the open group first.
-                commit(
-                    &mut outbox,
-                    &mut group,
-                    &counters,
-                    &notify,
-                    &mut last_error_log,
-                );
+            Command::Flush(reply) => {
+                commit(&mut outbox, &mut group, &counters, &notify, &mut errors);
                 deadline = None;
-                serve(&mut outbox, other);
-                continue;
+                let _ = reply.send(());
             }
-            None if rx.is_closed() && group.is_empty() && deadline.is_none() => break,
-            None => {}
-        }
-        commit(
-            &mut outbox,
-            &mut group,
-            &counters,
-            &notify,
-            &mut last_error_log,
-        );
-        deadline = None;
-        if let Some(r) = flush_reply {
-            let _ = r.send(());
-        }
-        if rx.is_closed() && rx.is_empty() {
-            break;
+            Command::Stats(reply) => {
+                let mut st = outbox.stats().unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "buffer");
+                    Stats::default()
+                });
+                st.uncommitted = group.len() as u64;
+                let _ = reply.send(st);
+            }
+            // Reads and acks see committed data only; the open group stays open.
+            other => serve(&mut outbox, other),
         }
     }
-    commit(
-        &mut outbox,
-        &mut group,
-        &counters,
-        &notify,
-        &mut last_error_log,
-    );
+    commit(&mut outbox, &mut group, &counters, &notify, &mut errors);
 }
+
+/// Rate limit of the commit-failure log: a full disk must not flood the journal.
+#[derive(Default)]
+struct ErrorLog(Option<Instant>);
 
 fn commit(
     outbox: &mut Outbox,
     group: &mut Vec<Entry>,
     counters: &BufferCounters,
     notify: &tokio::sync::Notify,
-    last_error_log: &mut Option<Instant>,
+    errors: &mut ErrorLog,
 ) {
     if group.is_empty() {
         return;
@@ -274,10 +258,12 @@ fn commit(
             counters
                 .failed
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
-            // One line per minute at most: a full disk must not flood the journal.
-            if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            if errors
+                .0
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
                 tracing::error!(error = %e, lost = group.len(), "buffer commit failed");
-                *last_error_log = Some(Instant::now());
+                errors.0 = Some(Instant::now());
             }
         }
     }
@@ -315,18 +301,12 @@ fn serve(outbox: &mut Outbox, cmd: Command) {
                 0
             }));
         }
-        Command::Stats(reply) => {
-            let _ = reply.send(outbox.stats().unwrap_or_else(|e| {
-                log(e);
-                Stats::default()
-            }));
-        }
         Command::CorrectClock { offset_ns, reply } => {
             let _ = reply.send(outbox.correct_clock(offset_ns).unwrap_or_else(|e| {
                 log(e);
                 0
             }));
         }
-        Command::Append(_) | Command::Flush(_) => {}
+        Command::Append(_) | Command::Flush(_) | Command::Stats(_) => {}
     }
 }

@@ -23,6 +23,8 @@ pub enum OutboxError {
     },
     #[error("buffer database: {0}")]
     Sql(rusqlite::Error),
+    #[error("cannot start the buffer thread: {0}")]
+    Thread(String),
 }
 
 impl From<rusqlite::Error> for OutboxError {
@@ -72,6 +74,9 @@ pub struct Stats {
     pub last_seq: u64,
     /// Gap records not yet acknowledged by the cloud.
     pub pending_gaps: u64,
+    /// Samples received and waiting for their commit group (not yet accepted).
+    #[serde(default)]
+    pub uncommitted: u64,
 }
 
 pub struct Outbox {
@@ -369,6 +374,7 @@ impl Outbox {
             dropped: dropped as u64,
             last_seq: last_seq as u64,
             pending_gaps: pending_gaps as u64,
+            uncommitted: 0,
         })
     }
 }
