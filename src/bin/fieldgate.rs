@@ -271,6 +271,12 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
         st.buffer.dropped,
         st.buffer.pending_gaps
     );
+    if st.commit_failures > 0 {
+        println!(
+            "buffer      {} samples could NOT be committed (disk full or I/O error; see the log)",
+            st.commit_failures
+        );
+    }
     println!(
         "sent        {} batches, {} samples acknowledged",
         st.uplink.acked_batches, st.uplink.acked_samples

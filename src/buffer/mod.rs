@@ -226,15 +226,25 @@ fn run(
                 let _ = reply.send(st);
             }
             // Reads and acks see committed data only; the open group stays open.
-            other => serve(&mut outbox, other),
+            other => serve(&mut outbox, other, &mut errors),
         }
     }
     commit(&mut outbox, &mut group, &counters, &notify, &mut errors);
 }
 
-/// Rate limit of the commit-failure log: a full disk must not flood the journal.
+/// Rate limit of the buffer's error log: a full disk must not flood the journal.
 #[derive(Default)]
 struct ErrorLog(Option<Instant>);
+
+impl ErrorLog {
+    /// Logs at most once a minute.
+    fn log(&mut self, e: &OutboxError, what: &str, lost: usize) {
+        if self.0.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            tracing::error!(error = %e, lost, "{what}");
+            self.0 = Some(Instant::now());
+        }
+    }
+}
 
 fn commit(
     outbox: &mut Outbox,
@@ -270,8 +280,8 @@ fn commit(
     group.clear();
 }
 
-fn serve(outbox: &mut Outbox, cmd: Command) {
-    let log = |e: OutboxError| tracing::error!(error = %e, "buffer");
+fn serve(outbox: &mut Outbox, cmd: Command, errors: &mut ErrorLog) {
+    let mut log = |e: OutboxError| errors.log(&e, "buffer read or delete failed", 0);
     match cmd {
         Command::Fetch {
             after,

@@ -11,6 +11,18 @@ use std::path::Path;
 
 /// Fixed cost of a row beside its payload (key, index entry, page overhead), for the cap.
 const ROW_OVERHEAD: u64 = 40;
+/// The write-ahead log is checkpointed every 256 pages and truncated to this size, so it
+/// stays small beside the database.
+const WAL_LIMIT: u64 = 1 << 20;
+/// Space held back in `buffer.reserve` and released when the disk fills up, so that
+/// acknowledged samples can still be deleted (a delete needs room in the WAL, and a
+/// checkpoint needs room for up to WAL_LIMIT in the database).
+const RESERVE_BYTES: u64 = 2 * WAL_LIMIT;
+/// After the reserve was released, try to take it back at most this often.
+const RESERVE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Free space the buffer leaves on its filesystem (room for the WAL and a margin): below
+/// it, the oldest samples of the lowest class make room as at the cap, with gap records.
+const DISK_FLOOR: u64 = WAL_LIMIT + (1 << 20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -87,6 +99,9 @@ pub struct Outbox {
     /// This boot's id, stored with each row so boot-clock readings are corrected only
     /// within the boot they were taken in.
     boot: String,
+    /// The reserve file, and when it was last released (None while it is in place).
+    reserve: std::path::PathBuf,
+    released_at: Option<std::time::Instant>,
 }
 
 impl Outbox {
@@ -105,9 +120,17 @@ impl Outbox {
             .map_err(open_err)?;
         // WAL with synchronous=FULL: a commit is on disk (fsync of the WAL) before it
         // returns, so it survives a power cut, not only a crash.
+        // Incremental auto-vacuum lets freed pages go back to the filesystem, so the
+        // disk-full reserve can be taken back after a drain. (Only takes effect on a new file.)
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT / 4096)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT)
             .map_err(open_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS outbox(
@@ -136,7 +159,68 @@ impl Outbox {
             max_age_ns,
             bytes: bytes as u64,
             boot: boot.to_string(),
+            reserve: path.with_extension("reserve"),
+            released_at: None,
         })
+        .map(|mut o| {
+            o.take_reserve();
+            o
+        })
+    }
+
+    /// Makes sure the reserve file is in place; gives up quietly if there is no room.
+    fn take_reserve(&mut self) {
+        let have = std::fs::metadata(&self.reserve)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if have >= RESERVE_BYTES {
+            self.released_at = None;
+            return;
+        }
+        let r = std::fs::File::create(&self.reserve).and_then(|mut f| {
+            use std::io::Write;
+            let zeros = vec![0u8; 64 * 1024];
+            for _ in 0..RESERVE_BYTES / zeros.len() as u64 {
+                f.write_all(&zeros)?;
+            }
+            f.sync_all()
+        });
+        match r {
+            Ok(()) => self.released_at = None,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.reserve);
+                self.released_at = Some(std::time::Instant::now());
+                tracing::warn!(error = %e, path = %self.reserve.display(), "cannot set aside the disk-full reserve");
+            }
+        }
+    }
+
+    /// The disk is full: release the reserve and checkpoint the WAL so that deletes (and
+    /// then new samples, in the freed pages) fit again. True if there was a reserve.
+    fn release_reserve(&mut self) -> bool {
+        if std::fs::remove_file(&self.reserve).is_err() {
+            return false;
+        }
+        self.released_at = Some(std::time::Instant::now());
+        tracing::warn!(
+            "the disk is full: released the {} reserve so acknowledged samples can be deleted",
+            crate::bytesize::ByteSize(RESERVE_BYTES)
+        );
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        true
+    }
+
+    /// Runs `op`; on a full disk releases the reserve and tries once more.
+    fn with_reserve<T>(
+        &mut self,
+        op: impl Fn(&mut Self) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        match op(self) {
+            Err(OutboxError::DiskFull(_)) if self.release_reserve() => op(self),
+            r => r,
+        }
     }
 
     /// Limits the database file to `pages` pages (tests use this to fill the "disk").
@@ -147,10 +231,24 @@ impl Outbox {
 
     /// Commits a group of samples in one transaction (one fsync); returns their sequence
     /// numbers. Applies the size and age caps in the same transaction.
+    /// (The reserve is kept for deletes: a full disk fails the append, not the drain.)
     pub fn append(&mut self, entries: &[Entry], now_ns: i64) -> Result<Vec<u64>, OutboxError> {
+        let room = self.disk_room();
         let tx = self.conn.transaction()?;
         let mut seqs = Vec::with_capacity(entries.len());
         let mut added = 0u64;
+        let mut dropped: Vec<u64> = Vec::new();
+        let incoming: u64 = entries
+            .iter()
+            .map(|e| e.sample.point.len() as u64 + ROW_OVERHEAD + 16)
+            .sum();
+        let mut bytes = self.bytes;
+        if let Some(room) = room.filter(|r| *r < incoming) {
+            // The filesystem is nearly full: make room first, so the inserts below reuse
+            // the freed pages instead of growing the file.
+            let target = (bytes + room).saturating_sub(incoming);
+            trim(&tx, &mut bytes, target, &mut dropped)?;
+        }
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO outbox(class, ts_ns, mono_ns, boot, tq, point, body, size)
@@ -178,8 +276,7 @@ impl Outbox {
                 added += size;
             }
         }
-        let mut bytes = self.bytes + added;
-        let mut dropped: Vec<u64> = Vec::new();
+        bytes += added;
         if let Some(age) = self.max_age_ns {
             let cutoff = now_ns.saturating_sub(age);
             // Unsynced timestamps say nothing about age; they wait for their correction.
@@ -196,30 +293,7 @@ impl Outbox {
             }
             tx.execute("DELETE FROM outbox WHERE ts_ns < ?1 AND tq != 2", [cutoff])?;
         }
-        while bytes > self.max_bytes {
-            // The oldest samples of the lowest class present go first.
-            let mut q = tx.prepare_cached(
-                "SELECT seq, size FROM outbox WHERE class = (SELECT MIN(class) FROM outbox)
-                 ORDER BY seq LIMIT 512",
-            )?;
-            let rows: Vec<(u64, u64)> = q
-                .query_map([], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<Result<_, _>>()?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-            for (seq, size) in rows {
-                if bytes <= self.max_bytes {
-                    break;
-                }
-                del.execute([seq as i64])?;
-                dropped.push(seq);
-                bytes -= size.min(bytes);
-            }
-        }
+        trim(&tx, &mut bytes, self.max_bytes, &mut dropped)?;
         if !dropped.is_empty() {
             dropped.sort_unstable();
             let mut ins =
@@ -298,6 +372,42 @@ impl Outbox {
 
     /// The cloud acknowledged these samples and gaps: forget them.
     pub fn ack(&mut self, seqs: &[Gap], gaps: &[Gap]) -> Result<(), OutboxError> {
+        self.with_reserve(|o| o.ack_once(seqs, gaps))?;
+        if self
+            .released_at
+            .is_some_and(|t| t.elapsed() > RESERVE_RETRY)
+        {
+            // Give the freed pages back to the filesystem, then set the reserve aside again.
+            let _ = self
+                .conn
+                .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);");
+            self.take_reserve();
+        }
+        Ok(())
+    }
+
+    /// Bytes the buffer may still grow by on its filesystem (free space above the floor
+    /// plus free pages inside the file); None if it cannot be measured.
+    fn disk_room(&self) -> Option<u64> {
+        let dir = self
+            .reserve
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let st = nix::sys::statvfs::statvfs(dir).ok()?;
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let inside: u64 = self
+            .conn
+            .query_row(
+                "SELECT freelist_count * page_size FROM pragma_freelist_count, pragma_page_size",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0) as u64;
+        Some(free.saturating_sub(DISK_FLOOR) + inside)
+    }
+
+    fn ack_once(&mut self, seqs: &[Gap], gaps: &[Gap]) -> Result<(), OutboxError> {
         let tx = self.conn.transaction()?;
         let mut freed = 0u64;
         for r in seqs {
@@ -377,6 +487,40 @@ impl Outbox {
             uncommitted: 0,
         })
     }
+}
+
+/// Deletes the oldest samples of the lowest class present until `bytes <= target`,
+/// recording what it dropped.
+fn trim(
+    tx: &rusqlite::Transaction<'_>,
+    bytes: &mut u64,
+    target: u64,
+    dropped: &mut Vec<u64>,
+) -> Result<(), OutboxError> {
+    while *bytes > target {
+        let mut q = tx.prepare_cached(
+            "SELECT seq, size FROM outbox WHERE class = (SELECT MIN(class) FROM outbox)
+             ORDER BY seq LIMIT 512",
+        )?;
+        let rows: Vec<(u64, u64)> = q
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+        for (seq, size) in rows {
+            if *bytes <= target {
+                break;
+            }
+            del.execute([seq as i64])?;
+            dropped.push(seq);
+            *bytes -= size.min(*bytes);
+        }
+    }
+    Ok(())
 }
 
 /// Folds sorted sequence numbers into inclusive ranges.

@@ -15,6 +15,12 @@ use tokio_util::sync::CancellationToken;
 pub struct Status {
     pub device_id: String,
     pub buffer: Stats,
+    /// Samples committed to the buffer since the daemon started.
+    #[serde(default)]
+    pub committed: u64,
+    /// Samples that could not be committed (disk full, I/O error) since start.
+    #[serde(default)]
+    pub commit_failures: u64,
     pub uplink: UplinkStatus,
     pub devices: BTreeMap<String, DeviceStatus>,
 }
@@ -32,6 +38,16 @@ impl View {
         Status {
             device_id: self.device_id.clone(),
             buffer: self.buffer.stats().await,
+            committed: self
+                .buffer
+                .counters
+                .committed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            commit_failures: self
+                .buffer
+                .counters
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed),
             uplink: self.uplink.lock().map(|u| u.clone()).unwrap_or_default(),
             devices: self.devices.lock().map(|d| d.clone()).unwrap_or_default(),
         }
