@@ -200,6 +200,7 @@ async fn end_to_end(dir: &Path) {
         buffer: buffer.clone(),
         status: Default::default(),
         config_hash: String::new(),
+        beat: None,
     };
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(uplink.run(link_stop.clone()));

@@ -102,13 +102,27 @@ enum SimCmd {
     },
 }
 
+/// Structured fields to the journal when systemd connected stderr to it (JOURNAL_STREAM),
+/// plain text on a terminal or in a pipe.
 fn init_logging() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn load(config: &std::path::Path) -> anyhow::Result<GatewayConfig> {
@@ -133,12 +147,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = load(&config)?;
             let shutdown = CancellationToken::new();
-            let s = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                s.cancel();
-            });
-            fieldgate::daemon::run(cfg, shutdown).await
+            let (reload_tx, reload) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(handle_signals(shutdown.clone(), reload_tx));
+            fieldgate::daemon::run(cfg, shutdown, reload).await
         }
         Command::Check { config } => check(&config),
         Command::Status {
@@ -197,18 +208,28 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads its config.
+async fn handle_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
-        return std::future::pending().await;
+        tracing::error!("cannot install signal handlers");
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reload.try_send(());
+            }
+        }
     }
+    shutdown.cancel();
 }
 
 fn check(config: &std::path::Path) -> anyhow::Result<()> {

@@ -133,7 +133,7 @@ pub struct ClockConfig {
 }
 
 /// The MQTT uplink to the cloud.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     /// Brokers as `host:port`, tried in order; the first that answers is used.
@@ -185,7 +185,7 @@ fn default_reconnect_max() -> Duration {
 }
 
 /// One field bus: a Modbus TCP endpoint or a serial line, polled by its own task.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     pub name: String,
@@ -210,14 +210,14 @@ fn default_retries() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpBus {
     /// `host:port`.
     pub address: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtuBus {
     /// The serial device, e.g. `/dev/ttyUSB0`.
@@ -252,7 +252,7 @@ pub enum Parity {
 }
 
 /// One Modbus device (unit id) on a bus.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub name: String,
@@ -284,7 +284,7 @@ fn default_max_registers() -> u16 {
 }
 
 /// One value read from a device.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
     pub name: String,

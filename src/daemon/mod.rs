@@ -1,19 +1,88 @@
 //! The gateway daemon: starts the buffer, one task per bus and the uplink, serves the
-//! status socket, and shuts everything down in order.
+//! status socket, reloads buses on request, feeds the systemd watchdog while every task
+//! is alive, and shuts everything down in order.
 
+pub mod liveness;
+pub mod notify;
 pub mod status;
 
 use crate::buffer::{Buffer, BufferSettings};
 use crate::clock::Clock;
-use crate::config::GatewayConfig;
+use crate::config::{BusConfig, GatewayConfig};
 use crate::field::modbus::poller::{BusPoller, BusStatus};
 use crate::uplink::{Uplink, UplinkStatus};
+use liveness::Liveness;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A running task and how to stop it.
+struct Running<C> {
+    config: C,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl<C> Running<C> {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Everything the tasks share.
+struct Shared {
+    buffer: Buffer,
+    clock: Arc<Clock>,
+    devices: BusStatus,
+    uplink_status: Arc<Mutex<UplinkStatus>>,
+    liveness: Liveness,
+}
+
+impl Shared {
+    fn start_bus(&self, bus: &BusConfig) -> Running<BusConfig> {
+        let stop = CancellationToken::new();
+        let poller = BusPoller::new(bus, self.devices.clone(), self.clock.clone())
+            .with_beat(self.liveness.register(&format!("bus {}", bus.name)));
+        let task = tokio::spawn(poller.run(self.buffer.clone(), stop.clone()));
+        Running {
+            config: bus.clone(),
+            stop,
+            task,
+        }
+    }
+
+    fn start_uplink(&self, cfg: &GatewayConfig) -> Running<crate::config::UplinkConfig> {
+        let stop = CancellationToken::new();
+        let uplink = Uplink {
+            device_id: cfg.gateway.device_id.clone(),
+            config: cfg.uplink.clone(),
+            buffer: self.buffer.clone(),
+            status: self.uplink_status.clone(),
+            config_hash: cfg.hash.clone(),
+            beat: Some(self.liveness.register("uplink")),
+        };
+        let task = tokio::spawn(uplink.run(stop.clone()));
+        Running {
+            config: cfg.uplink.clone(),
+            stop,
+            task,
+        }
+    }
+}
+
 /// Runs the gateway until `shutdown` is cancelled, then commits what is in memory and
-/// returns. Errors only if the buffer cannot be opened.
-pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// returns. Each message on `reload` re-reads the config file (SIGHUP): changed buses
+/// restart, unchanged ones keep running, an invalid file is refused and the running
+/// config stays. Errors only if the buffer cannot be opened.
+pub async fn run(
+    mut cfg: GatewayConfig,
+    shutdown: CancellationToken,
+    mut reload: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.gateway.state_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create state_dir {}: {e}",
@@ -31,58 +100,175 @@ pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Res
         commit_interval: cfg.buffer.commit_interval,
         boot_id: clock.boot_id.clone(),
     })?;
-    let devices: BusStatus = Arc::new(Mutex::new(Default::default()));
-    let uplink_status = Arc::new(Mutex::new(UplinkStatus::default()));
+    let shared = Shared {
+        buffer: buffer.clone(),
+        clock: clock.clone(),
+        devices: Arc::new(Mutex::new(Default::default())),
+        uplink_status: Arc::new(Mutex::new(UplinkStatus::default())),
+        liveness: Liveness::default(),
+    };
 
-    let sources = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for bus in &cfg.bus {
-        let poller = BusPoller::new(bus.get_ref(), devices.clone(), clock.clone());
-        tasks.spawn(poller.run(buffer.clone(), sources.clone()));
-    }
-    tasks.spawn(watch_clock(clock.clone(), buffer.clone(), sources.clone()));
-    let link = CancellationToken::new();
-    let uplink = tokio::spawn(
-        Uplink {
-            device_id: cfg.gateway.device_id.clone(),
-            config: cfg.uplink.clone(),
-            buffer: buffer.clone(),
-            status: uplink_status.clone(),
-            config_hash: cfg.hash.clone(),
-        }
-        .run(link.clone()),
-    );
+    let mut buses: BTreeMap<String, Running<BusConfig>> = cfg
+        .bus
+        .iter()
+        .map(|b| (b.get_ref().name.clone(), shared.start_bus(b.get_ref())))
+        .collect();
+    let clock_stop = CancellationToken::new();
+    let clock_task = tokio::spawn(watch_clock(
+        clock.clone(),
+        buffer.clone(),
+        clock_stop.clone(),
+    ));
+    let mut uplink = shared.start_uplink(&cfg);
     let status_task = cfg.gateway.status_socket.clone().map(|path| {
         let view = status::View {
             device_id: cfg.gateway.device_id.clone(),
             buffer: buffer.clone(),
-            uplink: uplink_status.clone(),
-            devices: devices.clone(),
+            uplink: shared.uplink_status.clone(),
+            devices: shared.devices.clone(),
         };
         tokio::spawn(status::serve(path, view, shutdown.clone()))
     });
+    notify::ready();
     tracing::info!(device = %cfg.gateway.device_id, buses = cfg.bus.len(), "fieldgate running");
 
-    shutdown.cancelled().await;
+    let watchdog = notify::watchdog_period();
+    let mut tick = tokio::time::interval(
+        watchdog
+            .map(|w| w / 4)
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5)),
+    );
+    let probe_limit = watchdog
+        .map(|w| w / 4)
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    let mut last_status = String::new();
+    let mut withheld = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => {
+                notify::reloading();
+                cfg = apply_reload(cfg, &shared, &mut buses, &mut uplink).await;
+                notify::ready();
+            }
+            _ = tick.tick() => {
+                // The buffer thread answers quickly while it is healthy: within a quarter
+                // of the watchdog period (at most 5 s).
+                let probe = tokio::time::timeout(probe_limit, buffer.stats()).await;
+                let stale = shared.liveness.stale(watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(30)));
+                if probe.is_ok() && stale.is_empty() {
+                    if watchdog.is_some() {
+                        notify::watchdog();
+                    }
+                    withheld = false;
+                } else if !withheld {
+                    tracing::error!(stuck = ?stale, buffer_answers = probe.is_ok(), "a task is stuck: withholding the watchdog ping so systemd restarts the service");
+                    withheld = true;
+                }
+                if let Ok(stats) = probe {
+                    let link = shared.uplink_status.lock().ok().and_then(|u| u.connected_to.clone());
+                    let line = format!(
+                        "uplink {}; buffer {} samples, {} dropped",
+                        link.map(|b| format!("connected to {b}")).unwrap_or_else(|| "disconnected".into()),
+                        stats.depth,
+                        stats.dropped
+                    );
+                    if line != last_status {
+                        notify::status(&line);
+                        last_status = line;
+                    }
+                }
+            }
+        }
+    }
+    notify::stopping();
     tracing::info!("stopping: sources first, then committing the buffer");
-    sources.cancel();
-    while tasks.join_next().await.is_some() {}
+    for (_, b) in std::mem::take(&mut buses) {
+        b.stop().await;
+    }
+    clock_stop.cancel();
+    let _ = clock_task.await;
     buffer.flush().await;
-    link.cancel();
-    let _ = uplink.await;
+    uplink.stop().await;
     if let Some(t) = status_task {
         let _ = t.await;
     }
+    drop(shared);
     drop(buffer);
     let _ = tokio::task::spawn_blocking(move || buffer_thread.join()).await;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
+/// Re-reads the config file and applies what can change while running.
+async fn apply_reload(
+    old: GatewayConfig,
+    shared: &Shared,
+    buses: &mut BTreeMap<String, Running<BusConfig>>,
+    uplink: &mut Running<crate::config::UplinkConfig>,
+) -> GatewayConfig {
+    let new = match GatewayConfig::load(&old.source) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(errors = %e, "reload refused: the new config is invalid; the running config stays");
+            return old;
+        }
+    };
+    if new.gateway.device_id != old.gateway.device_id
+        || new.gateway.state_dir != old.gateway.state_dir
+        || new.buffer.max_bytes != old.buffer.max_bytes
+        || new.buffer.max_age != old.buffer.max_age
+        || new.buffer.commit_interval != old.buffer.commit_interval
+    {
+        tracing::warn!("changes to [gateway] or [buffer] take effect at the next restart");
+    }
+    let wanted: BTreeMap<String, BusConfig> = new
+        .bus
+        .iter()
+        .map(|b| (b.get_ref().name.clone(), b.get_ref().clone()))
+        .collect();
+    let names: Vec<String> = buses.keys().cloned().collect();
+    let (mut kept, mut restarted, mut stopped, mut started) = (0, 0, 0, 0);
+    for name in names {
+        match wanted.get(&name) {
+            Some(b) if *b == buses[&name].config => kept += 1,
+            Some(b) => {
+                if let Some(r) = buses.remove(&name) {
+                    r.stop().await;
+                }
+                buses.insert(name.clone(), shared.start_bus(b));
+                restarted += 1;
+            }
+            None => {
+                if let Some(r) = buses.remove(&name) {
+                    r.stop().await;
+                }
+                shared.liveness.unregister(&format!("bus {name}"));
+                stopped += 1;
+            }
+        }
+    }
+    for (name, b) in &wanted {
+        if !buses.contains_key(name) {
+            buses.insert(name.clone(), shared.start_bus(b));
+            started += 1;
+        }
+    }
+    if new.uplink != uplink.config {
+        let next = shared.start_uplink(&new);
+        std::mem::replace(uplink, next).stop().await;
+        tracing::info!("uplink restarted with the new settings");
+    }
+    tracing::info!(kept, restarted, stopped, started, "config reloaded");
+    new
+}
+
 /// Checks the clock every second; when it becomes synchronised, corrects the buffered
 /// samples of this boot that were taken before.
 async fn watch_clock(clock: Arc<Clock>, buffer: Buffer, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}

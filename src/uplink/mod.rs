@@ -37,6 +37,8 @@ pub struct Uplink {
     pub status: Arc<Mutex<UplinkStatus>>,
     /// Goes into the birth message.
     pub config_hash: String,
+    /// Heartbeat for the watchdog, if supervised.
+    pub beat: Option<crate::daemon::liveness::Beat>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +84,23 @@ impl Uplink {
                 );
                 failures = failures.saturating_add(1);
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.sleep(delay) => {}
                     _ = shutdown.cancelled() => break,
                 }
             }
+        }
+    }
+
+    fn beat(&self) {
+        if let Some(b) = &self.beat {
+            b.beat();
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        match &self.beat {
+            Some(b) => b.sleep(d).await,
+            None => tokio::time::sleep(d).await,
         }
     }
 
@@ -202,6 +217,7 @@ impl Uplink {
                     return Ok(());
                 }
             }
+            self.beat();
             self.fill(&client, &mut window, &mut lanes)
                 .await
                 .map_err(|e| (e, true))?;

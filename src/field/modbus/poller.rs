@@ -78,6 +78,8 @@ pub struct BusPoller {
     groups: Vec<Group>,
     status: BusStatus,
     clock: Arc<Clock>,
+    /// Heartbeat for the watchdog, if supervised.
+    beat: Option<crate::daemon::liveness::Beat>,
 }
 
 enum ReadError {
@@ -146,7 +148,14 @@ impl BusPoller {
             groups,
             status,
             clock,
+            beat: None,
         }
+    }
+
+    /// Beats `beat` at least once a second while polling.
+    pub fn with_beat(mut self, beat: crate::daemon::liveness::Beat) -> BusPoller {
+        self.beat = Some(beat);
+        self
     }
 
     /// The requests each poll group makes per round (for tests, benches and `check`).
@@ -168,9 +177,17 @@ impl BusPoller {
                 .min_by_key(|&i| self.groups[i].due)
                 .unwrap_or(0);
             let due = self.groups[gi].due;
+            if let Some(b) = &self.beat {
+                b.beat();
+            }
+            // Wake at least once a second so the heartbeat shows an idle bus is alive.
+            let wake = due.min(Instant::now() + Duration::from_secs(1));
             tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = shutdown.cancelled() => break,
+            }
+            if Instant::now() < due {
+                continue;
             }
             if ctx.is_none() && Instant::now() >= next_connect {
                 match connect(&self.endpoint, self.timeout).await {
