@@ -254,3 +254,49 @@ async fn sighup_reloads_buses_and_refuses_a_broken_config() {
         "every accepted sample arrived once"
     );
 }
+
+fn http_get(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_on_a_local_port() {
+    let (dir, cloud) = Cloud::with_device("gw-prom").await;
+    let d = dir.path();
+    let (_peer, port) = modbus_peer_tcp(&constant_points(2), d);
+    let cfg = gateway_config(
+        d,
+        "gw-prom",
+        &[cloud.addr.to_string()],
+        "",
+        &constant_bus(port, 2, "100ms"),
+    );
+    let mport = free_port();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "status_socket = \"state/status.sock\"",
+        &format!("status_socket = \"state/status.sock\"\nmetrics_listen = \"127.0.0.1:{mport}\""),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let _gw = gateway(&cfg);
+    wait_for("samples acknowledged", Duration::from_secs(20), || {
+        status(d).is_some_and(|s| s["uplink"]["acked_samples"].as_u64().unwrap_or(0) > 5)
+    });
+    let page = http_get(mport, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("fieldgate_uplink_connected 1"), "{page}");
+    assert!(
+        page.contains("fieldgate_device_polls_total{device=\"dev\"}"),
+        "{page}"
+    );
+    // Hostile or wrong requests get a 404 or a closed connection, and the server goes on.
+    assert!(http_get(mport, b"GET /admin HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let _ = http_get(mport, &vec![b'A'; 100_000]);
+    let _ = http_get(mport, b"\x00\xff\r\n\r\n");
+    assert!(http_get(mport, b"GET /metrics HTTP/1.0\r\n\r\n").contains("fieldgate_buffer_depth"));
+}

@@ -84,6 +84,9 @@ pub struct GatewaySection {
     /// The local status socket behind `fieldgate status` (unix socket, mode 0660).
     #[serde(default)]
     pub status_socket: Option<PathBuf>,
+    /// `host:port` serving Prometheus metrics at `/metrics` (e.g. `127.0.0.1:9464`).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_state_dir() -> PathBuf {

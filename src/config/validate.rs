@@ -68,6 +68,16 @@ pub(super) fn check(cfg: &GatewayConfig, text: &str, file: &str) -> Vec<ConfigEr
             ),
         );
     }
+    if let Some(m) = &cfg.gateway.metrics_listen {
+        if split_host_port(m).is_none() {
+            c.err(
+                whole.clone(),
+                "gateway",
+                "metrics_listen",
+                format!("`{m}` is not `host:port` (e.g. `127.0.0.1:9464`)"),
+            );
+        }
+    }
     let u = &cfg.uplink;
     if u.brokers.is_empty() {
         c.err(

@@ -3,6 +3,7 @@
 //! is alive, and shuts everything down in order.
 
 pub mod liveness;
+pub mod metrics;
 pub mod notify;
 pub mod status;
 
@@ -129,6 +130,25 @@ pub async fn run(
         };
         tokio::spawn(status::serve(path, view, shutdown.clone()))
     });
+    let metrics_task = match cfg.gateway.metrics_listen.as_deref() {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+            let view = status::View {
+                device_id: cfg.gateway.device_id.clone(),
+                buffer: buffer.clone(),
+                uplink: shared.uplink_status.clone(),
+                devices: shared.devices.clone(),
+            };
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                view,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     notify::ready();
     tracing::info!(device = %cfg.gateway.device_id, buses = cfg.bus.len(), "fieldgate running");
 
@@ -192,7 +212,7 @@ pub async fn run(
     let _ = clock_task.await;
     buffer.flush().await;
     uplink.stop().await;
-    if let Some(t) = status_task {
+    for t in [status_task, metrics_task].into_iter().flatten() {
         let _ = t.await;
     }
     drop(shared);

@@ -1,0 +1,187 @@
+//! Prometheus metrics in the text exposition format, served on a local port
+//! (`[gateway] metrics_listen`). Read-only; anything but `GET /metrics` gets a 404.
+
+use super::status::{Status, View};
+use std::fmt::Write;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Renders one scrape. Pure, so the format is unit-tested.
+pub fn render(s: &Status, now_ns: i64) -> String {
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(
+            o,
+            "# HELP fieldgate_{name} {help}\n# TYPE fieldgate_{name} {kind}"
+        );
+        for (labels, v) in samples {
+            let _ = writeln!(o, "fieldgate_{name}{labels} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "buffer_depth",
+        "gauge",
+        "Samples waiting for the cloud's acknowledgement.",
+        &one(s.buffer.depth as f64),
+    );
+    metric(
+        "buffer_bytes",
+        "gauge",
+        "Bytes the waiting samples take, by the cap's accounting.",
+        &one(s.buffer.bytes as f64),
+    );
+    let age = s
+        .buffer
+        .oldest_ts_ns
+        .map(|t| (now_ns - t).max(0) as f64 / 1e9)
+        .unwrap_or(0.0);
+    metric(
+        "buffer_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest waiting sample.",
+        &one(age),
+    );
+    metric(
+        "buffer_dropped_total",
+        "counter",
+        "Samples dropped at the cap or by age (sent as gap records).",
+        &one(s.buffer.dropped as f64),
+    );
+    metric(
+        "buffer_committed_total",
+        "counter",
+        "Samples committed since start.",
+        &one(s.committed as f64),
+    );
+    metric(
+        "buffer_commit_failures_total",
+        "counter",
+        "Samples that could not be committed (disk full, I/O error).",
+        &one(s.commit_failures as f64),
+    );
+    metric(
+        "uplink_connected",
+        "gauge",
+        "1 while connected to a broker.",
+        &one(s.uplink.connected_to.is_some() as u8 as f64),
+    );
+    metric(
+        "uplink_connects_total",
+        "counter",
+        "Successful connections since start.",
+        &one(s.uplink.connects as f64),
+    );
+    metric(
+        "uplink_acked_samples_total",
+        "counter",
+        "Samples acknowledged by the cloud.",
+        &one(s.uplink.acked_samples as f64),
+    );
+    metric(
+        "uplink_acked_batches_total",
+        "counter",
+        "Batches acknowledged by the cloud.",
+        &one(s.uplink.acked_batches as f64),
+    );
+    metric(
+        "uplink_ack_latency_seconds",
+        "gauge",
+        "Publish to PUBACK of the last batch.",
+        &one(s.uplink.last_ack_latency_ms.unwrap_or(0) as f64 / 1000.0),
+    );
+    let per =
+        |f: &dyn Fn(&crate::field::modbus::poller::DeviceStatus) -> u64| -> Vec<(String, f64)> {
+            s.devices
+                .iter()
+                .map(|(d, st)| {
+                    (
+                        format!("{{device=\"{}\"}}", d.replace(['\\', '"', '\n'], "_")),
+                        f(st) as f64,
+                    )
+                })
+                .collect()
+        };
+    metric(
+        "device_polls_total",
+        "counter",
+        "Poll rounds per device.",
+        &per(&|d| d.polls),
+    );
+    metric(
+        "device_errors_total",
+        "counter",
+        "Poll rounds with an error per device.",
+        &per(&|d| d.errors),
+    );
+    o
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, view: View, shutdown: CancellationToken) {
+    let view = std::sync::Arc::new(view);
+    loop {
+        let (mut stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = shutdown.cancelled() => return,
+        };
+        let view = view.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            // Read the request head: at most 8 KiB, within 5 s.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            let response = if read.is_ok()
+                && (head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?"))
+            {
+                let body = render(&view.snapshot().await, crate::sample::now_ns());
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let mut s = Status {
+            device_id: "gw".into(),
+            buffer: Default::default(),
+            committed: 10,
+            commit_failures: 0,
+            uplink: Default::default(),
+            devices: Default::default(),
+        };
+        s.buffer.depth = 3;
+        s.buffer.oldest_ts_ns = Some(1_000_000_000);
+        s.devices.insert("meter".into(), Default::default());
+        s.uplink.connected_to = Some("b:8883".into());
+        let text = render(&s, 3_000_000_000);
+        assert!(text.contains("# TYPE fieldgate_buffer_depth gauge\nfieldgate_buffer_depth 3\n"));
+        assert!(text.contains("fieldgate_buffer_oldest_age_seconds 2\n"));
+        assert!(text.contains("fieldgate_uplink_connected 1\n"));
+        assert!(text.contains("fieldgate_device_polls_total{device=\"meter\"} 0\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("fieldgate_"), "{line}");
+            value.parse::<f64>().unwrap();
+        }
+    }
+}
