@@ -37,7 +37,7 @@ fn check_names_file_line_and_field_for_every_bad_fixture() {
         assert!(!err.contains("panicked"), "{err}");
     }
     let ok = fieldgate_cmd()
-        .args(["check", "--config"])
+        .args(["check", "--config-only", "--config"])
         .arg(root().join("config/gateway.toml"))
         .output()
         .unwrap();

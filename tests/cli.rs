@@ -120,3 +120,52 @@ async fn query_and_dev_cert_from_the_command_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a valid device id"));
 }
+
+/// `fieldgate check` also checks what the config needs from the machine, one line each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_environment_problem() {
+    let (dir, cloud) = Cloud::with_device("gw-other").await; // a certificate for another id
+    let d = dir.path();
+    let buses = format!(
+        "[[bus]]\nname = \"rs485\"\nrtu = {{ port = \"{}/ttyGONE\" }}\n[[bus.device]]\nname = \"d\"\nunit = 2\n\
+         [[bus.device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\n",
+        d.display()
+    );
+    let cfg = gateway_config(
+        d,
+        "gw-env",
+        &["localhost:8883".into(), cloud.addr.to_string()],
+        "",
+        &buses,
+    );
+    let out = fieldgate_cmd()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  serial port")
+            && text.contains("ttyGONE")
+            && text.contains("is the adapter plugged in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("its CN is `gw-other` but gateway.device_id is `gw-env`"),
+        "{text}"
+    );
+    assert!(text.contains("ok    broker localhost:8883"), "{text}");
+    assert!(
+        text.contains("ok    client key") && text.contains("ok    CA certificate"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 problem(s) in the environment"));
+    // --config-only skips the machine, as the systemd unit's ExecStartPre does.
+    let only = fieldgate_cmd()
+        .args(["check", "--config-only", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(only.status.success());
+}

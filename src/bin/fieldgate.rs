@@ -28,6 +28,9 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
         config: PathBuf,
+        /// Only the file itself: skip the checks of serial ports, certificates and brokers.
+        #[arg(long)]
+        config_only: bool,
     },
     /// Show link state, buffer depth and per-device errors of a running daemon.
     Status {
@@ -151,7 +154,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(handle_signals(shutdown.clone(), reload_tx));
             fieldgate::daemon::run(cfg, shutdown, reload).await
         }
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            config_only,
+        } => check(&config, config_only).await,
         Command::Status {
             config,
             socket,
@@ -232,7 +238,7 @@ async fn handle_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::
     shutdown.cancel();
 }
 
-fn check(config: &std::path::Path) -> anyhow::Result<()> {
+async fn check(config: &std::path::Path, config_only: bool) -> anyhow::Result<()> {
     let cfg = load(config)?;
     println!(
         "{}: ok (device {}, config hash {})",
@@ -258,6 +264,21 @@ fn check(config: &std::path::Path) -> anyhow::Result<()> {
                 blocks.len()
             );
         }
+    }
+    if config_only {
+        return Ok(());
+    }
+    println!("environment:");
+    let findings = fieldgate::config::environment::check(&cfg).await;
+    for f in &findings {
+        match &f.problem {
+            None => println!("  ok    {}", f.what),
+            Some(p) => println!("  FAIL  {}: {p}", f.what),
+        }
+    }
+    let failed = findings.iter().filter(|f| f.problem.is_some()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} problem(s) in the environment this config needs");
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! Every error names the file, the line and the field, and says what would be valid.
 
+pub mod environment;
 mod validate;
 
 use crate::bytesize::ByteSize;
