@@ -169,3 +169,88 @@ async fn check_reports_each_environment_problem() {
         .unwrap();
     assert!(only.status.success());
 }
+
+#[test]
+fn modbus_scan_finds_units_and_readable_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Units 2 and 5 on a serial line (fieldgate's simulator stays silent for others).
+    let (_socat, dev_end, gw_end) = serial_pair(d);
+    let mut map = String::new();
+    for unit in [2, 5] {
+        map += &format!("[[device]]\nunit = {unit}\n[[device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\nvalue = {}\n", unit * 100);
+    }
+    std::fs::write(d.join("sim.toml"), map).unwrap();
+    let _sim = Proc(
+        fieldgate_cmd()
+            .args(["sim", "modbus", "--map"])
+            .arg(d.join("sim.toml"))
+            .arg("--serial")
+            .arg(&dev_end)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = fieldgate_cmd()
+        .args([
+            "modbus",
+            "scan",
+            "--units",
+            "1-8",
+            "--timeout",
+            "150ms",
+            "--rtu",
+        ])
+        .arg(&gw_end)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("unit   2: answers (holding_register 0 = 200)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unit   5: answers (holding_register 0 = 500)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("unit")).count(),
+        2,
+        "{text}"
+    );
+
+    // Readable address ranges of one unit (pymodbus: unmapped addresses raise exception 2).
+    let points: Vec<serde_json::Value> = [0u16, 1, 2, 3, 10, 11, 300]
+        .iter()
+        .map(|a| serde_json::json!({"unit": 1, "table": "hr", "address": a, "type": "u16", "value": a}))
+        .collect();
+    let (_peer, port) = modbus_peer_tcp(&serde_json::Value::Array(points), d);
+    let out = fieldgate_out(&[
+        "modbus",
+        "scan",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--unit",
+        "1",
+        "--range",
+        "0-400",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec![
+            "readable holding_register 0..=3 (4 items)",
+            "readable holding_register 10..=11 (2 items)",
+            "readable holding_register 300..=300 (1 items)"
+        ]
+    );
+    let bad = fieldgate_out(&["modbus", "scan", "--tcp", "127.0.0.1:9", "--units", "300-1"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--units `300-1`"));
+}

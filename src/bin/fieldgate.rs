@@ -56,6 +56,50 @@ enum Command {
 enum ModbusCmd {
     /// Read registers and show them raw beside the value decoded in every word order.
     Read(ReadArgs),
+    /// Find the unit ids that answer on a bus, or (with --unit and --range) which
+    /// addresses of one unit can be read.
+    Scan(ScanArgs),
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    /// Modbus TCP device or gateway, host:port.
+    #[arg(long, conflicts_with = "rtu", required_unless_present = "rtu")]
+    tcp: Option<String>,
+    /// Serial device for Modbus RTU.
+    #[arg(long)]
+    rtu: Option<PathBuf>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Unit ids to probe, e.g. `1-247` or `5`.
+    #[arg(long, default_value = "1-247")]
+    units: String,
+    /// With --range: scan the addresses of this unit instead.
+    #[arg(long, requires = "range")]
+    unit: Option<u8>,
+    /// Addresses to scan on --unit, e.g. `0-9999`.
+    #[arg(long)]
+    range: Option<String>,
+    /// coil, discrete_input, input_register or holding_register.
+    #[arg(long, default_value = "holding_register")]
+    function: String,
+    /// The address read when probing unit ids.
+    #[arg(long, default_value_t = 0)]
+    address: u16,
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+/// `a-b` or `a` as an inclusive range.
+fn parse_range<T: std::str::FromStr + Copy + PartialOrd>(
+    s: &str,
+    what: &str,
+) -> anyhow::Result<std::ops::RangeInclusive<T>> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    match (a.trim().parse::<T>(), b.trim().parse::<T>()) {
+        (Ok(a), Ok(b)) if a <= b => Ok(a..=b),
+        _ => anyhow::bail!("{what} `{s}`: write a range like `1-247` or a single number"),
+    }
 }
 
 #[derive(Args)]
@@ -179,6 +223,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Modbus(ModbusCmd::Read(a)) => modbus_read(a).await,
+        Command::Modbus(ModbusCmd::Scan(a)) => modbus_scan(a).await,
         Command::Sim(SimCmd::Modbus {
             map,
             listen,
@@ -336,6 +381,101 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
             }
         );
     }
+}
+
+async fn modbus_scan(a: ScanArgs) -> anyhow::Result<()> {
+    use fieldgate::field::modbus::scan::{read, readable_ranges, Probe};
+    use fieldgate::field::modbus::transport::{connect, Endpoint};
+    let function: Function = serde_plain(
+        &a.function,
+        "function",
+        "coil, discrete_input, input_register, holding_register",
+    )?;
+    let endpoint = match (&a.tcp, &a.rtu) {
+        (Some(t), _) => Endpoint::Tcp(t.clone()),
+        (None, Some(p)) => Endpoint::Rtu(fieldgate::config::RtuBus {
+            port: p.clone(),
+            baud: a.baud,
+            parity: Default::default(),
+            data_bits: 8,
+            stop_bits: 1,
+        }),
+        _ => bail!("give --tcp HOST:PORT or --rtu PATH"),
+    };
+    let units = parse_range::<u8>(&a.units, "--units")?;
+    let range = a
+        .range
+        .as_deref()
+        .map(|r| parse_range::<u16>(r, "--range"))
+        .transpose()?;
+    let mut ctx = connect(&endpoint, a.timeout.max(std::time::Duration::from_secs(1))).await?;
+    if let (Some(unit), Some(range)) = (a.unit, range) {
+        eprintln!(
+            "scanning {function} {}..={} of unit {unit} on {endpoint}",
+            range.start(),
+            range.end()
+        );
+        let found = readable_ranges(&mut ctx, unit, function, range, a.timeout, |addr| {
+            eprint!("\r  at address {addr:<5}");
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        eprintln!();
+        if found.is_empty() {
+            println!("no readable {function} in that range");
+        }
+        for r in found {
+            println!(
+                "readable {function} {}..={} ({} items)",
+                r.start(),
+                r.end(),
+                *r.end() as u32 - *r.start() as u32 + 1
+            );
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "probing unit ids {}..={} on {endpoint} ({function} {}, timeout {:?} each)",
+        units.start(),
+        units.end(),
+        a.address,
+        a.timeout
+    );
+    let mut any = false;
+    for unit in units {
+        eprint!("\r  unit {unit:<3}");
+        match read(&mut ctx, unit, function, a.address, 1, a.timeout).await {
+            Probe::Answers(w) => {
+                any = true;
+                eprint!("\r");
+                println!(
+                    "unit {unit:>3}: answers ({function} {} = {})",
+                    a.address,
+                    w.first().copied().unwrap_or(0)
+                );
+            }
+            Probe::Exception(c) => {
+                any = true;
+                eprint!("\r");
+                println!(
+                    "unit {unit:>3}: present, exception {c:#04x} ({}) at {function} {}",
+                    fieldgate::sample::exception_name(c),
+                    a.address
+                );
+            }
+            Probe::Silent => {}
+            Probe::Error(e) => {
+                // A failed link loses the rest of the scan: reconnect and go on.
+                eprintln!("\r  unit {unit}: {e}; reconnecting");
+                ctx = connect(&endpoint, a.timeout.max(std::time::Duration::from_secs(1))).await?;
+            }
+        }
+    }
+    eprintln!("\r");
+    if !any {
+        println!("no unit answered");
+    }
+    Ok(())
 }
 
 async fn modbus_read(a: ReadArgs) -> anyhow::Result<()> {

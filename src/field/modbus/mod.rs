@@ -4,6 +4,7 @@ pub mod codec;
 pub mod planner;
 pub mod poller;
 pub mod report;
+pub mod scan;
 pub mod sim;
 pub mod transport;
 pub mod types;
