@@ -157,7 +157,12 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM")
         .is_some()
-        .then(|| tracing_journald::layer().ok())
+        // Fields as BUS=, DEVICE=, ERROR= (no F_ prefix), as docs/systemd.md promises.
+        .then(|| {
+            tracing_journald::layer()
+                .ok()
+                .map(|l| l.with_field_prefix(None))
+        })
         .flatten();
     match journald {
         Some(layer) => tracing_subscriber::registry()
