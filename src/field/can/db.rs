@@ -1,0 +1,393 @@
+//! A DBC database, loaded with the can-dbc parser and checked: messages by CAN id,
+//! signals with layout, scaling, range, unit, value table and multiplexing.
+
+use super::decode::{extract, integer, interpret, ByteOrder, Kind, Layout};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Where a signal sits in a multiplexed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mux {
+    Plain,
+    /// The multiplexer switch itself.
+    Switch,
+    /// Present only when the switch has this value.
+    When(u64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalDef {
+    pub name: String,
+    pub layout: Layout,
+    pub kind: Kind,
+    pub factor: f64,
+    pub offset: f64,
+    pub min: f64,
+    pub max: f64,
+    pub unit: String,
+    pub mux: Mux,
+    /// Raw value → label (`VAL_`).
+    pub labels: BTreeMap<i64, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageDef {
+    pub name: String,
+    /// The CAN id (11 or 29 bits) without the extended flag.
+    pub id: u32,
+    pub extended: bool,
+    /// Payload length in bytes (up to 64 for CAN FD).
+    pub size: usize,
+    pub signals: Vec<SignalDef>,
+}
+
+/// One decoded signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<'a> {
+    pub signal: &'a SignalDef,
+    pub raw: u64,
+    /// raw × factor + offset.
+    pub value: f64,
+    /// The value table's label for the raw value, if any.
+    pub label: Option<&'a str>,
+    /// Whether the value is within the DBC's min..max (0..0 means unchecked).
+    pub in_range: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: message {message} ({id:#x}): {problem}")]
+    Message {
+        path: String,
+        message: String,
+        id: u32,
+        problem: String,
+    },
+}
+
+/// A loaded database.
+#[derive(Debug, Clone, Default)]
+pub struct CanDb {
+    /// Keyed by the id with bit 31 set for extended ids, as can-dbc's `raw()`.
+    messages: HashMap<u32, MessageDef>,
+}
+
+fn key(id: u32, extended: bool) -> u32 {
+    if extended {
+        id | 1 << 31
+    } else {
+        id
+    }
+}
+
+fn num(v: &can_dbc::NumericValue) -> f64 {
+    match *v {
+        can_dbc::NumericValue::Uint(u) => u as f64,
+        can_dbc::NumericValue::Int(i) => i as f64,
+        can_dbc::NumericValue::Double(d) => d,
+    }
+}
+
+impl CanDb {
+    pub fn load(path: &Path) -> Result<CanDb, DbError> {
+        let bytes = std::fs::read(path).map_err(|error| DbError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        // DBC files are often Windows-1252; decode bytes that are not UTF-8 as Latin-1.
+        let text = String::from_utf8(bytes.clone())
+            .unwrap_or_else(|_| bytes.iter().map(|&b| b as char).collect());
+        CanDb::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks DBC text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<CanDb, DbError> {
+        let dbc = can_dbc::Dbc::try_from(text).map_err(|e| {
+            let message = e.to_string();
+            // pest reports ` --> LINE:COL`.
+            let line = message
+                .split("--> ")
+                .nth(1)
+                .and_then(|s| s.split(':').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            DbError::Parse {
+                path: path.to_string(),
+                line,
+                message: message.lines().last().unwrap_or("").trim().to_string(),
+            }
+        })?;
+        let mut messages = HashMap::new();
+        for m in &dbc.messages {
+            let (id, extended) = match m.id {
+                can_dbc::MessageId::Standard(i) => (i as u32, false),
+                can_dbc::MessageId::Extended(i) => (i, true),
+            };
+            let problem = |p: String| DbError::Message {
+                path: path.to_string(),
+                message: m.name.clone(),
+                id,
+                problem: p,
+            };
+            if m.size > 64 {
+                return Err(problem(format!(
+                    "length {} is over the 64 bytes of CAN FD",
+                    m.size
+                )));
+            }
+            let mut signals = Vec::new();
+            for s in &m.signals {
+                let kind = match dbc.extended_value_type_for_signal(m.id, &s.name) {
+                    Some(can_dbc::SignalExtendedValueType::IEEEfloat32Bit) => Kind::Float32,
+                    Some(can_dbc::SignalExtendedValueType::IEEEdouble64bit) => Kind::Float64,
+                    _ if s.value_type == can_dbc::ValueType::Signed => Kind::Signed,
+                    _ => Kind::Unsigned,
+                };
+                let layout = Layout {
+                    start_bit: s.start_bit.min(u16::MAX as u64) as u16,
+                    size: s.size.min(u16::MAX as u64) as u16,
+                    order: match s.byte_order {
+                        can_dbc::ByteOrder::LittleEndian => ByteOrder::Intel,
+                        can_dbc::ByteOrder::BigEndian => ByteOrder::Motorola,
+                    },
+                };
+                if layout.size == 0 || layout.size > 64 {
+                    return Err(problem(format!(
+                        "signal {} has {} bits; valid: 1 to 64",
+                        s.name, s.size
+                    )));
+                }
+                if layout.bytes_needed() > m.size as usize || s.start_bit >= 512 {
+                    return Err(problem(format!(
+                        "signal {} (start bit {}, {} bits) does not fit the {}-byte message",
+                        s.name, s.start_bit, s.size, m.size
+                    )));
+                }
+                let labels = dbc
+                    .value_descriptions_for_signal(m.id, &s.name)
+                    .map(|v| v.iter().map(|d| (d.id, d.description.clone())).collect())
+                    .unwrap_or_default();
+                signals.push(SignalDef {
+                    name: s.name.clone(),
+                    layout,
+                    kind,
+                    factor: s.factor,
+                    offset: s.offset,
+                    min: num(&s.min),
+                    max: num(&s.max),
+                    unit: s.unit.clone(),
+                    mux: match s.multiplexer_indicator {
+                        can_dbc::MultiplexIndicator::Plain => Mux::Plain,
+                        can_dbc::MultiplexIndicator::Multiplexor => Mux::Switch,
+                        can_dbc::MultiplexIndicator::MultiplexedSignal(v)
+                        | can_dbc::MultiplexIndicator::MultiplexorAndMultiplexedSignal(v) => {
+                            Mux::When(v)
+                        }
+                    },
+                    labels,
+                });
+            }
+            if let Some(overlap) = overlapping(&signals) {
+                return Err(problem(overlap));
+            }
+            messages.insert(
+                key(id, extended),
+                MessageDef {
+                    name: m.name.clone(),
+                    id,
+                    extended,
+                    size: m.size as usize,
+                    signals,
+                },
+            );
+        }
+        Ok(CanDb { messages })
+    }
+
+    pub fn message(&self, id: u32, extended: bool) -> Option<&MessageDef> {
+        self.messages.get(&key(id, extended))
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &MessageDef> {
+        self.messages.values()
+    }
+}
+
+/// Two signals that are present together and share a bit.
+fn overlapping(signals: &[SignalDef]) -> Option<String> {
+    let bits = |s: &SignalDef| -> Vec<u32> {
+        let l = s.layout;
+        let mut out = Vec::new();
+        let mut pos = l.start_bit as u32;
+        for _ in 0..l.size {
+            out.push(pos);
+            pos = match l.order {
+                ByteOrder::Intel => pos + 1,
+                ByteOrder::Motorola if pos % 8 == 0 => pos + 15,
+                ByteOrder::Motorola => pos.saturating_sub(1),
+            };
+        }
+        out
+    };
+    for (i, a) in signals.iter().enumerate() {
+        for b in &signals[i + 1..] {
+            let together = match (a.mux, b.mux) {
+                (Mux::When(x), Mux::When(y)) => x == y,
+                _ => true,
+            };
+            if together {
+                let ab = bits(a);
+                if bits(b).iter().any(|x| ab.contains(x)) {
+                    return Some(format!("signals {} and {} overlap", a.name, b.name));
+                }
+            }
+        }
+    }
+    None
+}
+
+impl MessageDef {
+    /// Decodes the signals present in `data`; signals the payload is too short for are
+    /// left out (the caller counts the short frame).
+    pub fn decode<'a>(&'a self, data: &[u8]) -> Vec<Decoded<'a>> {
+        let switch = self
+            .signals
+            .iter()
+            .find(|s| s.mux == Mux::Switch)
+            .and_then(|s| {
+                extract(data, &s.layout).map(|r| integer(r, s.layout.size, s.kind) as u64)
+            });
+        self.signals
+            .iter()
+            .filter(|s| match s.mux {
+                Mux::When(v) => switch == Some(v),
+                _ => true,
+            })
+            .filter_map(|s| {
+                let raw = extract(data, &s.layout)?;
+                let value = interpret(raw, s.layout.size, s.kind) * s.factor + s.offset;
+                let label = s
+                    .labels
+                    .get(&integer(raw, s.layout.size, s.kind))
+                    .map(String::as_str);
+                let in_range = (s.min == 0.0 && s.max == 0.0)
+                    || (value >= s.min - 1e-9 && value <= s.max + 1e-9);
+                Some(Decoded {
+                    signal: s,
+                    raw,
+                    value,
+                    label,
+                    in_range,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DBC: &str = r#"VERSION ""
+
+NS_ :
+
+BS_:
+
+BU_: ECU
+
+BO_ 256 Engine: 8 ECU
+ SG_ Rpm : 0|16@1+ (0.25,0) [0|16383.75] "rpm" Vector__XXX
+ SG_ Temp : 16|8@1- (1,-40) [-40|215] "degC" Vector__XXX
+ SG_ Gear : 31|4@0+ (1,0) [0|15] "" Vector__XXX
+
+BO_ 2566834709 Ext: 8 ECU
+ SG_ Mode M : 0|8@1+ (1,0) [0|0] "" Vector__XXX
+ SG_ A m1 : 8|16@1+ (1,0) [0|0] "" Vector__XXX
+ SG_ B m2 : 8|16@1- (0.5,0) [0|0] "" Vector__XXX
+
+BO_ 512 Fd: 64 ECU
+ SG_ Last : 496|16@1+ (1,0) [0|0] "" Vector__XXX
+ SG_ Flt : 0|32@1- (1,0) [0|0] "" Vector__XXX
+
+VAL_ 256 Gear 0 "Neutral" 1 "First" 15 "Invalid" ;
+SIG_VALTYPE_ 512 Flt : 1;
+"#;
+
+    #[test]
+    fn decodes_by_hand_computed_values() {
+        let db = CanDb::parse(DBC, "t.dbc").unwrap();
+        let m = db.message(256, false).unwrap();
+        // Rpm = 0x0FA0 * 0.25 = 1000; Temp = 0xEC = -20 signed, -40 offset = -60;
+        // Gear: Motorola 4 bits at 31 = high nibble of byte 3 = 1.
+        let d = m.decode(&[0xA0, 0x0F, 0xEC, 0x10, 0, 0, 0, 0]);
+        let v = |n: &str| d.iter().find(|x| x.signal.name == n).unwrap();
+        assert_eq!(v("Rpm").value, 1000.0);
+        assert_eq!(v("Temp").value, -60.0);
+        assert_eq!(v("Gear").value, 1.0);
+        assert_eq!(v("Gear").label, Some("First"));
+        assert!(!v("Temp").in_range, "-60 is below the DBC minimum of -40");
+        assert!(v("Rpm").in_range);
+    }
+
+    #[test]
+    fn extended_ids_and_multiplexing() {
+        let db = CanDb::parse(DBC, "t.dbc").unwrap();
+        let m = db.message(2566834709 & 0x1FFF_FFFF, true).unwrap();
+        assert!(db.message(2566834709 & 0x1FFF_FFFF, false).is_none());
+        let d = m.decode(&[1, 0x34, 0x12, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            d.iter().map(|x| x.signal.name.as_str()).collect::<Vec<_>>(),
+            vec!["Mode", "A"]
+        );
+        assert_eq!(d[1].value, 0x1234 as f64);
+        let d = m.decode(&[2, 0xFE, 0xFF, 0, 0, 0, 0, 0]);
+        assert_eq!(d[1].signal.name, "B");
+        assert_eq!(d[1].value, -1.0, "signed -2 × 0.5");
+    }
+
+    #[test]
+    fn can_fd_and_float_signals() {
+        let db = CanDb::parse(DBC, "t.dbc").unwrap();
+        let m = db.message(512, false).unwrap();
+        let mut data = [0u8; 64];
+        data[..4].copy_from_slice(&(-3.5f32).to_bits().to_le_bytes());
+        data[62] = 0x01;
+        data[63] = 0x02;
+        let d = m.decode(&data);
+        assert_eq!(
+            d.iter().find(|x| x.signal.name == "Flt").unwrap().value,
+            -3.5
+        );
+        assert_eq!(
+            d.iter().find(|x| x.signal.name == "Last").unwrap().value,
+            0x0201 as f64
+        );
+        // an 8-byte frame of a 64-byte message: only what fits
+        assert_eq!(m.decode(&data[..8]).len(), 1);
+    }
+
+    #[test]
+    fn broken_databases_are_refused_with_a_location() {
+        let e = CanDb::parse(
+            "VERSION \"\"\n\nBO_ 12 X: 8 ECU\n SG_ broken 0|8@1+ (1,0) [0|0] \"\"\n",
+            "bad.dbc",
+        )
+        .unwrap_err();
+        assert!(matches!(e, DbError::Parse { line: 4, .. }), "{e}");
+        let over = DBC.replace(" SG_ Temp : 16|8@1-", " SG_ Temp : 8|8@1-");
+        let e = CanDb::parse(&over, "o.dbc").unwrap_err().to_string();
+        assert!(e.contains("signals Rpm and Temp overlap"), "{e}");
+        let outside = DBC.replace(" SG_ Gear : 31|4@0+", " SG_ Gear : 63|16@0+");
+        let e = CanDb::parse(&outside, "x.dbc").unwrap_err().to_string();
+        assert!(e.contains("does not fit the 8-byte message"), "{e}");
+    }
+}
