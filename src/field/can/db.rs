@@ -5,14 +5,16 @@ use super::decode::{extract, integer, interpret, ByteOrder, Kind, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Where a signal sits in a multiplexed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When a signal is present in a multiplexed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mux {
     Plain,
-    /// The multiplexer switch itself.
-    Switch,
-    /// Present only when the switch has this value.
-    When(u64),
+    /// Present while the switch signal named here is present and its raw value lies in
+    /// one of the inclusive ranges (`mNN`, or `SG_MUL_VAL_` for extended multiplexing).
+    When {
+        switch: String,
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,8 @@ pub struct SignalDef {
     pub max: f64,
     pub unit: String,
     pub mux: Mux,
+    /// Whether other signals are multiplexed by this one.
+    pub is_switch: bool,
     /// Raw value → label (`VAL_`).
     pub labels: BTreeMap<i64, String>,
 }
@@ -184,14 +188,12 @@ impl CanDb {
                     min: num(&s.min),
                     max: num(&s.max),
                     unit: s.unit.clone(),
-                    mux: match s.multiplexer_indicator {
-                        can_dbc::MultiplexIndicator::Plain => Mux::Plain,
-                        can_dbc::MultiplexIndicator::Multiplexor => Mux::Switch,
-                        can_dbc::MultiplexIndicator::MultiplexedSignal(v)
-                        | can_dbc::MultiplexIndicator::MultiplexorAndMultiplexedSignal(v) => {
-                            Mux::When(v)
-                        }
-                    },
+                    mux: mux_of(&dbc, m, s),
+                    is_switch: matches!(
+                        s.multiplexer_indicator,
+                        can_dbc::MultiplexIndicator::Multiplexor
+                            | can_dbc::MultiplexIndicator::MultiplexorAndMultiplexedSignal(_)
+                    ),
                     labels,
                 });
             }
@@ -221,6 +223,40 @@ impl CanDb {
     }
 }
 
+/// The presence condition of a signal: `SG_MUL_VAL_` when given, else `mNN` on the
+/// message's switch.
+fn mux_of(dbc: &can_dbc::Dbc, m: &can_dbc::Message, s: &can_dbc::Signal) -> Mux {
+    let value = match s.multiplexer_indicator {
+        can_dbc::MultiplexIndicator::MultiplexedSignal(v)
+        | can_dbc::MultiplexIndicator::MultiplexorAndMultiplexedSignal(v) => v,
+        _ => return Mux::Plain,
+    };
+    if let Some(x) = dbc
+        .extended_multiplex
+        .iter()
+        .find(|x| x.message_id == m.id && x.signal_name == s.name)
+    {
+        return Mux::When {
+            switch: x.multiplexor_signal_name.clone(),
+            ranges: x
+                .mappings
+                .iter()
+                .map(|r| (r.min_value, r.max_value))
+                .collect(),
+        };
+    }
+    let switch = m
+        .signals
+        .iter()
+        .find(|o| o.multiplexer_indicator == can_dbc::MultiplexIndicator::Multiplexor)
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
+    Mux::When {
+        switch,
+        ranges: vec![(value, value)],
+    }
+}
+
 /// Two signals that are present together and share a bit.
 fn overlapping(signals: &[SignalDef]) -> Option<String> {
     let bits = |s: &SignalDef| -> Vec<u32> {
@@ -239,8 +275,22 @@ fn overlapping(signals: &[SignalDef]) -> Option<String> {
     };
     for (i, a) in signals.iter().enumerate() {
         for b in &signals[i + 1..] {
-            let together = match (a.mux, b.mux) {
-                (Mux::When(x), Mux::When(y)) => x == y,
+            let together = match (&a.mux, &b.mux) {
+                (
+                    Mux::When {
+                        switch: sa,
+                        ranges: ra,
+                    },
+                    Mux::When {
+                        switch: sb,
+                        ranges: rb,
+                    },
+                ) => {
+                    sa == sb
+                        && ra
+                            .iter()
+                            .any(|x| rb.iter().any(|y| x.0 <= y.1 && y.0 <= x.1))
+                }
                 _ => true,
             };
             if together {
@@ -258,20 +308,55 @@ impl MessageDef {
     /// Decodes the signals present in `data`; signals the payload is too short for are
     /// left out (the caller counts the short frame).
     pub fn decode<'a>(&'a self, data: &[u8]) -> Vec<Decoded<'a>> {
-        let switch = self
-            .signals
-            .iter()
-            .find(|s| s.mux == Mux::Switch)
-            .and_then(|s| {
-                extract(data, &s.layout).map(|r| integer(r, s.layout.size, s.kind) as u64)
-            });
+        // Resolve presence, switches first (cascaded multiplexers need a few passes).
+        let mut present: Vec<Option<bool>> = vec![None; self.signals.len()];
+        let mut switch_raw: HashMap<&str, u64> = HashMap::new();
+        for _ in 0..8 {
+            let mut changed = false;
+            for (i, s) in self.signals.iter().enumerate() {
+                if present[i].is_some() {
+                    continue;
+                }
+                let here = match &s.mux {
+                    Mux::Plain => Some(true),
+                    Mux::When { switch, ranges } => {
+                        let sw = self.signals.iter().position(|o| &o.name == switch);
+                        match sw.map(|j| present[j]) {
+                            None => Some(false),
+                            Some(None) => None,
+                            Some(Some(false)) => Some(false),
+                            Some(Some(true)) => switch_raw
+                                .get(switch.as_str())
+                                .map(|v| ranges.iter().any(|r| r.0 <= *v && *v <= r.1)),
+                        }
+                    }
+                };
+                if let Some(p) = here {
+                    present[i] = Some(p);
+                    changed = true;
+                    if p && s.is_switch {
+                        let raw = extract(data, &s.layout);
+                        match raw {
+                            Some(r) => {
+                                switch_raw.insert(
+                                    s.name.as_str(),
+                                    integer(r, s.layout.size, s.kind) as u64,
+                                );
+                            }
+                            None => present[i] = Some(false),
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
         self.signals
             .iter()
-            .filter(|s| match s.mux {
-                Mux::When(v) => switch == Some(v),
-                _ => true,
-            })
-            .filter_map(|s| {
+            .zip(present)
+            .filter(|(_, p)| *p == Some(true))
+            .filter_map(|(s, _)| {
                 let raw = extract(data, &s.layout)?;
                 let value = interpret(raw, s.layout.size, s.kind) * s.factor + s.offset;
                 let label = s
