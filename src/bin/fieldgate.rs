@@ -63,14 +63,8 @@ enum ModbusCmd {
 
 #[derive(Args)]
 struct ScanArgs {
-    /// Modbus TCP device or gateway, host:port.
-    #[arg(long, conflicts_with = "rtu", required_unless_present = "rtu")]
-    tcp: Option<String>,
-    /// Serial device for Modbus RTU.
-    #[arg(long)]
-    rtu: Option<PathBuf>,
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
+    #[command(flatten)]
+    bus: BusArgs,
     /// Unit ids to probe, e.g. `1-247` or `5`.
     #[arg(long, default_value = "1-247")]
     units: String,
@@ -102,9 +96,10 @@ fn parse_range<T: std::str::FromStr + Copy + PartialOrd>(
     }
 }
 
+/// Where a Modbus command-line tool talks: one TCP endpoint or one serial line.
 #[derive(Args)]
-struct ReadArgs {
-    /// Modbus TCP device, host:port.
+struct BusArgs {
+    /// Modbus TCP device or gateway, host:port.
     #[arg(long, conflicts_with = "rtu", required_unless_present = "rtu")]
     tcp: Option<String>,
     /// Serial device for Modbus RTU.
@@ -112,6 +107,37 @@ struct ReadArgs {
     rtu: Option<PathBuf>,
     #[arg(long, default_value_t = 9600)]
     baud: u32,
+}
+
+impl BusArgs {
+    fn endpoint(&self) -> anyhow::Result<fieldgate::field::modbus::transport::Endpoint> {
+        use fieldgate::field::modbus::transport::Endpoint;
+        Ok(match (&self.tcp, &self.rtu) {
+            (Some(t), _) => Endpoint::Tcp(t.clone()),
+            (None, Some(p)) => Endpoint::Rtu(fieldgate::config::RtuBus {
+                port: p.clone(),
+                baud: self.baud,
+                parity: Default::default(),
+                data_bits: 8,
+                stop_bits: 1,
+            }),
+            _ => bail!("give --tcp HOST:PORT or --rtu PATH"),
+        })
+    }
+}
+
+fn parse_function(s: &str) -> anyhow::Result<Function> {
+    serde_plain(
+        s,
+        "function",
+        "coil, discrete_input, input_register, holding_register",
+    )
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    bus: BusArgs,
     #[arg(long, default_value_t = 1)]
     unit: u8,
     /// coil, discrete_input, input_register or holding_register.
@@ -390,23 +416,9 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
 
 async fn modbus_scan(a: ScanArgs) -> anyhow::Result<()> {
     use fieldgate::field::modbus::scan::{read, readable_ranges, Probe};
-    use fieldgate::field::modbus::transport::{connect, Endpoint};
-    let function: Function = serde_plain(
-        &a.function,
-        "function",
-        "coil, discrete_input, input_register, holding_register",
-    )?;
-    let endpoint = match (&a.tcp, &a.rtu) {
-        (Some(t), _) => Endpoint::Tcp(t.clone()),
-        (None, Some(p)) => Endpoint::Rtu(fieldgate::config::RtuBus {
-            port: p.clone(),
-            baud: a.baud,
-            parity: Default::default(),
-            data_bits: 8,
-            stop_bits: 1,
-        }),
-        _ => bail!("give --tcp HOST:PORT or --rtu PATH"),
-    };
+    use fieldgate::field::modbus::transport::connect;
+    let function = parse_function(&a.function)?;
+    let endpoint = a.bus.endpoint()?;
     let units = parse_range::<u8>(&a.units, "--units")?;
     let range = a
         .range
@@ -484,27 +496,13 @@ async fn modbus_scan(a: ScanArgs) -> anyhow::Result<()> {
 }
 
 async fn modbus_read(a: ReadArgs) -> anyhow::Result<()> {
-    use fieldgate::field::modbus::transport::{connect, Endpoint};
+    use fieldgate::field::modbus::transport::connect;
     use tokio_modbus::client::Reader;
     use tokio_modbus::prelude::SlaveContext;
-    let function: Function = serde_plain(
-        &a.function,
-        "function",
-        "coil, discrete_input, input_register, holding_register",
-    )?;
+    let function = parse_function(&a.function)?;
     let ty: DataType = serde_plain(&a.data_type, "type", DataType::ALL)?;
     let count = a.count.unwrap_or_else(|| ty.width(1));
-    let endpoint = match (&a.tcp, &a.rtu) {
-        (Some(t), _) => Endpoint::Tcp(t.clone()),
-        (None, Some(p)) => Endpoint::Rtu(fieldgate::config::RtuBus {
-            port: p.clone(),
-            baud: a.baud,
-            parity: Default::default(),
-            data_bits: 8,
-            stop_bits: 1,
-        }),
-        _ => bail!("give --tcp HOST:PORT or --rtu PATH"),
-    };
+    let endpoint = a.bus.endpoint()?;
     let mut ctx = connect(&endpoint, a.timeout).await?;
     ctx.set_slave(tokio_modbus::Slave(a.unit));
     let read = async {
