@@ -102,6 +102,8 @@ pub struct Outbox {
     /// The reserve file, and when it was last released (None while it is in place).
     reserve: std::path::PathBuf,
     released_at: Option<std::time::Instant>,
+    /// When the last "filesystem nearly full" warning was logged (once a minute at most).
+    warned_room: Option<std::time::Instant>,
 }
 
 impl Outbox {
@@ -161,6 +163,7 @@ impl Outbox {
             boot: boot.to_string(),
             reserve: path.with_extension("reserve"),
             released_at: None,
+            warned_room: None,
         })
         .map(|mut o| {
             o.take_reserve();
@@ -248,6 +251,13 @@ impl Outbox {
             // the freed pages instead of growing the file.
             let target = (bytes + room).saturating_sub(incoming);
             trim(&tx, &mut bytes, target, &mut dropped)?;
+            if self
+                .warned_room
+                .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60))
+            {
+                tracing::warn!(dropped = dropped.len(), "the filesystem of the buffer is nearly full: the oldest samples make room (reported as gaps)");
+                self.warned_room = Some(std::time::Instant::now());
+            }
         }
         {
             let mut ins = tx.prepare_cached(
