@@ -3,3 +3,4 @@
 
 pub mod db;
 pub mod decode;
+pub mod j1939;
