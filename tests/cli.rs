@@ -176,22 +176,7 @@ fn modbus_scan_finds_units_and_readable_ranges() {
     let d = dir.path();
     // Units 2 and 5 on a serial line (fieldgate's simulator stays silent for others).
     let (_socat, dev_end, gw_end) = serial_pair(d);
-    let mut map = String::new();
-    for unit in [2, 5] {
-        map += &format!("[[device]]\nunit = {unit}\n[[device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\nvalue = {}\n", unit * 100);
-    }
-    std::fs::write(d.join("sim.toml"), map).unwrap();
-    let _sim = Proc(
-        fieldgate_cmd()
-            .args(["sim", "modbus", "--map"])
-            .arg(d.join("sim.toml"))
-            .arg("--serial")
-            .arg(&dev_end)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _sim = sim_serial(d, &dev_end, &[(2, 200), (5, 500)]);
     let out = fieldgate_cmd()
         .args([
             "modbus",

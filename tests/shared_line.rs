@@ -10,20 +10,7 @@ async fn a_dead_unit_does_not_starve_its_neighbours() {
     let (dir, cloud) = Cloud::with_device("gw-line").await;
     let d = dir.path();
     let (_socat, dev_end, gw_end) = serial_pair(d);
-    // fieldgate's own simulator: like a real line, it stays silent for a unit it lacks
-    // (pymodbus 3.16 answers such requests with exception 4 instead).
-    std::fs::write(d.join("sim.toml"), "[[device]]\nunit = 1\n[[device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\nvalue = 5\n").unwrap();
-    let _sim = Proc(
-        fieldgate_cmd()
-            .args(["sim", "modbus", "--map"])
-            .arg(d.join("sim.toml"))
-            .arg("--serial")
-            .arg(&dev_end)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _sim = sim_serial(d, &dev_end, &[(1, 5)]);
     let point = |n: &str| {
         format!("[[bus.device.point]]\nname = \"{n}\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\n")
     };

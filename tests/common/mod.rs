@@ -380,3 +380,29 @@ pub fn always_synced() -> std::sync::Arc<fieldgate::clock::Clock> {
         fieldgate::clock::SyncCheck::Always,
     ))
 }
+
+/// fieldgate's own simulator serving RTU on `pty`: units with one holding register at
+/// address 0 holding the given value. Like a real line, it stays silent for units it
+/// lacks (pymodbus 3.16 answers them with exception 4 instead).
+pub fn sim_serial(dir: &Path, pty: &Path, units: &[(u8, u16)]) -> Proc {
+    let map: String = units
+        .iter()
+        .map(|(unit, value)| {
+            format!("[[device]]\nunit = {unit}\n[[device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\nvalue = {value}\n")
+        })
+        .collect();
+    let file = dir.join("sim.toml");
+    std::fs::write(&file, map).unwrap();
+    let sim = Proc(
+        fieldgate_cmd()
+            .args(["sim", "modbus", "--map"])
+            .arg(&file)
+            .arg("--serial")
+            .arg(pty)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    sim
+}
