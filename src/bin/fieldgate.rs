@@ -47,9 +47,52 @@ enum Command {
     /// Modbus tools for commissioning.
     #[command(subcommand)]
     Modbus(ModbusCmd),
+    /// CAN tools: decode a candump log, watch an interface.
+    #[command(subcommand)]
+    Can(CanCmd),
     /// Simulated devices.
     #[command(subcommand)]
     Sim(SimCmd),
+}
+
+#[derive(Subcommand)]
+enum CanCmd {
+    /// Decode a candump log (`candump -l` format) with DBC files.
+    Decode {
+        #[command(flatten)]
+        db: DbcArgs,
+        /// text for people, json for one object per frame.
+        #[arg(long, value_enum, default_value = "text")]
+        format: fieldgate::field::can::tools::Format,
+        /// The log file.
+        log: PathBuf,
+    },
+    /// Show live traffic of an interface, decoded when DBC files are given.
+    Dump {
+        #[arg(long)]
+        iface: String,
+        #[command(flatten)]
+        db: DbcArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        format: fieldgate::field::can::tools::Format,
+    },
+}
+
+#[derive(Args)]
+struct DbcArgs {
+    /// A DBC file; repeat for several.
+    #[arg(long)]
+    dbc: Vec<PathBuf>,
+    /// J1939: match messages by PGN from any source address, reassemble transport
+    /// transfers, decode DM1.
+    #[arg(long)]
+    j1939: bool,
+}
+
+impl DbcArgs {
+    fn load(&self) -> anyhow::Result<fieldgate::field::can::db::CanDb> {
+        fieldgate::field::can::db::CanDb::load_all(&self.dbc).map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Subcommand)]
@@ -253,6 +296,30 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Can(CanCmd::Decode { db, format, log }) => {
+            let summary = fieldgate::field::can::tools::decode_log(
+                &log,
+                db.load()?,
+                db.j1939,
+                format,
+                &mut std::io::stdout().lock(),
+            )?;
+            eprintln!("{summary}");
+            Ok(())
+        }
+        Command::Can(CanCmd::Dump { iface, db, format }) => {
+            let stop = CancellationToken::new();
+            let s = stop.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                s.cancel();
+            });
+            let summary =
+                fieldgate::field::can::tools::dump(&iface, db.load()?, db.j1939, format, stop)
+                    .await?;
+            eprintln!("{summary}");
+            Ok(())
+        }
         Command::Modbus(ModbusCmd::Read(a)) => modbus_read(a).await,
         Command::Modbus(ModbusCmd::Scan(a)) => modbus_scan(a).await,
         Command::Sim(SimCmd::Modbus {
@@ -399,6 +466,20 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
         "sent        {} batches, {} samples acknowledged",
         st.uplink.acked_batches, st.uplink.acked_samples
     );
+    for (name, c) in &st.can {
+        println!(
+            "can {name:<15} {} on {}: {} frames ({} unknown), {} samples, {} error frames, {} bus-off, {} transfers dropped{}",
+            c.state,
+            c.source,
+            c.frames,
+            c.unknown,
+            c.samples,
+            c.error_frames,
+            c.bus_off,
+            c.transfers_dropped,
+            c.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
+    }
     for (name, d) in &st.devices {
         println!(
             "device {name:<12} polls {:>6}  errors {:>5}  last error: {}{}",

@@ -2,11 +2,13 @@
 //!
 //! Every error names the file, the line and the field, and says what would be valid.
 
+pub mod can;
 pub mod environment;
 mod validate;
 
 use crate::bytesize::ByteSize;
 use crate::field::modbus::{DataType, Function, WordOrder};
+pub use can::CanBusConfig;
 use serde::Deserialize;
 use std::{
     fmt,
@@ -66,6 +68,8 @@ pub struct GatewayConfig {
     pub clock: ClockConfig,
     #[serde(default)]
     pub bus: Vec<Spanned<BusConfig>>,
+    #[serde(default)]
+    pub can: Vec<Spanned<CanBusConfig>>,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -402,7 +406,16 @@ impl GatewayConfig {
         if let crate::clock::SyncCheck::File(f) = &mut cfg.clock.synced {
             *f = base.join(&*f);
         }
-        let errors = validate::check(&cfg, text, &file);
+        for bus in cfg.can.iter_mut() {
+            let b = bus.get_mut();
+            for d in b.dbc.iter_mut() {
+                *d = base.join(&*d);
+            }
+            if let Some(r) = b.replay.as_mut() {
+                r.file = base.join(&r.file);
+            }
+        }
+        let errors = validate::check(&mut cfg, text, &file);
         if errors.is_empty() {
             Ok(cfg)
         } else {

@@ -5,7 +5,7 @@ use crate::field::modbus::DataType;
 use std::collections::HashSet;
 
 /// Collects errors with the location of the table they occur in.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     file: &'a str,
     errors: Vec<ConfigError>,
@@ -13,7 +13,13 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// Records an error on `key` inside the table at `span` (or the table itself).
-    fn err(&mut self, span: std::ops::Range<usize>, path: &str, key: &str, message: String) {
+    pub(super) fn err(
+        &mut self,
+        span: std::ops::Range<usize>,
+        path: &str,
+        key: &str,
+        message: String,
+    ) {
         let offset = find_key(self.text, &span, key).unwrap_or(span.start);
         let (line, column) = super::line_col(self.text, offset);
         let field = if key.is_empty() {
@@ -50,7 +56,7 @@ fn find_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> Option<usiz
     None
 }
 
-pub(super) fn check(cfg: &GatewayConfig, text: &str, file: &str) -> Vec<ConfigError> {
+pub(super) fn check(cfg: &mut GatewayConfig, text: &str, file: &str) -> Vec<ConfigError> {
     let mut c = Checker {
         text,
         file,
@@ -205,6 +211,7 @@ pub(super) fn check(cfg: &GatewayConfig, text: &str, file: &str) -> Vec<ConfigEr
             );
         }
     }
+    super::can::check(&mut c, &mut cfg.can, &mut bus_names);
     c.errors
 }
 
@@ -409,7 +416,7 @@ fn check_device(
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

@@ -115,6 +115,47 @@ pub fn render(s: &Status, now_ns: i64) -> String {
         "Poll rounds with an error per device.",
         &per(&|d| d.errors),
     );
+    let can = |f: &dyn Fn(&crate::field::can::bus::CanBusStatus) -> u64| -> Vec<(String, f64)> {
+        s.can
+            .iter()
+            .map(|(b, st)| {
+                (
+                    format!("{{bus=\"{}\"}}", b.replace(['\\', '"', '\n'], "_")),
+                    f(st) as f64,
+                )
+            })
+            .collect()
+    };
+    for (name, help, f) in [
+        (
+            "can_frames_total",
+            "CAN frames received per bus.",
+            (|c| c.frames) as fn(&crate::field::can::bus::CanBusStatus) -> u64,
+        ),
+        (
+            "can_unknown_frames_total",
+            "CAN frames no DBC message describes.",
+            |c| c.unknown,
+        ),
+        ("can_samples_total", "Samples emitted per CAN bus.", |c| {
+            c.samples
+        }),
+        ("can_error_frames_total", "CAN error frames per bus.", |c| {
+            c.error_frames
+        }),
+        (
+            "can_bus_off_total",
+            "Times a CAN controller went bus-off.",
+            |c| c.bus_off,
+        ),
+        (
+            "can_transfers_dropped_total",
+            "J1939 transport transfers given up.",
+            |c| c.transfers_dropped,
+        ),
+    ] {
+        metric(name, "counter", help, &can(&f));
+    }
     o
 }
 
@@ -168,6 +209,7 @@ mod tests {
             commit_failures: 0,
             uplink: Default::default(),
             devices: Default::default(),
+            can: Default::default(),
         };
         s.buffer.depth = 3;
         s.buffer.oldest_ts_ns = Some(1_000_000_000);

@@ -9,7 +9,8 @@ pub mod status;
 
 use crate::buffer::{Buffer, BufferSettings};
 use crate::clock::Clock;
-use crate::config::{BusConfig, GatewayConfig};
+use crate::config::{BusConfig, CanBusConfig, GatewayConfig};
+use crate::field::can::bus::{CanBus, CanStatus};
 use crate::field::modbus::poller::{BusPoller, BusStatus};
 use crate::uplink::{Uplink, UplinkStatus};
 use liveness::Liveness;
@@ -39,6 +40,7 @@ struct Shared {
     buffer: Buffer,
     clock: Arc<Clock>,
     devices: BusStatus,
+    can: CanStatus,
     uplink_status: Arc<Mutex<UplinkStatus>>,
     liveness: Liveness,
 }
@@ -49,6 +51,27 @@ impl Shared {
         let poller = BusPoller::new(bus, self.devices.clone(), self.clock.clone())
             .with_beat(self.liveness.register(&format!("bus {}", bus.name)));
         let task = tokio::spawn(poller.run(self.buffer.clone(), stop.clone()));
+        Running {
+            config: bus.clone(),
+            stop,
+            task,
+        }
+    }
+
+    fn start_can(&self, bus: &CanBusConfig) -> Running<CanBusConfig> {
+        let stop = CancellationToken::new();
+        let beat = self.liveness.register(&format!("bus {}", bus.name));
+        let task = match CanBus::new(bus, self.can.clone(), self.clock.clone()) {
+            Ok(b) => tokio::spawn(b.with_beat(beat).run(self.buffer.clone(), stop.clone())),
+            Err(e) => {
+                // The config check loaded these files; they changed since.
+                tracing::error!(bus = %bus.name, error = %e, "cannot load the DBC files: the bus stays off until the next reload");
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! { _ = beat.sleep(Duration::MAX) => {}, _ = stop.cancelled() => {} }
+                })
+            }
+        };
         Running {
             config: bus.clone(),
             stop,
@@ -105,6 +128,7 @@ pub async fn run(
         buffer: buffer.clone(),
         clock: clock.clone(),
         devices: Arc::new(Mutex::new(Default::default())),
+        can: Arc::new(Mutex::new(Default::default())),
         uplink_status: Arc::new(Mutex::new(UplinkStatus::default())),
         liveness: Liveness::default(),
     };
@@ -113,6 +137,11 @@ pub async fn run(
         .bus
         .iter()
         .map(|b| (b.get_ref().name.clone(), shared.start_bus(b.get_ref())))
+        .collect();
+    let mut cans: BTreeMap<String, Running<CanBusConfig>> = cfg
+        .can
+        .iter()
+        .map(|b| (b.get_ref().name.clone(), shared.start_can(b.get_ref())))
         .collect();
     let clock_stop = CancellationToken::new();
     let clock_task = tokio::spawn(watch_clock(
@@ -127,6 +156,7 @@ pub async fn run(
             buffer: buffer.clone(),
             uplink: shared.uplink_status.clone(),
             devices: shared.devices.clone(),
+            can: shared.can.clone(),
         };
         tokio::spawn(status::serve(path, view, shutdown.clone()))
     });
@@ -140,6 +170,7 @@ pub async fn run(
                 buffer: buffer.clone(),
                 uplink: shared.uplink_status.clone(),
                 devices: shared.devices.clone(),
+                can: shared.can.clone(),
             };
             Some(tokio::spawn(metrics::serve(
                 listener,
@@ -150,7 +181,7 @@ pub async fn run(
         None => None,
     };
     notify::ready();
-    tracing::info!(device = %cfg.gateway.device_id, buses = cfg.bus.len(), "fieldgate running");
+    tracing::info!(device = %cfg.gateway.device_id, modbus_buses = cfg.bus.len(), can_buses = cfg.can.len(), "fieldgate running");
 
     let watchdog = notify::watchdog_period();
     let mut tick = tokio::time::interval(
@@ -170,7 +201,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(()) = reload.recv() => {
                 notify::reloading();
-                cfg = apply_reload(cfg, &shared, &mut buses, &mut uplink).await;
+                cfg = apply_reload(cfg, &shared, &mut buses, &mut cans, &mut uplink).await;
                 notify::ready();
             }
             _ = tick.tick() => {
@@ -208,6 +239,9 @@ pub async fn run(
     for (_, b) in std::mem::take(&mut buses) {
         b.stop().await;
     }
+    for (_, b) in std::mem::take(&mut cans) {
+        b.stop().await;
+    }
     clock_stop.cancel();
     let _ = clock_task.await;
     buffer.flush().await;
@@ -227,6 +261,7 @@ async fn apply_reload(
     old: GatewayConfig,
     shared: &Shared,
     buses: &mut BTreeMap<String, Running<BusConfig>>,
+    cans: &mut BTreeMap<String, Running<CanBusConfig>>,
     uplink: &mut Running<crate::config::UplinkConfig>,
 ) -> GatewayConfig {
     let new = match GatewayConfig::load(&old.source) {
@@ -244,38 +279,23 @@ async fn apply_reload(
     {
         tracing::warn!("changes to [gateway] or [buffer] take effect at the next restart");
     }
-    let wanted: BTreeMap<String, BusConfig> = new
-        .bus
-        .iter()
-        .map(|b| (b.get_ref().name.clone(), b.get_ref().clone()))
-        .collect();
-    let names: Vec<String> = buses.keys().cloned().collect();
-    let (mut kept, mut restarted, mut stopped, mut started) = (0, 0, 0, 0);
-    for name in names {
-        match wanted.get(&name) {
-            Some(b) if *b == buses[&name].config => kept += 1,
-            Some(b) => {
-                if let Some(r) = buses.remove(&name) {
-                    r.stop().await;
-                }
-                buses.insert(name.clone(), shared.start_bus(b));
-                restarted += 1;
-            }
-            None => {
-                if let Some(r) = buses.remove(&name) {
-                    r.stop().await;
-                }
-                shared.liveness.unregister(&format!("bus {name}"));
-                stopped += 1;
-            }
-        }
-    }
-    for (name, b) in &wanted {
-        if !buses.contains_key(name) {
-            buses.insert(name.clone(), shared.start_bus(b));
-            started += 1;
-        }
-    }
+    let (k1, r1, s1, n1) = reconcile(
+        buses,
+        new.bus.iter().map(|b| b.get_ref().clone()),
+        |b| b.name.clone(),
+        |b| shared.start_bus(b),
+        &shared.liveness,
+    )
+    .await;
+    let (k2, r2, s2, n2) = reconcile(
+        cans,
+        new.can.iter().map(|b| b.get_ref().clone()),
+        |b| b.name.clone(),
+        |b| shared.start_can(b),
+        &shared.liveness,
+    )
+    .await;
+    let (kept, restarted, stopped, started) = (k1 + k2, r1 + r2, s1 + s2, n1 + n2);
     if new.uplink != uplink.config {
         let next = shared.start_uplink(&new);
         std::mem::replace(uplink, next).stop().await;
@@ -283,6 +303,46 @@ async fn apply_reload(
     }
     tracing::info!(kept, restarted, stopped, started, "config reloaded");
     new
+}
+
+/// Brings the running buses of one kind in line with the wanted ones: unchanged ones
+/// keep running, changed ones restart, removed ones stop, new ones start. Returns
+/// (kept, restarted, stopped, started).
+async fn reconcile<C: PartialEq + Clone>(
+    running: &mut BTreeMap<String, Running<C>>,
+    wanted: impl Iterator<Item = C>,
+    name: impl Fn(&C) -> String,
+    start: impl Fn(&C) -> Running<C>,
+    liveness: &Liveness,
+) -> (usize, usize, usize, usize) {
+    let wanted: BTreeMap<String, C> = wanted.map(|c| (name(&c), c)).collect();
+    let (mut kept, mut restarted, mut stopped, mut started) = (0, 0, 0, 0);
+    for n in running.keys().cloned().collect::<Vec<_>>() {
+        match wanted.get(&n) {
+            Some(c) if *c == running[&n].config => kept += 1,
+            Some(c) => {
+                if let Some(r) = running.remove(&n) {
+                    r.stop().await;
+                }
+                running.insert(n.clone(), start(c));
+                restarted += 1;
+            }
+            None => {
+                if let Some(r) = running.remove(&n) {
+                    r.stop().await;
+                }
+                liveness.unregister(&format!("bus {n}"));
+                stopped += 1;
+            }
+        }
+    }
+    for (n, c) in &wanted {
+        if !running.contains_key(n) {
+            running.insert(n.clone(), start(c));
+            started += 1;
+        }
+    }
+    (kept, restarted, stopped, started)
 }
 
 /// Checks the clock every second; when it becomes synchronised, corrects the buffered

@@ -1,6 +1,7 @@
 //! The local status socket behind `fieldgate status`: one JSON document per connection.
 
 use crate::buffer::{Buffer, Stats};
+use crate::field::can::bus::{CanBusStatus, CanStatus};
 use crate::field::modbus::poller::{BusStatus, DeviceStatus};
 use crate::uplink::UplinkStatus;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,8 @@ pub struct Status {
     pub commit_failures: u64,
     pub uplink: UplinkStatus,
     pub devices: BTreeMap<String, DeviceStatus>,
+    #[serde(default)]
+    pub can: BTreeMap<String, CanBusStatus>,
 }
 
 /// The live state the socket reads from.
@@ -31,6 +34,7 @@ pub struct View {
     pub buffer: Buffer,
     pub uplink: Arc<Mutex<UplinkStatus>>,
     pub devices: BusStatus,
+    pub can: CanStatus,
 }
 
 impl View {
@@ -50,6 +54,7 @@ impl View {
                 .load(std::sync::atomic::Ordering::Relaxed),
             uplink: self.uplink.lock().map(|u| u.clone()).unwrap_or_default(),
             devices: self.devices.lock().map(|d| d.clone()).unwrap_or_default(),
+            can: self.can.lock().map(|d| d.clone()).unwrap_or_default(),
         }
     }
 }

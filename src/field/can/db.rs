@@ -49,6 +49,8 @@ pub struct MessageDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded<'a> {
     pub signal: &'a SignalDef,
+    /// The signal's position in `MessageDef::signals`.
+    pub index: usize,
     pub raw: u64,
     /// raw × factor + offset.
     pub value: f64,
@@ -110,6 +112,16 @@ impl CanDb {
         let text = String::from_utf8(bytes.clone())
             .unwrap_or_else(|_| bytes.iter().map(|&b| b as char).collect());
         CanDb::parse(&text, &path.display().to_string())
+    }
+
+    /// Loads and merges several files; the error names the file (and line) at fault.
+    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<CanDb, String> {
+        let mut all = CanDb::default();
+        for p in paths {
+            let db = CanDb::load(p).map_err(|e| e.to_string())?;
+            all.merge(db).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        Ok(all)
     }
 
     /// Parses and checks DBC text; `path` names it in errors.
@@ -214,12 +226,32 @@ impl CanDb {
         Ok(CanDb { messages })
     }
 
+    /// Keeps only the messages `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&MessageDef) -> bool) {
+        self.messages.retain(|_, m| keep(m));
+    }
+
     pub fn message(&self, id: u32, extended: bool) -> Option<&MessageDef> {
         self.messages.get(&key(id, extended))
     }
 
     pub fn messages(&self) -> impl Iterator<Item = &MessageDef> {
         self.messages.values()
+    }
+
+    /// Adds the messages of another database (a bus may use several DBC files);
+    /// two definitions of one CAN id are refused, naming both.
+    pub fn merge(&mut self, other: CanDb) -> Result<(), String> {
+        for (k, m) in other.messages {
+            if let Some(existing) = self.messages.get(&k) {
+                return Err(format!(
+                    "messages {} and {} share the CAN id {:#x}",
+                    existing.name, m.name, m.id
+                ));
+            }
+            self.messages.insert(k, m);
+        }
+        Ok(())
     }
 }
 
@@ -355,8 +387,9 @@ impl MessageDef {
         self.signals
             .iter()
             .zip(present)
-            .filter(|(_, p)| *p == Some(true))
-            .filter_map(|(s, _)| {
+            .enumerate()
+            .filter(|(_, (_, p))| *p == Some(true))
+            .filter_map(|(index, (s, _))| {
                 let raw = extract(data, &s.layout)?;
                 let value = interpret(raw, s.layout.size, s.kind) * s.factor + s.offset;
                 let label = s
@@ -367,6 +400,7 @@ impl MessageDef {
                     || (value >= s.min - 1e-9 && value <= s.max + 1e-9);
                 Some(Decoded {
                     signal: s,
+                    index,
                     raw,
                     value,
                     label,

@@ -34,22 +34,7 @@ pub struct DeviceStatus {
 /// Status of all devices of all buses, keyed by device name.
 pub type BusStatus = Arc<Mutex<BTreeMap<String, DeviceStatus>>>;
 
-/// Where samples go (the buffer in the daemon; a channel in tests and benches).
-pub trait SampleSink: Send + Sync {
-    fn accept(&self, samples: Vec<Entry>) -> impl std::future::Future<Output = ()> + Send;
-}
-
-impl SampleSink for crate::buffer::Buffer {
-    async fn accept(&self, samples: Vec<Entry>) {
-        self.append(samples).await
-    }
-}
-
-impl SampleSink for tokio::sync::mpsc::Sender<Vec<Entry>> {
-    async fn accept(&self, samples: Vec<Entry>) {
-        let _ = self.send(samples).await;
-    }
-}
+pub use crate::field::SampleSink;
 
 struct PointRt {
     id: String,

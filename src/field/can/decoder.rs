@@ -1,0 +1,222 @@
+//! From frames to meaning: DBC messages by CAN id or, on J1939 buses, by PGN whatever the
+//! source address (the J1939 DBC convention); J1939 transport transfers reassembled;
+//! DM1 payloads turned into trouble codes. Sans-I/O and shared by the gateway, the
+//! command-line tools and the benchmark.
+
+use super::db::{self, CanDb, MessageDef};
+use super::frame::Frame;
+use super::j1939::{self, Dtc, J1939Id, Reassembler, TransportEvent, PGN_DM1};
+use std::collections::HashMap;
+
+/// What one frame amounts to.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    Message {
+        message: &'a MessageDef,
+        /// The J1939 source address, on J1939 buses.
+        source: Option<u8>,
+        signals: Vec<db::Decoded<'a>>,
+    },
+    /// A DM1 message (single frame or reassembled): the active trouble codes of `source`.
+    Dm1 { source: u8, dtcs: Vec<Dtc> },
+    /// A J1939 transfer that was given up.
+    TransferDropped {
+        source: u8,
+        pgn: u32,
+        reason: &'static str,
+    },
+    /// Part of a transfer still in progress.
+    Partial,
+    /// No DBC message describes this frame.
+    Unknown,
+}
+
+pub struct Decoder {
+    db: CanDb,
+    j1939: bool,
+    /// J1939: PGN → (id, extended) of the DBC message defining it.
+    by_pgn: HashMap<u32, u32>,
+    tp: Reassembler,
+}
+
+impl Decoder {
+    pub fn new(db: CanDb, j1939: bool) -> Decoder {
+        let by_pgn = db
+            .messages()
+            .filter(|m| m.extended)
+            .map(|m| (J1939Id::from_can_id(m.id).pgn, m.id))
+            .collect();
+        Decoder {
+            db,
+            j1939,
+            by_pgn,
+            tp: Reassembler::default(),
+        }
+    }
+
+    pub fn db(&self) -> &CanDb {
+        &self.db
+    }
+
+    pub fn feed(&mut self, f: &Frame) -> Decoded<'_> {
+        if !(self.j1939 && f.extended) {
+            return match self.db.message(f.id, f.extended) {
+                Some(m) => Decoded::Message {
+                    message: m,
+                    source: None,
+                    signals: m.decode(&f.data),
+                },
+                None => Decoded::Unknown,
+            };
+        }
+        match self.tp.feed(f.id, &f.data, f.ts_ns) {
+            None => Decoded::Partial,
+            Some(TransportEvent::Dropped {
+                source,
+                pgn,
+                reason,
+            }) => Decoded::TransferDropped {
+                source,
+                pgn,
+                reason,
+            },
+            Some(TransportEvent::Complete(m)) if m.pgn == PGN_DM1 => Decoded::Dm1 {
+                source: m.source,
+                dtcs: j1939::dm1(&m.data),
+            },
+            Some(TransportEvent::Complete(m)) => {
+                match self
+                    .by_pgn
+                    .get(&m.pgn)
+                    .and_then(|id| self.db.message(*id, true))
+                {
+                    Some(def) => Decoded::Message {
+                        message: def,
+                        source: Some(m.source),
+                        signals: def.decode(&m.data),
+                    },
+                    None => Decoded::Unknown,
+                }
+            }
+        }
+    }
+
+    /// Kernel receive filters (`(id, mask)` with SocketCAN's flag bits) that let through
+    /// exactly the frames this decoder can use, or None when more than the kernel takes
+    /// are needed (then everything is received and unknown frames are counted).
+    pub fn filters(&self) -> Option<Vec<(u32, u32)>> {
+        const EFF_FLAG: u32 = 0x8000_0000;
+        const RTR_FLAG: u32 = 0x4000_0000;
+        const SFF_MASK: u32 = 0x7FF;
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for m in self.db.messages() {
+            let f = if !m.extended {
+                (m.id, SFF_MASK | EFF_FLAG | RTR_FLAG)
+            } else if self.j1939 {
+                // By PGN: any priority and source; PDU1 also any destination.
+                let pdu1 = (m.id >> 16) & 0xFF < 240;
+                let mask = if pdu1 { 0x03FF_0000 } else { 0x03FF_FF00 };
+                ((m.id & mask) | EFF_FLAG, mask | EFF_FLAG | RTR_FLAG)
+            } else {
+                (m.id | EFF_FLAG, 0x1FFF_FFFF | EFF_FLAG | RTR_FLAG)
+            };
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        if self.j1939 {
+            for pgn in [j1939::PGN_TP_CM, j1939::PGN_TP_DT, PGN_DM1] {
+                let mask = if (pgn >> 8) & 0xFF < 240 {
+                    0x03FF_0000
+                } else {
+                    0x03FF_FF00
+                };
+                let f = ((pgn << 8) | EFF_FLAG, mask | EFF_FLAG | RTR_FLAG);
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        // CAN_RAW_FILTER_MAX is 512.
+        (out.len() <= 512).then_some(out)
+    }
+}
+
+/// Whether a frame passes a filter list, as the kernel decides it (for tests and for
+/// replays, which have no kernel in between).
+pub fn passes(filters: &[(u32, u32)], f: &Frame) -> bool {
+    let word = if f.extended { f.id | 0x8000_0000 } else { f.id };
+    filters.iter().any(|(id, mask)| word & mask == id & mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DBC: &str = r#"VERSION ""
+
+BO_ 2364540158 EEC1: 8 Vector__XXX
+ SG_ EngineSpeed : 24|16@1+ (0.125,0) [0|8031.875] "rpm" Vector__XXX
+
+BO_ 256 Plain: 2 Vector__XXX
+ SG_ V : 0|16@1+ (1,0) [0|0] "" Vector__XXX
+"#;
+
+    fn frame(id: u32, extended: bool, data: &[u8]) -> Frame {
+        Frame {
+            ts_ns: 0,
+            id,
+            extended,
+            fd: false,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn j1939_messages_match_by_pgn_from_any_source() {
+        let db = CanDb::parse(DBC, "t.dbc").unwrap();
+        let mut d = Decoder::new(db, true);
+        // EEC1 (PGN 61444) from source 0x00 and from 0x01, priority 3 and 6.
+        for (id, sa) in [(0x0CF00400u32, 0u8), (0x18F00401, 1)] {
+            match d.feed(&frame(id, true, &[0, 0, 0, 0x40, 0x1F, 0, 0, 0])) {
+                Decoded::Message {
+                    message,
+                    source,
+                    signals,
+                } => {
+                    assert_eq!(message.name, "EEC1");
+                    assert_eq!(source, Some(sa));
+                    assert_eq!(signals[0].value, 1000.0);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            d.feed(&frame(0x18F00500, true, &[0; 8])),
+            Decoded::Unknown
+        ));
+        assert!(matches!(
+            d.feed(&frame(0x100, false, &[1, 0])),
+            Decoded::Message { source: None, .. }
+        ));
+    }
+
+    #[test]
+    fn filters_pass_what_is_decoded_and_nothing_else() {
+        let db = CanDb::parse(DBC, "t.dbc").unwrap();
+        let d = Decoder::new(db.clone(), true);
+        let f = d.filters().unwrap();
+        assert!(passes(&f, &frame(0x0CF00400, true, &[])));
+        assert!(passes(&f, &frame(0x18F004FE, true, &[])));
+        assert!(passes(&f, &frame(0x18ECFF00, true, &[])), "TP.CM to global");
+        assert!(passes(&f, &frame(0x1CEB0017, true, &[])), "TP.DT to 0");
+        assert!(passes(&f, &frame(0x18FECA03, true, &[])), "DM1");
+        assert!(passes(&f, &frame(0x100, false, &[])));
+        assert!(!passes(&f, &frame(0x101, false, &[])));
+        assert!(!passes(&f, &frame(0x100, true, &[])));
+        assert!(!passes(&f, &frame(0x18F00500, true, &[])));
+        let exact = Decoder::new(db, false).filters().unwrap();
+        assert!(passes(&exact, &frame(0x0CF004FE, true, &[])));
+        assert!(!passes(&exact, &frame(0x0CF00400, true, &[])));
+    }
+}
