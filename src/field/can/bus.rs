@@ -335,6 +335,13 @@ impl CanBus {
                 }
             };
             failures = 0;
+            let mut out = Vec::new();
+            let up = super::socket::is_up(ifname) != Some(false);
+            self.set_state(if up { "up" } else { "down" }, self.clock.stamp(), &mut out);
+            self.publish_status();
+            if !out.is_empty() {
+                sink.accept(out).await;
+            }
             tracing::info!(bus = %self.cfg.name, interface = ifname, filters = self.filters.as_ref().map(|f| f.len()), "CAN socket open");
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {

@@ -32,6 +32,17 @@ pub struct SignalDef {
     pub is_switch: bool,
     /// Raw value → label (`VAL_`).
     pub labels: BTreeMap<i64, String>,
+    /// The decimals factor and offset carry (0.001 → 3): values are rounded to them, so
+    /// 3300 × 0.001 is 3.3 and not 3.3000000000000003. None for floats and odd factors.
+    pub decimals: Option<i32>,
+}
+
+/// The fewest decimals (up to 9) that write `x` exactly, if any.
+fn decimals_of(x: f64) -> Option<i32> {
+    (0..=9).find(|&n| {
+        let scaled = x * 10f64.powi(n);
+        (scaled - scaled.round()).abs() <= 1e-9 * scaled.abs().max(1.0)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +218,12 @@ impl CanDb {
                             | can_dbc::MultiplexIndicator::MultiplexorAndMultiplexedSignal(_)
                     ),
                     labels,
+                    decimals: match kind {
+                        Kind::Float32 | Kind::Float64 => None,
+                        _ => decimals_of(s.factor)
+                            .zip(decimals_of(s.offset))
+                            .map(|(a, b)| a.max(b)),
+                    },
                 });
             }
             if let Some(overlap) = overlapping(&signals) {
@@ -391,7 +408,11 @@ impl MessageDef {
             .filter(|(_, (_, p))| *p == Some(true))
             .filter_map(|(index, (s, _))| {
                 let raw = extract(data, &s.layout)?;
-                let value = interpret(raw, s.layout.size, s.kind) * s.factor + s.offset;
+                let mut value = interpret(raw, s.layout.size, s.kind) * s.factor + s.offset;
+                if let Some(d) = s.decimals {
+                    let p = 10f64.powi(d);
+                    value = (value * p).round() / p;
+                }
                 let label = s
                     .labels
                     .get(&integer(raw, s.layout.size, s.kind))
