@@ -128,8 +128,10 @@ async fn check_reports_each_environment_problem() {
     let d = dir.path();
     let buses = format!(
         "[[bus]]\nname = \"rs485\"\nrtu = {{ port = \"{}/ttyGONE\" }}\n[[bus.device]]\nname = \"d\"\nunit = 2\n\
-         [[bus.device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\n",
-        d.display()
+         [[bus.device.point]]\nname = \"v\"\nfunction = \"holding_register\"\naddress = 0\ntype = \"u16\"\n\
+         [[can]]\nname = \"engine\"\ninterface = \"can9\"\ndbc = [\"{}\"]\n",
+        d.display(),
+        root().join("tests/fixtures/can/site.dbc").display()
     );
     let cfg = gateway_config(
         d,
@@ -160,7 +162,11 @@ async fn check_reports_each_environment_problem() {
         text.contains("ok    client key") && text.contains("ok    CA certificate"),
         "{text}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 problem(s) in the environment"));
+    assert!(
+        text.contains("FAIL  CAN interface can9 (bus engine): no such interface"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 problem(s) in the environment"));
     // --config-only skips the machine, as the systemd unit's ExecStartPre does.
     let only = fieldgate_cmd()
         .args(["check", "--config-only", "--config"])

@@ -174,28 +174,28 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Checks emission settings; `inline` names the key holding them when they are an
+/// inline table (`emit = { ... }`), so the error points at that line.
 fn emit_fields(
     c: &mut Checker<'_>,
     span: &std::ops::Range<usize>,
     path: &str,
+    inline: Option<&str>,
     deadband: Option<f64>,
     decimate: Option<u32>,
 ) {
+    let mut report = |key: &str, message: &str| {
+        let (k, m) = match inline {
+            Some(table) => (table, format!("{key}: {message}")),
+            None => (key, message.to_string()),
+        };
+        c.err(span.clone(), path, k, m);
+    };
     if deadband.is_some_and(|d| !(d >= 0.0 && d.is_finite())) {
-        c.err(
-            span.clone(),
-            path,
-            "deadband",
-            "must be a number of 0 or more".into(),
-        );
+        report("deadband", "must be a number of 0 or more");
     }
     if decimate == Some(0) {
-        c.err(
-            span.clone(),
-            path,
-            "decimate",
-            "must be 1 (every frame) or more".into(),
-        );
+        report("decimate", "must be 1 (every frame) or more");
     }
 }
 
@@ -257,11 +257,18 @@ pub(super) fn check(
                 }
             }
         }
-        emit_fields(c, &span, &path, b.emit.deadband, b.emit.decimate);
+        emit_fields(
+            c,
+            &span,
+            &path,
+            Some("emit"),
+            b.emit.deadband,
+            b.emit.decimate,
+        );
         for (si, s) in b.signal.iter().enumerate() {
             let sp = format!("{path}.signal[{si}]");
             let g = s.get_ref();
-            emit_fields(c, &s.span(), &sp, g.deadband, g.decimate);
+            emit_fields(c, &s.span(), &sp, None, g.deadband, g.decimate);
         }
         if b.dbc.is_empty() {
             c.err(

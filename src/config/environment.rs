@@ -35,6 +35,23 @@ pub async fn check(cfg: &GatewayConfig) -> Vec<Finding> {
             ));
         }
     }
+    for bus in &cfg.can {
+        let b = bus.get_ref();
+        if let Some(i) = &b.interface {
+            out.push(finding(
+                format!("CAN interface {i} (bus {})", b.name),
+                can_interface(i),
+            ));
+        }
+        if let Some(r) = &b.replay {
+            out.push(finding(
+                format!("replay log {} (bus {})", r.file.display(), b.name),
+                std::fs::File::open(&r.file)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot read: {e}")),
+            ));
+        }
+    }
     out.push(finding(
         format!("state directory {}", cfg.gateway.state_dir.display()),
         writable_dir(&cfg.gateway.state_dir),
@@ -131,5 +148,26 @@ async fn resolvable(broker: &str) -> Result<(), String> {
             .next()
             .map(|_| ())
             .ok_or_else(|| format!("{host} has no address")),
+    }
+}
+
+/// The interface exists, is a CAN interface, and is up.
+fn can_interface(name: &str) -> Result<(), String> {
+    let dir = Path::new("/sys/class/net").join(name);
+    if !dir.exists() {
+        return Err(format!(
+            "no such interface (is the adapter plugged in and its driver loaded? `ip -details link show {name}`)"
+        ));
+    }
+    // ARPHRD_CAN
+    let kind = std::fs::read_to_string(dir.join("type")).unwrap_or_default();
+    if kind.trim() != "280" {
+        return Err("not a CAN interface".into());
+    }
+    match crate::field::can::socket::is_up(name) {
+        Some(true) => Ok(()),
+        _ => Err(format!(
+            "the interface is down: bring it up with its bitrate, e.g. `ip link set {name} up type can bitrate 500000` (or a systemd-networkd .network file)"
+        )),
     }
 }

@@ -21,6 +21,9 @@ fn every_bad_fixture_is_refused_at_its_line() {
     let mut bad = 0;
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue; // the DBC files the CAN fixtures name
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         let expect = text
             .lines()

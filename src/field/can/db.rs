@@ -73,7 +73,7 @@ pub struct Decoded<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("{path}: {error}")]
+    #[error("{path}: cannot read: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Parse {
