@@ -179,3 +179,62 @@ async fn ingest_session_never_panics() {
         let _ = fieldgate::cloud::ingest::session("gw", store.clone(), io).await;
     }
 }
+
+#[test]
+fn dbc_parser_never_panics() {
+    use fieldgate::field::can::db::CanDb;
+    let seed =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/can/site.dbc"))
+            .unwrap();
+    let mut rng = Rng(0xC0FF_EE00);
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..3_000 {
+        let text = String::from_utf8_lossy(&mutate(&mut rng, &seed)).into_owned();
+        match CanDb::parse(&text, "fuzz.dbc") {
+            Ok(db) => {
+                ok += 1;
+                // Whatever was accepted decodes any payload without panicking.
+                for m in db.messages() {
+                    for len in [0, 3, 8, 64] {
+                        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                        let _ = m.decode(&data);
+                    }
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(e.to_string().starts_with("fuzz.dbc"), "{e}");
+            }
+        }
+    }
+    assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+}
+
+#[test]
+fn candump_log_and_j1939_decoder_never_panic() {
+    use fieldgate::field::can::{db::CanDb, decoder::Decoder, frame::Received, log::LogReader};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/can");
+    let seed = std::fs::read(dir.join("site.log")).unwrap();
+    let db = CanDb::load(&dir.join("site.dbc")).unwrap();
+    let mut rng = Rng(0x0CF0_0400);
+    let mut decoder = Decoder::new(db, true);
+    let (mut good, mut bad) = (0, 0);
+    for _ in 0..2_000 {
+        let log = mutate(&mut rng, &seed);
+        for rec in LogReader::from_reader(&log[..], "fuzz.log") {
+            match rec {
+                Ok(r) => {
+                    good += 1;
+                    if let Received::Data(f) = r.received {
+                        let _ = decoder.feed(&f);
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    assert!(e.line >= 1 && !e.problem.is_empty());
+                }
+            }
+        }
+    }
+    assert!(good > 0 && bad > 0, "good {good}, bad {bad}");
+}
