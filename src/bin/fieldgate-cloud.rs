@@ -68,7 +68,8 @@ enum Command {
         #[arg(long)]
         device: String,
     },
-    /// Run a complete local demo: cloud, gateway and a simulated Modbus device.
+    /// Run a complete local demo: cloud, gateway, a simulated Modbus device and a
+    /// replayed J1939 bus.
     Demo {
         /// Stop after this long (runs until Ctrl-C by default).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -253,6 +254,8 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     pki.dev_cert("demo-gw", &root.join("certs"))?;
     let sim_port = free_port().await?;
     std::fs::write(root.join("sim.toml"), DEMO_SIM)?;
+    std::fs::write(root.join("engine.dbc"), DEMO_ENGINE_DBC)?;
+    std::fs::write(root.join("engine.log"), DEMO_ENGINE_LOG)?;
     std::fs::write(
         root.join("gateway.toml"),
         DEMO_GATEWAY
@@ -274,7 +277,7 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()?;
-    println!("demo: cloud on {cloud_addr}, simulated power meter on 127.0.0.1:{sim_port}, gateway demo-gw");
+    println!("demo: cloud on {cloud_addr}, simulated power meter on 127.0.0.1:{sim_port}, a replayed J1939 genset bus, gateway demo-gw");
     println!("demo: samples as they are stored in the cloud (Ctrl-C to stop):");
     let mut seen = fieldgate::sample::now_ns();
     while !shutdown.is_cancelled() {
@@ -314,3 +317,5 @@ async fn free_port() -> anyhow::Result<u16> {
 
 const DEMO_SIM: &str = include_str!("../../config/demo-sim.toml");
 const DEMO_GATEWAY: &str = include_str!("../../config/demo-gateway.toml");
+const DEMO_ENGINE_DBC: &str = include_str!("../../config/demo-engine.dbc");
+const DEMO_ENGINE_LOG: &str = include_str!("../../config/demo-engine.log");
