@@ -13,6 +13,9 @@ fn check_names_file_line_and_field_for_every_bad_fixture() {
     let fixtures = root().join("tests/fixtures/config");
     for entry in std::fs::read_dir(&fixtures).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue; // the DBC files the CAN fixtures name
+        }
         let out = fieldgate_cmd()
             .args(["check", "--config"])
             .arg(&path)

@@ -24,6 +24,8 @@ fn socketcan_reader_on_vcan_in_a_vm() {
         let out = Command::new(root().join("hil/can-vm.sh"))
             .arg("--file")
             .arg(root().join("tests/fixtures/can"))
+            .arg("--file")
+            .arg(env!("CARGO_BIN_EXE_fieldgate"))
             .arg(&exe)
             .args(["--exact", "socketcan_reader_on_vcan_in_a_vm", "--nocapture"])
             .output()
@@ -113,6 +115,19 @@ min_interval = "0s"
     };
     until("the socket", Duration::from_secs(10), || st().state == "up").await;
 
+    // `fieldgate can dump` watches the same interface, unfiltered.
+    let dump_out = dir.path().join("dump.jsonl");
+    let mut dump = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args([
+            "can", "dump", "--iface", "vcan0", "--j1939", "--format", "json", "--dbc",
+        ])
+        .arg(fixtures.join("site.dbc"))
+        .stdout(std::fs::File::create(&dump_out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("dump.err")).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     // 15 frames; CCVS (18FEF100) is in no DBC: the kernel filter keeps it out.
     sh(&format!(
         "canplayer -t -I {} vcan0=can0",
@@ -121,6 +136,43 @@ min_interval = "0s"
     until("14 frames", Duration::from_secs(10), || st().frames == 14).await;
     assert_eq!(st().unknown, 0, "the kernel filtered what no DBC describes");
     assert_eq!(st().transfers_dropped, 1);
+    let dumped_lines = || {
+        std::fs::read_to_string(&dump_out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while dumped_lines() < 10 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        dumped_lines() >= 10, // 15 frames; 5 are inner J1939 transport packets
+        "can dump printed {} lines; its stderr: {}",
+        dumped_lines(),
+        std::fs::read_to_string(dir.path().join("dump.err")).unwrap_or_default()
+    );
+    dump.kill().unwrap();
+    let _ = dump.wait();
+    let dumped: Vec<serde_json::Value> = std::fs::read_to_string(&dump_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    println!("can dump printed {} frames", dumped.len());
+    let eec1 = dumped
+        .iter()
+        .find(|f| f["message"] == "EEC1" && f["source"] == 1)
+        .expect("EEC1 from 01 in the dump");
+    assert_eq!(eec1["signals"]["EngineSpeed"]["value"], 2000.0);
+    assert!(
+        dumped
+            .iter()
+            .any(|f| f["id"] == "18FEF100" && f["message"].is_null()),
+        "the dump is unfiltered: CCVS shows as a frame without a DBC message"
+    );
+    assert!(dumped
+        .iter()
+        .any(|f| f["message"] == "DM1" && f["dtcs"][1]["spn"] == 110));
 
     // The interface goes down and comes back; the reader survives it.
     sh("ip link set vcan0 down");
