@@ -84,7 +84,9 @@ for t in canplayer cansend candump; do
 done
 {
     echo '#!/bin/sh'
-    echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp'
+    # The initramfs root is writable RAM already; no tmpfs over /tmp, where the program
+    # and its files may live (a checkout under /tmp).
+    echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /tmp'
     echo 'for m in can can-raw can-dev vcan; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
     echo 'ip link add dev vcan0 type vcan && ip link set vcan0 mtu 72 && ip link set up vcan0'
     echo 'export FIELDGATE_IN_VM=1 PATH=/bin:/usr/bin HOME=/tmp'

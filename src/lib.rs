@@ -22,6 +22,8 @@ pub mod daemon;
 #[cfg(feature = "gateway")]
 pub mod field;
 #[cfg(feature = "gateway")]
+pub mod identity;
+#[cfg(feature = "gateway")]
 pub mod uplink;
 
 #[cfg(feature = "cloud")]

@@ -1,12 +1,16 @@
 SUMMARY = "fieldgate industrial edge gateway"
-DESCRIPTION = "Polls Modbus field devices, buffers every sample durably in SQLite \
-               and forwards it over MQTT with mutual TLS. Gateway binary only: the \
-               cloud code is left out by cargo features."
+DESCRIPTION = "Polls Modbus field devices and reads CAN buses, buffers every sample \
+               durably in SQLite and forwards it over MQTT with mutual TLS, its key \
+               held in the TPM. Gateway binary only: the cloud code is left out by \
+               cargo features."
 HOMEPAGE = "https://fieldgate.example.net"
 BUGTRACKER = "https://fieldgate.example.net/issues"
 SECTION = "net"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+
+# tss-esapi links the TPM software stack (tpm2-tss, from meta-security's meta-tpm).
+DEPENDS += "tpm2-tss"
 
 # Point FIELDGATE_GIT_URI at your mirror of the repository and pin SRCREV to a release.
 FIELDGATE_GIT_URI ??= "git://git.example.net/fieldgate.git;protocol=https;branch=main"
@@ -34,7 +38,7 @@ do_install:append() {
 }
 
 USERADD_PACKAGES = "${PN}"
-USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/fieldgate --no-create-home --shell /sbin/nologin --groups dialout fieldgate"
+USERADD_PARAM:${PN} = "--system --home-dir ${localstatedir}/lib/fieldgate --no-create-home --shell /sbin/nologin --groups dialout,tss fieldgate"
 GROUPADD_PARAM:${PN} = "--system fieldgate"
 
 SYSTEMD_SERVICE:${PN} = "fieldgate.service"
@@ -44,4 +48,4 @@ CONFFILES:${PN} = "${sysconfdir}/fieldgate/gateway.toml"
 FILES:${PN} += "${datadir}/doc/fieldgate"
 
 # The TPM 2.0 user space for the TPM-held identity (device access through /dev/tpmrm0).
-RRECOMMENDS:${PN} += "libtss2 libtss2-tcti-device"
+RDEPENDS:${PN} += "libtss2 libtss2-tcti-device"
