@@ -201,6 +201,10 @@ async fn end_to_end(dir: &Path) {
         status: Default::default(),
         config_hash: String::new(),
         beat: None,
+        identity: std::sync::Arc::new(fieldgate::identity::Holder::new(
+            cfg.identity.clone(),
+            cfg.uplink.key.clone(),
+        )),
     };
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(uplink.run(link_stop.clone()));

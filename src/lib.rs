@@ -7,6 +7,8 @@
 
 pub mod backoff;
 pub mod bytesize;
+pub mod der;
+pub mod enrollment;
 pub mod protocol;
 pub mod sample;
 pub mod tls;

@@ -84,13 +84,29 @@ pub fn mtls_server_config(
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(client_ca, cert, key, false)
+}
+
+/// A server configuration that verifies client certificates of `client_ca` when they
+/// are presented; with `optional`, clients without one are let in too (the handlers
+/// then decide: enrollment needs none, renewal does).
+pub fn server_config(
+    client_ca: &Path,
+    cert: &Path,
+    key: &Path,
+    optional: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     crate::install_crypto_provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(root_store(client_ca)?))
-        .build()
-        .map_err(|e| TlsError::Invalid {
-            path: client_ca.display().to_string(),
-            why: e.to_string(),
-        })?;
+    let builder = rustls::server::WebPkiClientVerifier::builder(Arc::new(root_store(client_ca)?));
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    let verifier = builder.build().map_err(|e| TlsError::Invalid {
+        path: client_ca.display().to_string(),
+        why: e.to_string(),
+    })?;
     let cfg = ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;

@@ -42,6 +42,31 @@ enum Command {
         cert: Option<PathBuf>,
         #[arg(long, requires = "broker")]
         key: Option<PathBuf>,
+        /// Also serve the HTTPS API (enrollment, renewal) on this address.
+        #[arg(long)]
+        api: Option<String>,
+        /// Lifetime of the certificates enrollment and renewal issue.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        cert_lifetime: Duration,
+    },
+    /// Issue a one-time bootstrap token for a gateway's first enrollment.
+    Token {
+        #[arg(long)]
+        device: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        valid: Duration,
+    },
+    /// Revoke a gateway: refused at its next connect, renewal and enrollment.
+    Revoke {
+        device: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+    },
+    /// Enrollments, renewals, refusals and revocations, oldest first.
+    Identities {
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Issue a development certificate for a gateway (device.crt, device.key, ca.crt).
     DevCert {
@@ -124,12 +149,59 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             broker: None,
+            api,
+            cert_lifetime,
             ..
         } => {
             let l = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            cloud::run(&data, l, shutdown_on_signal()).await
+            let api = match api {
+                Some(a) => Some(
+                    tokio::net::TcpListener::bind(&a)
+                        .await
+                        .with_context(|| format!("cannot listen on {a}"))?,
+                ),
+                None => None,
+            };
+            let settings = cloud::Settings { cert_lifetime };
+            cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await
+        }
+        Command::Token { device, valid } => {
+            if !fieldgate::protocol::valid_device_id(&device) {
+                bail!("`{device}` is not a valid device id");
+            }
+            cloud::open(
+                &data,
+                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            )?;
+            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
+            println!("{}", reg.create_token(&device, valid)?);
+            eprintln!(
+                "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
+                humantime::format_duration(valid)
+            );
+            Ok(())
+        }
+        Command::Revoke { device, reason } => {
+            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
+            reg.revoke(&device, &reason)?;
+            println!("{device} revoked: refused from its next connection on");
+            Ok(())
+        }
+        Command::Identities { device } => {
+            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
+            for e in reg.events(device.as_deref())? {
+                println!(
+                    "{}  {:<20} {:<13} {:<22} {}",
+                    rfc3339(e.ts_ns),
+                    e.device,
+                    e.event,
+                    e.peer,
+                    e.detail
+                );
+            }
+            Ok(())
         }
         Command::Serve {
             broker: Some(b),

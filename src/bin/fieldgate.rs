@@ -47,12 +47,49 @@ enum Command {
     /// Modbus tools for commissioning.
     #[command(subcommand)]
     Modbus(ModbusCmd),
+    /// The gateway's identity: its key (TPM or file) and certificate.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Enroll with the cloud by hand: a CSR signed by the key and a one-time token.
+    Enroll {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+        /// The cloud's HTTPS API, e.g. https://cloud.example.net:8443 (default: identity.enroll_url).
+        #[arg(long)]
+        cloud: Option<String>,
+        /// The one-time bootstrap token (default: the content of identity.token_file).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// CAN tools: decode a candump log, watch an interface.
     #[command(subcommand)]
     Can(CanCmd),
     /// Simulated devices.
     #[command(subcommand)]
     Sim(SimCmd),
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// Device id, key backend and fingerprint, certificate subject, issuer and expiry.
+    Show {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the TPM key if it does not exist yet (the daemon does this on first start).
+    Init {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Write a certificate signing request signed by the key (PEM, to stdout or --out).
+    Csr {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -294,6 +331,76 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_status(&st);
             }
+            Ok(())
+        }
+        Command::Identity(IdentityCmd::Show { config, json }) => {
+            identity_show(&load(&config)?, json)
+        }
+        Command::Identity(IdentityCmd::Init { config }) => {
+            let cfg = load(&config)?;
+            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            println!(
+                "{} key at {}, fingerprint {}",
+                key.backend(),
+                key.location(),
+                fieldgate::identity::fingerprint(key.as_ref())
+            );
+            Ok(())
+        }
+        Command::Identity(IdentityCmd::Csr { config, out }) => {
+            let cfg = load(&config)?;
+            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let pem = fieldgate::identity::csr_pem(key, &cfg.gateway.device_id)?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, pem)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!(
+                        "wrote the CSR for {} to {}",
+                        cfg.gateway.device_id,
+                        p.display()
+                    );
+                }
+                None => print!("{pem}"),
+            }
+            Ok(())
+        }
+        Command::Enroll {
+            config,
+            cloud,
+            token,
+        } => {
+            let cfg = load(&config)?;
+            let url = cloud
+                .or(cfg.identity.enroll_url.clone())
+                .context("give --cloud URL (or set identity.enroll_url)")?;
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let f = cfg
+                        .identity
+                        .token_file
+                        .as_ref()
+                        .context("give --token TOKEN (or set identity.token_file)")?;
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?
+                }
+            };
+            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            fieldgate::identity::enroll::enroll(
+                &cfg.gateway.device_id,
+                key,
+                &url,
+                &token,
+                &cfg.uplink.ca,
+                &cfg.uplink.cert,
+            )
+            .await?;
+            println!(
+                "enrolled {}: certificate written to {}",
+                cfg.gateway.device_id,
+                cfg.uplink.cert.display()
+            );
             Ok(())
         }
         Command::Can(CanCmd::Decode { db, format, log }) => {
@@ -646,4 +753,79 @@ fn serde_plain<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
         .map_err(|_| anyhow::anyhow!("unknown {what} `{s}`; valid: {valid}"))
+}
+
+/// `fieldgate identity show`.
+fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
+    let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), false)?;
+    let mut doc = serde_json::json!({
+        "device_id": cfg.gateway.device_id,
+        "backend": key.backend(),
+        "key": key.location(),
+        "fingerprint": fieldgate::identity::fingerprint(key.as_ref()),
+    });
+    let cert = fieldgate::tls::load_certs(&cfg.uplink.cert)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            let der = c[0].as_ref().to_vec();
+            let (_, x) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.uplink.cert.display()))?;
+            let matches =
+                x.public_key().raw == fieldgate::identity::spki_der(key.public_point()).as_slice();
+            Ok(serde_json::json!({
+                "path": cfg.uplink.cert.display().to_string(),
+                "subject": x.subject().to_string(),
+                "issuer": x.issuer().to_string(),
+                "not_before": x.validity().not_before.to_rfc2822().unwrap_or_default(),
+                "not_after": x.validity().not_after.to_rfc2822().unwrap_or_default(),
+                "valid_now": x.validity().is_valid(),
+                "matches_key": matches,
+            }))
+        });
+    match cert {
+        Ok(c) => doc["certificate"] = c,
+        Err(e) => doc["certificate_error"] = e.to_string().into(),
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("device id     {}", cfg.gateway.device_id);
+    println!(
+        "key           {} ({})",
+        doc["key"].as_str().unwrap_or(""),
+        doc["backend"].as_str().unwrap_or("")
+    );
+    if key.backend() == "file" {
+        println!("              a FILE key: development only, anyone who can read it can act as this gateway");
+    }
+    println!(
+        "fingerprint   sha256:{}",
+        doc["fingerprint"].as_str().unwrap_or("")
+    );
+    match doc.get("certificate") {
+        Some(c) => {
+            println!("certificate   {}", c["path"].as_str().unwrap_or(""));
+            println!("  subject     {}", c["subject"].as_str().unwrap_or(""));
+            println!("  issuer      {}", c["issuer"].as_str().unwrap_or(""));
+            println!(
+                "  valid       {} .. {}{}",
+                c["not_before"].as_str().unwrap_or(""),
+                c["not_after"].as_str().unwrap_or(""),
+                if c["valid_now"] == true {
+                    ""
+                } else {
+                    "  (NOT valid now)"
+                }
+            );
+            if c["matches_key"] != true {
+                println!("  WARNING     the certificate is for another key: enroll again");
+            }
+        }
+        None => println!(
+            "certificate   none: {}",
+            doc["certificate_error"].as_str().unwrap_or("")
+        ),
+    }
+    Ok(())
 }

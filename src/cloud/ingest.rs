@@ -86,6 +86,21 @@ pub async fn serve(
             let Some(device) = device else {
                 return tracing::warn!(%peer, "refused: {}", SessionError::NoDeviceId);
             };
+            let revoked = store.lock().ok().and_then(|s| {
+                let r = s.revoked(&device).ok().flatten();
+                if let Some(reason) = &r {
+                    let _ = s.record_refusal(
+                        &device,
+                        &format!("revoked: connection refused ({reason})"),
+                        &peer.to_string(),
+                    );
+                }
+                r
+            });
+            if let Some(reason) = revoked {
+                // Closing before CONNACK: the client sees the connection refused.
+                return tracing::warn!(%peer, device = %device, reason = %reason, "refused: the device is revoked");
+            }
             let result = tokio::select! {
                 r = session(&device, store, tls) => r,
                 _ = shutdown.cancelled() => Ok(()),

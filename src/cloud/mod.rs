@@ -1,8 +1,11 @@
 //! The cloud side: the issuing CA, the MQTT ingest and the sample store.
 
+pub mod api;
 pub mod bridge;
+pub mod enroll;
 pub mod ingest;
 pub mod pki;
+pub mod registry;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -31,13 +34,64 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (pki, store) = open(
-        data_dir,
-        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-    )?;
+    run_with(data_dir, listener, None, Settings::default(), shutdown).await
+}
+
+/// What the single-node cloud can be told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lifetime of the certificates enrollment and renewal issue.
+    pub cert_lifetime: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cert_lifetime: std::time::Duration::from_secs(90 * 86400),
+        }
+    }
+}
+
+/// The ingest on `listener` and, with `api`, the HTTPS API (enrollment, renewal).
+pub async fn run_with(
+    data_dir: &Path,
+    listener: tokio::net::TcpListener,
+    api: Option<tokio::net::TcpListener>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let names = ["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let (pki, store) = open(data_dir, &names)?;
     let tls =
         crate::tls::mtls_server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key())?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening (MQTT over mutual TLS)");
+    let api_task = match api {
+        Some(l) => {
+            let api_tls = crate::tls::server_config(
+                &pki.ca_cert(),
+                &pki.server_cert(),
+                &pki.server_key(),
+                true,
+            )?;
+            let enrollment = Arc::new(enroll::Enrollment {
+                pki: pki::Pki::open_or_create(&data_dir.join("pki"), &names)?,
+                registry: Mutex::new(registry::Registry::open(&store_path(data_dir))?),
+                lifetime: settings.cert_lifetime,
+            });
+            tracing::info!(addr = %l.local_addr()?, "API listening (HTTPS)");
+            Some(tokio::spawn(api::serve(
+                l,
+                api_tls,
+                api::router(enrollment),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    drop(pki);
     ingest::serve(listener, tls, store, shutdown).await;
+    if let Some(t) = api_task {
+        let _ = t.await;
+    }
     Ok(())
 }

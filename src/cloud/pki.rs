@@ -136,6 +136,65 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// Signs a gateway's CSR (PEM) as a client certificate for `device_id`, valid for
+    /// `lifetime`: the CSR's signature must verify and its CN must be `device_id`.
+    /// Returns the certificate (PEM), its serial (hex) and the SHA-256 fingerprint of
+    /// its public key.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        device_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(String, String, String), CsrProblem> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CsrProblem::Invalid(format!("not a valid, self-signed PKCS#10 request: {e}"))
+        })?;
+        let cn = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .map(dn_text)
+            .unwrap_or_default();
+        if cn != device_id {
+            return Err(CsrProblem::OtherDevice(cn));
+        }
+        let raw = rcgen::PublicKeyData::der_bytes(&csr.public_key);
+        let spki = if csr.public_key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            crate::der::p256_spki(raw)
+        } else {
+            raw.to_vec()
+        };
+        let fingerprint: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&spki)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let serial: [u8; 16] = rand::random();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, device_id);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        // Backdated a little for clocks behind ours, but not so much that a short
+        // lifetime's renewal point (two thirds in) moves into the past.
+        let secs = lifetime.as_secs().min(i64::MAX as u64 / 2) as i64;
+        p.not_before = OffsetDateTime::now_utc() - Duration::seconds((secs / 4).min(300));
+        p.not_after = OffsetDateTime::now_utc() + Duration::seconds(secs);
+        csr.params = p;
+        let issuer = self
+            .ca_params
+            .clone()
+            .self_signed(&self.ca_key)
+            .map_err(|e| CsrProblem::Invalid(e.to_string()))?;
+        let cert = csr
+            .signed_by(&issuer, &self.ca_key)
+            .map_err(|e| CsrProblem::Invalid(e.to_string()))?;
+        let serial_hex = serial.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((cert.pem(), serial_hex, fingerprint))
+    }
+
     /// Writes `device.crt`, `device.key` and `ca.crt` for a gateway into `out`.
     pub fn dev_cert(&self, device_id: &str, out: &Path) -> Result<(), PkiError> {
         if !crate::protocol::valid_device_id(device_id) {
@@ -150,5 +209,23 @@ impl Pki {
         write(&out.join("device.key"), &key, true)?;
         write(&out.join("ca.crt"), &read(&self.ca_cert())?, false)?;
         Ok(())
+    }
+}
+
+/// Why a CSR was not signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsrProblem {
+    Invalid(String),
+    /// The CSR names another device (its CN).
+    OtherDevice(String),
+}
+
+fn dn_text(v: &rcgen::DnValue) -> String {
+    match v {
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        rcgen::DnValue::PrintableString(s) => s.as_str().to_string(),
+        rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
+        rcgen::DnValue::TeletexString(s) => s.as_str().to_string(),
+        other => format!("{other:?}"),
     }
 }

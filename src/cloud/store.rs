@@ -86,6 +86,7 @@ impl Store {
                  id INTEGER PRIMARY KEY, device TEXT, topic TEXT, reason TEXT NOT NULL,
                  payload BLOB, received_ns INTEGER NOT NULL);",
         )?;
+        conn.execute_batch(super::registry::SCHEMA)?;
         Ok(Store { conn })
     }
 
@@ -260,6 +261,28 @@ impl Store {
     }
 
     /// How many samples of `device` are stored.
+    /// Whether the device's identity was revoked: it is refused at connect.
+    pub fn revoked(&self, device: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reason FROM revoked WHERE device = ?1",
+                [device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a refused connection beside the enrollments (see `registry`).
+    pub fn record_refusal(&self, device: &str, detail: &str, peer: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES (?1, ?2, 'refused', ?3, ?4)",
+            rusqlite::params![crate::sample::now_ns(), device, detail, peer],
+        )?;
+        Ok(())
+    }
+
     pub fn count(&self, device: &str) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM samples WHERE device = ?1",

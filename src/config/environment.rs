@@ -66,10 +66,22 @@ pub async fn check(cfg: &GatewayConfig) -> Vec<Finding> {
         format!("client certificate {}", cfg.uplink.cert.display()),
         client_cert(&cfg.uplink.cert, &cfg.gateway.device_id),
     ));
-    out.push(finding(
-        format!("client key {}", cfg.uplink.key.display()),
-        client_key(&cfg.uplink.cert, &cfg.uplink.key),
-    ));
+    match (&cfg.uplink.key, cfg.identity.backend) {
+        (Some(key), crate::identity::Backend::File) => out.push(finding(
+            format!(
+                "client key {} (file identity: development only)",
+                key.display()
+            ),
+            client_key(&cfg.uplink.cert, key),
+        )),
+        _ => out.push(finding(
+            format!(
+                "TPM key {} at handle {:#x}",
+                cfg.identity.tcti, cfg.identity.handle
+            ),
+            tpm_key(cfg),
+        )),
+    }
     for b in &cfg.uplink.brokers {
         out.push(finding(format!("broker {b}"), resolvable(b).await));
     }
@@ -132,6 +144,26 @@ fn client_key(cert: &Path, key: &Path) -> Result<(), String> {
         .with_client_auth_cert(certs, k)
         .map(|_| ())
         .map_err(|e| format!("{e} (does the key belong to the certificate?)"))
+}
+
+/// The TPM answers and holds this gateway's key, matching the certificate.
+fn tpm_key(cfg: &GatewayConfig) -> Result<(), String> {
+    let key =
+        crate::identity::tpm::TpmKey::open(&cfg.identity, false).map_err(|e| e.to_string())?;
+    let Ok(certs) = crate::tls::load_certs(&cfg.uplink.cert) else {
+        return Ok(());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(certs[0].as_ref())
+        .map_err(|e| format!("the certificate: {e}"))?;
+    let spki = crate::identity::spki_der(crate::identity::Key::public_point(&key));
+    if cert.public_key().raw != spki.as_slice() {
+        return Err(format!(
+            "the certificate {} is for another key than the TPM's (fingerprint {}): enroll again",
+            cfg.uplink.cert.display(),
+            crate::identity::fingerprint(&key)
+        ));
+    }
+    Ok(())
 }
 
 async fn resolvable(broker: &str) -> Result<(), String> {

@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    /// Where the gateway's key lives (`[identity]`): the TPM, or a file on development hosts.
+    #[serde(default)]
+    pub identity: crate::identity::IdentityConfig,
     #[serde(default)]
     pub bus: Vec<Spanned<BusConfig>>,
     #[serde(default)]
@@ -150,8 +153,9 @@ pub struct UplinkConfig {
     pub ca: PathBuf,
     /// This gateway's certificate (its CN is the device id).
     pub cert: PathBuf,
-    /// The certificate's private key (development hosts; the TPM replaces it).
-    pub key: PathBuf,
+    /// The certificate's private key, with `identity.backend = "file"` (development hosts).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     #[serde(default = "default_batch_max_samples")]
     pub batch_max_samples: usize,
     #[serde(default = "default_batch_max_age", with = "humantime_serde")]
@@ -392,14 +396,16 @@ impl GatewayConfig {
             d.iter().take(8).map(|b| format!("{b:02x}")).collect()
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut cfg.uplink.ca,
-            &mut cfg.uplink.cert,
-            &mut cfg.uplink.key,
-        ] {
+        for p in [&mut cfg.uplink.ca, &mut cfg.uplink.cert]
+            .into_iter()
+            .chain(cfg.uplink.key.as_mut())
+        {
             *p = base.join(&*p);
         }
         cfg.gateway.state_dir = base.join(&cfg.gateway.state_dir);
+        if let Some(t) = cfg.identity.token_file.as_mut() {
+            *t = base.join(&*t);
+        }
         if let Some(s) = cfg.gateway.status_socket.as_mut() {
             *s = base.join(&*s);
         }

@@ -85,6 +85,33 @@ pub(super) fn check(cfg: &mut GatewayConfig, text: &str, file: &str) -> Vec<Conf
         }
     }
     let u = &cfg.uplink;
+    match (cfg.identity.backend, &u.key) {
+        (crate::identity::Backend::File, None) => c.err(
+            whole.clone(),
+            "uplink",
+            "key",
+            "the file identity needs `key = \"device.key\"`; or set `[identity] backend = \"tpm\"`"
+                .into(),
+        ),
+        (crate::identity::Backend::Tpm, Some(_)) => c.err(
+            whole.clone(),
+            "uplink",
+            "key",
+            "with `identity.backend = \"tpm\"` the key lives in the TPM: remove `key`".into(),
+        ),
+        _ => {}
+    }
+    if !(0x8100_0000..=0x817F_FFFF).contains(&cfg.identity.handle) {
+        c.err(
+            whole.clone(),
+            "identity",
+            "handle",
+            format!(
+                "{:#x} is not a persistent handle of the owner hierarchy; valid: 0x81000000 to 0x817fffff",
+                cfg.identity.handle
+            ),
+        );
+    }
     if u.brokers.is_empty() {
         c.err(
             whole.clone(),

@@ -43,6 +43,7 @@ struct Shared {
     can: CanStatus,
     uplink_status: Arc<Mutex<UplinkStatus>>,
     liveness: Liveness,
+    identity: Arc<crate::identity::Holder>,
 }
 
 impl Shared {
@@ -88,6 +89,7 @@ impl Shared {
             status: self.uplink_status.clone(),
             config_hash: cfg.hash.clone(),
             beat: Some(self.liveness.register("uplink")),
+            identity: self.identity.clone(),
         };
         let task = tokio::spawn(uplink.run(stop.clone()));
         Running {
@@ -113,6 +115,9 @@ pub async fn run(
             cfg.gateway.state_dir.display()
         )
     })?;
+    if cfg.identity.backend == crate::identity::Backend::File {
+        tracing::warn!(key = ?cfg.uplink.key, "identity: the private key is a plain file: for development hosts only; anyone who can read it can act as this gateway. Production gateways use `[identity] backend = \"tpm\"`");
+    }
     let clock = Arc::new(Clock::new(cfg.clock.synced.clone()));
     if !clock.is_synced() {
         tracing::warn!(check = ?cfg.clock.synced, "the system clock is not synchronised yet: samples are marked unsynced until it is");
@@ -131,7 +136,23 @@ pub async fn run(
         can: Arc::new(Mutex::new(Default::default())),
         uplink_status: Arc::new(Mutex::new(UplinkStatus::default())),
         liveness: Liveness::default(),
+        identity: Arc::new(crate::identity::Holder::new(
+            cfg.identity.clone(),
+            cfg.uplink.key.clone(),
+        )),
     };
+    let renewal_stop = CancellationToken::new();
+    let renewal_task = cfg.identity.enroll_url.clone().map(|url| {
+        tokio::spawn(crate::identity::renewal::run(
+            shared.identity.clone(),
+            cfg.gateway.device_id.clone(),
+            url,
+            cfg.uplink.ca.clone(),
+            cfg.uplink.cert.clone(),
+            shared.liveness.register("renewal"),
+            renewal_stop.clone(),
+        ))
+    });
 
     let mut buses: BTreeMap<String, Running<BusConfig>> = cfg
         .bus
@@ -244,6 +265,10 @@ pub async fn run(
     }
     clock_stop.cancel();
     let _ = clock_task.await;
+    renewal_stop.cancel();
+    if let Some(t) = renewal_task {
+        let _ = t.await;
+    }
     buffer.flush().await;
     uplink.stop().await;
     for t in [status_task, metrics_task].into_iter().flatten() {

@@ -3,8 +3,9 @@
 //! that names it; CSRs signed by it; and the rustls signer that makes the TLS handshake
 //! sign inside the TPM.
 
-pub mod der;
+pub mod enroll;
 pub mod file;
+pub mod renewal;
 pub mod signer;
 pub mod tpm;
 
@@ -28,6 +29,13 @@ pub struct IdentityConfig {
     /// An auth value the key requires for every signature (none by default).
     #[serde(default)]
     pub auth: Option<String>,
+    /// The cloud's HTTPS API (`https://cloud.example.net:8443`): enrollment on first
+    /// power-on (with `token_file`) and renewal at two thirds of the certificate's life.
+    #[serde(default)]
+    pub enroll_url: Option<String>,
+    /// The one-time bootstrap token, for the first enrollment.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -55,6 +63,8 @@ impl Default for IdentityConfig {
             tcti: default_tcti(),
             handle: default_handle(),
             auth: None,
+            enroll_url: None,
+            token_file: None,
         }
     }
 }
@@ -67,6 +77,35 @@ pub enum IdentityError {
     File { path: String, message: String },
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+/// The gateway's key, opened on first use (a TPM key is made then, the first time) and
+/// shared by everything that signs: the uplink's handshakes, renewals, CSRs.
+pub struct Holder {
+    pub config: IdentityConfig,
+    pub key_file: Option<std::path::PathBuf>,
+    slot: std::sync::Mutex<Option<Arc<dyn Key>>>,
+}
+
+impl Holder {
+    pub fn new(config: IdentityConfig, key_file: Option<std::path::PathBuf>) -> Holder {
+        Holder {
+            config,
+            key_file,
+            slot: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn key(&self) -> Result<Arc<dyn Key>, IdentityError> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = slot.as_ref() {
+            return Ok(k.clone());
+        }
+        let k = open(&self.config, self.key_file.as_deref(), true)?;
+        tracing::info!(backend = k.backend(), key = %k.location(), fingerprint = %fingerprint(k.as_ref()), "identity key ready");
+        *slot = Some(k.clone());
+        Ok(k)
+    }
 }
 
 /// An ECC P-256 signing key. Signatures are ECDSA over SHA-256, DER-encoded.
@@ -83,7 +122,7 @@ pub trait Key: Send + Sync {
 
 /// The SubjectPublicKeyInfo (DER) of a P-256 public point.
 pub fn spki_der(point: &[u8]) -> Vec<u8> {
-    der::p256_spki(point)
+    crate::der::p256_spki(point)
 }
 
 /// SHA-256 of the SubjectPublicKeyInfo, as hex: the key's fingerprint.

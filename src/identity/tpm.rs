@@ -239,7 +239,7 @@ fn sign_in_tpm(ctx: &mut Context, key: KeyHandle, digest: [u8; 32]) -> Result<Ve
         })
         .map_err(explain)?;
     match sig {
-        Signature::EcDsa(s) => Ok(super::der::ecdsa_signature(
+        Signature::EcDsa(s) => Ok(crate::der::ecdsa_signature(
             s.signature_r().value(),
             s.signature_s().value(),
         )),

@@ -39,6 +39,9 @@ pub struct Uplink {
     pub config_hash: String,
     /// Heartbeat for the watchdog, if supervised.
     pub beat: Option<crate::daemon::liveness::Beat>,
+    /// The key; a TPM key is opened (and made, the first time) at the first connection,
+    /// so the sources keep buffering while the TPM is not reachable.
+    pub identity: Arc<crate::identity::Holder>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,10 @@ enum LinkError {
     Mqtt(#[from] rumqttc::ConnectionError),
     #[error("TLS setup: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("enrollment: {0}")]
+    Enroll(String),
     #[error("publish queue: {0}")]
     Client(#[from] rumqttc::ClientError),
 }
@@ -104,6 +111,39 @@ impl Uplink {
         }
     }
 
+    /// The TLS client configuration: the certificate is read at every connection (a
+    /// renewal takes effect at the next one), the key is the file's or the TPM's.
+    async fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, LinkError> {
+        let key = self.identity.key()?;
+        let id = &self.identity.config;
+        if !self.config.cert.exists() {
+            // First power-on: enroll with the bootstrap token, if one is configured.
+            match (&id.enroll_url, &id.token_file) {
+                (Some(url), Some(token_file)) => {
+                    let token = std::fs::read_to_string(token_file).map_err(|e| {
+                        LinkError::Enroll(format!("cannot read the bootstrap token {}: {e}", token_file.display()))
+                    })?;
+                    tracing::info!(url = %url, "no certificate yet: enrolling");
+                    crate::identity::enroll::enroll(&self.device_id, key.clone(), url, &token, &self.config.ca, &self.config.cert)
+                        .await
+                        .map_err(|e| LinkError::Enroll(e.to_string()))?;
+                    tracing::info!(cert = %self.config.cert.display(), "enrolled: certificate stored");
+                }
+                _ => {
+                    return Err(LinkError::Enroll(format!(
+                        "no certificate at {}: run `fieldgate enroll --cloud URL --token TOKEN`, or set identity.enroll_url and identity.token_file",
+                        self.config.cert.display()
+                    )))
+                }
+            }
+        }
+        Ok(crate::identity::signer::client_config(
+            crate::tls::root_store(&self.config.ca)?,
+            crate::tls::load_certs(&self.config.cert)?,
+            key,
+        ))
+    }
+
     /// One connection: returns the error that ended it, and whether it had been up.
     async fn connection(
         &self,
@@ -111,8 +151,7 @@ impl Uplink {
         shutdown: &CancellationToken,
     ) -> Result<(), (LinkError, bool)> {
         let (host, port) = split_host_port(broker).unwrap_or((broker, 8883));
-        let tls = crate::tls::client_config(&self.config.ca, &self.config.cert, &self.config.key)
-            .map_err(|e| (e.into(), false))?;
+        let tls = self.tls_config().await.map_err(|e| (e, false))?;
         let mut opts = MqttOptions::new(self.device_id.clone(), host, port);
         let offline = serde_json::to_vec(&StateMessage {
             state: "offline".into(),

@@ -145,6 +145,9 @@ pub fn serial_pair(dir: &Path) -> (Proc, PathBuf, PathBuf) {
 pub struct Cloud {
     pub data: PathBuf,
     pub addr: SocketAddr,
+    /// The HTTPS API (enrollment, renewal), when started with `with_api`.
+    pub api: Option<SocketAddr>,
+    pub settings: fieldgate::cloud::Settings,
     stop: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
@@ -155,10 +158,40 @@ impl Cloud {
         let mut c = Cloud {
             data: data.to_path_buf(),
             addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            api: None,
+            settings: Default::default(),
             stop: None,
         };
         c.restart().await;
         c
+    }
+
+    /// A cloud with its HTTPS API, issuing certificates valid for `lifetime`.
+    pub async fn with_api(data: &Path, lifetime: Duration) -> Cloud {
+        fieldgate::cloud::open(data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let mut c = Cloud {
+            data: data.to_path_buf(),
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            api: Some(format!("127.0.0.1:{}", free_port()).parse().unwrap()),
+            settings: fieldgate::cloud::Settings {
+                cert_lifetime: lifetime,
+            },
+            stop: None,
+        };
+        c.restart().await;
+        c
+    }
+
+    pub fn api_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.api.expect("started with_api").port()
+        )
+    }
+
+    pub fn registry(&self) -> fieldgate::cloud::registry::Registry {
+        fieldgate::cloud::registry::Registry::open(&fieldgate::cloud::store_path(&self.data))
+            .unwrap()
     }
 
     pub async fn restart(&mut self) {
@@ -168,10 +201,21 @@ impl Cloud {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
+        let api = match self.api {
+            Some(a) => loop {
+                match tokio::net::TcpListener::bind(a).await {
+                    Ok(l) => break Some(l),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            },
+            None => None,
+        };
         let token = CancellationToken::new();
-        let (t, d) = (token.clone(), self.data.clone());
+        let (t, d, s) = (token.clone(), self.data.clone(), self.settings.clone());
         let h = tokio::spawn(async move {
-            fieldgate::cloud::run(&d, listener, t).await.unwrap();
+            fieldgate::cloud::run_with(&d, listener, api, s, t)
+                .await
+                .unwrap();
         });
         self.stop = Some((token, h));
     }

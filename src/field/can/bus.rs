@@ -444,9 +444,10 @@ impl CanBus {
                         if !pending.is_empty() {
                             sink.accept(std::mem::take(&mut pending)).await;
                         }
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(due) => {}
-                            _ = stop.cancelled() => break,
+                        // A long pause in the log is not a hung task: beat meanwhile.
+                        let wait = due.saturating_duration_since(tokio::time::Instant::now());
+                        if !self.pause(wait, stop).await {
+                            break;
                         }
                         self.clock.stamp()
                     }

@@ -1,4 +1,4 @@
-//! The two bits of DER an ECC identity needs: a P-256 SubjectPublicKeyInfo and an
+//! The two bits of DER an ECC identity needs (gateway and cloud): a P-256 SubjectPublicKeyInfo and an
 //! ECDSA signature (SEQUENCE of two INTEGERs) from the r and s a TPM returns.
 
 /// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING } up to the point.

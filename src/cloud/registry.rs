@@ -1,0 +1,189 @@
+//! The cloud's record of device identities: one-time bootstrap tokens (stored as
+//! SHA-256 hashes only), every enrollment, renewal and refusal, and revocations. In the
+//! same SQLite file as the samples.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// Tables shared with the sample store (which checks revocations at connect).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS enroll_tokens(
+    token_hash BLOB PRIMARY KEY, device TEXT NOT NULL, created_ns INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL, used_ns INTEGER);
+CREATE TABLE IF NOT EXISTS identity_events(
+    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, device TEXT NOT NULL, event TEXT NOT NULL,
+    detail TEXT NOT NULL, peer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked(
+    device TEXT PRIMARY KEY, ts_ns INTEGER NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates(
+    serial TEXT PRIMARY KEY, device TEXT NOT NULL, key_fingerprint TEXT NOT NULL,
+    not_after_ns INTEGER NOT NULL, issued_ns INTEGER NOT NULL);";
+
+#[derive(Debug, thiserror::Error)]
+#[error("registry: {0}")]
+pub struct RegistryError(#[from] rusqlite::Error);
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenProblem {
+    Unknown,
+    OtherDevice(String),
+    Used,
+    Expired,
+}
+
+/// One recorded identity event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    pub ts_ns: i64,
+    pub device: String,
+    /// `enrolled`, `renewed`, `refused`, `revoked`, `token-issued`.
+    pub event: String,
+    pub detail: String,
+    pub peer: String,
+}
+
+pub struct Registry {
+    db: Connection,
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.trim().as_bytes()).to_vec()
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Registry { db })
+    }
+
+    /// A new one-time token for `device`, valid for `ttl`. Only its hash is kept.
+    pub fn create_token(
+        &self,
+        device: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, RegistryError> {
+        let bytes: [u8; 24] = rand::random();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let now = crate::sample::now_ns();
+        self.db.execute(
+            "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![hash(&token), device, now, now.saturating_add(ttl.as_nanos() as i64)],
+        )?;
+        self.record(
+            device,
+            "token-issued",
+            &format!("valid for {}", humantime::format_duration(ttl)),
+            "admin",
+        )?;
+        Ok(token)
+    }
+
+    /// Spends `token` for `device`: it must exist, name this device, be unused and
+    /// unexpired. Spending is atomic: a token can succeed once.
+    pub fn spend_token(
+        &self,
+        token: &str,
+        device: &str,
+    ) -> Result<Result<(), TokenProblem>, RegistryError> {
+        let now = crate::sample::now_ns();
+        let row: Option<(String, i64, Option<i64>)> = self
+            .db
+            .query_row(
+                "SELECT device, expires_ns, used_ns FROM enroll_tokens WHERE token_hash = ?1",
+                params![hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((owner, expires, used)) = row else {
+            return Ok(Err(TokenProblem::Unknown));
+        };
+        if owner != device {
+            return Ok(Err(TokenProblem::OtherDevice(owner)));
+        }
+        if used.is_some() {
+            return Ok(Err(TokenProblem::Used));
+        }
+        if expires < now {
+            return Ok(Err(TokenProblem::Expired));
+        }
+        let n = self.db.execute(
+            "UPDATE enroll_tokens SET used_ns = ?1 WHERE token_hash = ?2 AND used_ns IS NULL",
+            params![now, hash(token)],
+        )?;
+        Ok(if n == 1 {
+            Ok(())
+        } else {
+            Err(TokenProblem::Used)
+        })
+    }
+
+    pub fn record(
+        &self,
+        device: &str,
+        event: &str,
+        detail: &str,
+        peer: &str,
+    ) -> Result<(), RegistryError> {
+        self.db.execute(
+            "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![crate::sample::now_ns(), device, event, detail, peer],
+        )?;
+        Ok(())
+    }
+
+    pub fn events(&self, device: Option<&str>) -> Result<Vec<Event>, RegistryError> {
+        let mut st = self.db.prepare(
+            "SELECT ts_ns, device, event, detail, peer FROM identity_events
+             WHERE ?1 IS NULL OR device = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![device], |r| {
+            Ok(Event {
+                ts_ns: r.get(0)?,
+                device: r.get(1)?,
+                event: r.get(2)?,
+                detail: r.get(3)?,
+                peer: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn revoke(&self, device: &str, reason: &str) -> Result<(), RegistryError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO revoked(device, ts_ns, reason) VALUES (?1, ?2, ?3)",
+            params![device, crate::sample::now_ns(), reason],
+        )?;
+        self.record(device, "revoked", reason, "admin")
+    }
+
+    /// The reason a device was revoked, if it was.
+    pub fn revoked(&self, device: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT reason FROM revoked WHERE device = ?1",
+                params![device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn add_certificate(
+        &self,
+        serial: &str,
+        device: &str,
+        key_fingerprint: &str,
+        not_after_ns: i64,
+    ) -> Result<(), RegistryError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO certificates(serial, device, key_fingerprint, not_after_ns, issued_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![serial, device, key_fingerprint, not_after_ns, crate::sample::now_ns()],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The gateway's side of enrollment and renewal: a CSR signed by its key, sent over
+//! HTTPS to the cloud (whose certificate must chain to the configured CA), and the
+//! certificate that comes back written atomically next to the old one.
+
+use super::Key;
+use crate::enrollment::{ApiError, CertResponse, EnrollRequest, RenewRequest};
+use http_body_util::{BodyExt, Full, Limited};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("`{0}` is not an https://host[:port] URL")]
+    Url(String),
+    #[error("cannot reach {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("the cloud refused ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("{0}")]
+    Local(String),
+}
+
+/// POSTs JSON to `url` + `path`; the server must be certified by `ca`; with `client`,
+/// the TLS handshake is authenticated by that chain and key (renewal).
+async fn post(
+    url: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        Arc<dyn Key>,
+    )>,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), EnrollError> {
+    let uri: http::Uri = url.parse().map_err(|_| EnrollError::Url(url.into()))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(EnrollError::Url(url.into()));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| EnrollError::Url(url.into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let connect_err = |why: String| EnrollError::Connect {
+        url: url.into(),
+        why,
+    };
+    let roots = crate::tls::root_store(ca).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let tls = match client {
+        Some((chain, key)) => super::signer::client_config(roots, chain, key),
+        None => {
+            crate::install_crypto_provider();
+            Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| EnrollError::Url(format!("{url}: {e}")))?;
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| connect_err("timed out".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| connect_err(format!("TLS: {e}")))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+    let driver = tokio::spawn(conn);
+    let req = http::Request::post(
+        format!("{}{path}", url.trim_end_matches('/'))
+            .parse::<http::Uri>()
+            .map(|u| u.path().to_string())
+            .unwrap_or(path.to_string()),
+    )
+    .header(http::header::HOST, format!("{host}:{port}"))
+    .header(http::header::CONTENT_TYPE, "application/json")
+    .body(Full::new(bytes::Bytes::from(body)))
+    .map_err(|e| EnrollError::Local(e.to_string()))?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(req))
+        .await
+        .map_err(|_| connect_err("no answer within 30 s".into()))?
+        .map_err(|e| {
+            // hyper's own message is terse; the cause (often a TLS alert) says more.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            connect_err(format!("{e}{cause}"))
+        })?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| connect_err(format!("reading the answer: {e}")))?
+        .to_bytes()
+        .to_vec();
+    driver.abort();
+    Ok((status, body))
+}
+
+fn answer(status: u16, body: &[u8]) -> Result<CertResponse, EnrollError> {
+    if status == 200 {
+        return serde_json::from_slice(body).map_err(|e| {
+            EnrollError::Local(format!("the cloud's answer is not a certificate: {e}"))
+        });
+    }
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => Err(EnrollError::Refused {
+            code: e.error,
+            message: e.message,
+        }),
+        Err(_) => Err(EnrollError::Refused {
+            code: format!("http_{status}"),
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        }),
+    }
+}
+
+/// Writes the new certificate (leaf, then the CA) via a temporary file and a rename,
+/// so the old one stays whole until the new one is complete.
+pub fn store_certificate(path: &Path, got: &CertResponse) -> Result<(), EnrollError> {
+    let leaf = got.certificate.trim_end();
+    let text = format!("{leaf}\n{}\n", got.ca.trim_end());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EnrollError::Local(format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = path.with_extension("crt.new");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| EnrollError::Local(format!("writing {}: {e}", path.display())))
+}
+
+/// Sends an enrollment request as it is (tests use it for forged ones).
+pub async fn post_enroll(
+    url: &str,
+    ca: &Path,
+    req: &EnrollRequest,
+) -> Result<CertResponse, EnrollError> {
+    let body = serde_json::to_vec(req).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let (status, body) = post(url, "/v1/enroll", ca, None, body).await?;
+    answer(status, &body)
+}
+
+/// First enrollment: CSR plus one-time token; the certificate is written to `cert`.
+pub async fn enroll(
+    device_id: &str,
+    key: Arc<dyn Key>,
+    url: &str,
+    token: &str,
+    ca: &Path,
+    cert: &Path,
+) -> Result<(), EnrollError> {
+    let csr = super::csr_pem(key, device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let body = serde_json::to_vec(&EnrollRequest {
+        device_id: device_id.into(),
+        csr,
+        token: token.trim().into(),
+    })
+    .map_err(|e| EnrollError::Local(e.to_string()))?;
+    let (status, body) = post(url, "/v1/enroll", ca, None, body).await?;
+    store_certificate(cert, &answer(status, &body)?)
+}
+
+/// Renewal over mutual TLS with the current certificate; the new one replaces it.
+pub async fn renew(
+    device_id: &str,
+    key: Arc<dyn Key>,
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+) -> Result<(), EnrollError> {
+    let chain = crate::tls::load_certs(cert).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let csr =
+        super::csr_pem(key.clone(), device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&RenewRequest { csr }).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let (status, body) = post(url, "/v1/renew", ca, Some((chain, key)), body).await?;
+    store_certificate(cert, &answer(status, &body)?)
+}
+
+/// When the certificate at `path` should be renewed (two thirds into its lifetime) and
+/// when it expires, as Unix seconds.
+pub fn renewal_due(path: &Path) -> Result<(i64, i64), EnrollError> {
+    let certs = crate::tls::load_certs(path).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let (_, c) = x509_parser::parse_x509_certificate(certs[0].as_ref()).map_err(|e| {
+        EnrollError::Local(format!("{}: not a valid certificate: {e}", path.display()))
+    })?;
+    let (from, to) = (
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    );
+    Ok((from + (to - from) * 2 / 3, to))
+}

@@ -1,0 +1,362 @@
+//! The TPM identity end to end, against swtpm and a running fieldgate-cloud with its
+//! HTTPS API: first power-on enrollment with a one-time token, data over mutual TLS with
+//! the handshake signed in the TPM, restarts of the daemon and of the TPM, refused
+//! tokens and CSRs (each recorded), renewal on schedule, and revocation at connect.
+
+mod common;
+use common::*;
+use fieldgate::enrollment::EnrollRequest;
+use fieldgate::identity::enroll::{post_enroll, EnrollError};
+use std::path::Path;
+use std::time::Duration;
+
+/// A gateway config with a TPM identity that enrolls itself, and a CAN replay as its
+/// data source (realtime, looping: data keeps coming).
+fn tpm_gateway(dir: &Path, device: &str, cloud: &Cloud, tpm: &Swtpm) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
+    // The demo's 10-second genset capture, looping: data keeps coming.
+    let fixtures = root().join("config");
+    let text = format!(
+        r#"[gateway]
+device_id = "{device}"
+state_dir = "state"
+status_socket = "state/status.sock"
+
+[identity]
+backend = "tpm"
+tcti = "{tcti}"
+enroll_url = "{url}"
+token_file = "bootstrap.token"
+
+[uplink]
+brokers = ["{broker}"]
+ca = "certs/ca.crt"
+cert = "state/device.crt"
+batch_max_age = "100ms"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+
+[clock]
+synced = "always"
+
+[[can]]
+name = "engine"
+replay = {{ file = "{log}", speed = "realtime", repeat = true }}
+dbc = ["{dbc}"]
+j1939 = true
+[can.emit]
+min_interval = "0s"
+heartbeat = "0s"
+on_change = false
+"#,
+        tcti = tpm.tcti(),
+        url = cloud.api_url(),
+        broker = cloud.addr,
+        log = fixtures.join("demo-engine.log").display(),
+        dbc = fixtures.join("demo-engine.dbc").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn cloud_token(cloud: &Cloud, device: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["token", "--device", device, "--valid", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn identity_json(cfg: &Path) -> serde_json::Value {
+    let out = fieldgate_out(&[
+        "identity",
+        "show",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn events(cloud: &Cloud, device: &str) -> Vec<String> {
+    cloud
+        .registry()
+        .events(Some(device))
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.event, e.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
+    let mut tpm = Swtpm::start(&d.join("tpm"));
+    let cfg = tpm_gateway(d, "tpm-gw", &cloud, &tpm);
+    let token = cloud_token(&cloud, "tpm-gw");
+    std::fs::write(d.join("bootstrap.token"), &token).unwrap();
+
+    let mut gw = gateway(&cfg);
+    wait_for("data from the TPM gateway", Duration::from_secs(30), || {
+        cloud.rows("tpm-gw").len() > 5
+    });
+    let ev = events(&cloud, "tpm-gw");
+    assert!(
+        ev.iter().any(|e| e.starts_with("enrolled: serial")),
+        "{ev:?}"
+    );
+    let shown = identity_json(&cfg);
+    assert_eq!(shown["backend"], "tpm");
+    assert_eq!(shown["certificate"]["matches_key"], true, "{shown}");
+    assert!(shown["certificate"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("CN=tpm-gw"));
+    let fingerprint = shown["fingerprint"].clone();
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+
+    // The TPM and the daemon restart: the same key, no new enrollment, data flows.
+    tpm.restart();
+    let before = cloud.rows("tpm-gw").len();
+    let mut gw = gateway(&cfg);
+    wait_for("data after the restarts", Duration::from_secs(30), || {
+        cloud.rows("tpm-gw").len() > before + 5
+    });
+    assert_eq!(identity_json(&cfg)["fingerprint"], fingerprint);
+    let enrolled = events(&cloud, "tpm-gw")
+        .iter()
+        .filter(|e| e.starts_with("enrolled"))
+        .count();
+    assert_eq!(enrolled, 1, "the key and certificate were kept");
+
+    // The token worked once: replaying it is refused and recorded.
+    let ca = d.join("certs/ca.crt");
+    let csr = fieldgate::identity::csr_pem(
+        std::sync::Arc::new(
+            fieldgate::identity::tpm::TpmKey::open(
+                &fieldgate::identity::IdentityConfig {
+                    backend: fieldgate::identity::Backend::Tpm,
+                    tcti: tpm.tcti(),
+                    ..Default::default()
+                },
+                false,
+            )
+            .unwrap(),
+        ),
+        "tpm-gw",
+    )
+    .unwrap();
+    let replay = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "tpm-gw".into(),
+            csr: csr.clone(),
+            token: token.clone(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(&replay, Err(EnrollError::Refused { code, .. }) if code == "token_used"),
+        "{replay:?}"
+    );
+
+    // Revoked: refused at the next connect, and its data is not stored.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["revoke", "tpm-gw", "--reason", "stolen from site 4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut cloud = cloud;
+    cloud.stop().await; // drops the current connection
+    let stored = cloud.rows("tpm-gw").len();
+    cloud.restart().await;
+    wait_for("a refused reconnect", Duration::from_secs(20), || {
+        events(&cloud, "tpm-gw")
+            .iter()
+            .any(|e| e.starts_with("refused: revoked: connection refused"))
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cloud.rows("tpm-gw").len(),
+        stored,
+        "nothing stored after the revocation"
+    );
+    let st = status(d).unwrap();
+    assert!(st["uplink"]["connected_to"].is_null(), "{st}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let ca = cloud.data.join("pki/ca.crt");
+    let key: std::sync::Arc<dyn fieldgate::identity::Key> = std::sync::Arc::new(
+        fieldgate::identity::tpm::TpmKey::open(
+            &fieldgate::identity::IdentityConfig {
+                backend: fieldgate::identity::Backend::Tpm,
+                tcti: tpm.tcti(),
+                ..Default::default()
+            },
+            true,
+        )
+        .unwrap(),
+    );
+    let csr = |cn: &str| fieldgate::identity::csr_pem(key.clone(), cn).unwrap();
+    let refused = |r: Result<_, EnrollError>| match r {
+        Err(EnrollError::Refused { code, message }) => format!("{code}: {message}"),
+        other => panic!("{other:?}"),
+    };
+    let token = cloud_token(&cloud, "gw-a");
+    // A forged token.
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-a".into(),
+            csr: csr("gw-a"),
+            token: "00".repeat(24),
+        },
+    )
+    .await;
+    assert!(refused(r).starts_with("token_unknown"));
+    // A token of another device.
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-b".into(),
+            csr: csr("gw-b"),
+            token: token.clone(),
+        },
+    )
+    .await;
+    assert!(refused(r).starts_with("token_device_mismatch"));
+    // A CSR naming another device than the token's: refused, and the token is spent.
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-a".into(),
+            csr: csr("gw-z"),
+            token: token.clone(),
+        },
+    )
+    .await;
+    let m = refused(r);
+    assert!(
+        m.starts_with("csr_device_mismatch: the CSR names `gw-z`"),
+        "{m}"
+    );
+    // Garbage for a CSR.
+    let t2 = cloud_token(&cloud, "gw-a");
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-a".into(),
+            csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                .into(),
+            token: t2,
+        },
+    )
+    .await;
+    assert!(refused(r).starts_with("csr_invalid"));
+    // A good one works, once.
+    let t3 = cloud_token(&cloud, "gw-a");
+    let ok = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-a".into(),
+            csr: csr("gw-a"),
+            token: t3.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(ok.certificate.contains("BEGIN CERTIFICATE"));
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "gw-a".into(),
+            csr: csr("gw-a"),
+            token: t3,
+        },
+    )
+    .await;
+    assert!(refused(r).starts_with("token_used"));
+    let ev = events(&cloud, "gw-a");
+    let refusals = ev.iter().filter(|e| e.starts_with("refused")).count();
+    assert_eq!(refusals, 4, "{ev:?}");
+    assert_eq!(
+        events(&cloud, "gw-b")
+            .iter()
+            .filter(|e| e.starts_with("refused"))
+            .count(),
+        1
+    );
+
+    // Hostile HTTP: a huge body, unknown paths, renewal without a certificate.
+    let big = EnrollRequest {
+        device_id: "gw-a".into(),
+        csr: "x".repeat(200_000),
+        token: "t".into(),
+    };
+    let r = post_enroll(&cloud.api_url(), &ca, &big).await;
+    assert!(
+        matches!(r, Err(EnrollError::Refused { ref code, .. }) if code == "http_413"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 9 s certificates: renewal is due 6 s after issue.
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let cfg = tpm_gateway(d, "short-gw", &cloud, &tpm);
+    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, "short-gw")).unwrap();
+    let mut gw = gateway(&cfg);
+    wait_for("enrollment", Duration::from_secs(30), || {
+        d.join("state/device.crt").exists()
+    });
+    let first = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
+    wait_for("two renewals", Duration::from_secs(30), || {
+        events(&cloud, "short-gw")
+            .iter()
+            .filter(|e| e.starts_with("renewed"))
+            .count()
+            >= 2
+    });
+    let now = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
+    assert_ne!(first, now, "the certificate file was replaced");
+    // Data keeps flowing on the renewed certificates (the first has expired by now).
+    let before = cloud.rows("short-gw").len();
+    wait_for(
+        "data on the renewed certificate",
+        Duration::from_secs(20),
+        || cloud.rows("short-gw").len() > before + 5,
+    );
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
