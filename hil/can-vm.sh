@@ -75,8 +75,11 @@ for f in "${files[@]}"; do
     f="$(readlink -f "$f")"
     mkdir -p "$root$(dirname "$f")"
     cp -r "$f" "$root$f"
-    # Programs among the files: without debug info (other files stay as they are).
-    [ -f "$root$f" ] && [ -x "$root$f" ] && { strip --strip-debug "$root$f" 2>/dev/null || true; }
+    # Programs among the files: with their libraries, without debug info.
+    if [ -f "$f" ] && [ -x "$f" ]; then
+        copy "$f"
+        strip --strip-debug "$root$f" 2>/dev/null || true
+    fi
 done
 for t in canplayer cansend candump; do
     p="$(command -v $t || true)"

@@ -122,8 +122,10 @@ async fn ready_status_watchdog_and_a_stuck_buffer() {
     drop(lock);
     mgr.pump(Duration::from_secs(8));
     let after = mgr.count("WATCHDOG=1") - before - during;
+    // Healthy, it pings every 0.5 s (12 in 6 s); a probe already under way when the lock
+    // came may still land under a loaded machine.
     assert!(
-        during <= 1,
+        during <= 2,
         "{during} watchdog pings while the buffer was stuck"
     );
     assert!(
