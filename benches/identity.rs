@@ -120,4 +120,5 @@ fn main() {
         );
     }
     let _ = swtpm.kill();
+    let _ = swtpm.wait();
 }
