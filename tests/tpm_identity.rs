@@ -212,3 +212,54 @@ fn a_wrong_auth_value_and_lockout_are_explained() {
     }
     assert!(last.contains("dictionary-attack lockout"), "{last}");
 }
+
+/// The cloud's software MakeCredential against real TPMs: the TPM holding the EK and the
+/// key recovers the credential; another TPM cannot, even with the same EK public key.
+#[test]
+fn credentials_made_in_software_activate_only_in_their_tpm() {
+    use fieldgate::cloud::credential::{attr, make_credential, parse_ecc_public};
+    let dir = tempfile::tempdir().unwrap();
+    let tpm_a = Swtpm::start(&dir.path().join("a"));
+    let tpm_b = Swtpm::start(&dir.path().join("b"));
+    let a = identity::tpm::TpmKey::open(&cfg(&tpm_a), true).unwrap();
+    let b = identity::tpm::TpmKey::open(&cfg(&tpm_b), true).unwrap();
+    let ek_a = a.ek_point().unwrap();
+    assert_eq!(
+        ek_a,
+        a.ek_point().unwrap(),
+        "the EK is the same key every time"
+    );
+    assert_ne!(ek_a, b.ek_point().unwrap());
+
+    let public = parse_ecc_public(&a.key_public().unwrap()).unwrap();
+    assert_eq!(
+        public.point,
+        a.public_point(),
+        "the public area is the signing key's"
+    );
+    for bit in [
+        attr::FIXED_TPM,
+        attr::FIXED_PARENT,
+        attr::SENSITIVE_DATA_ORIGIN,
+        attr::SIGN,
+    ] {
+        assert!(public.attributes & bit != 0);
+    }
+    assert_eq!(public.attributes & attr::DECRYPT, 0);
+
+    let credential = b"a secret for tpm a only, 32 byt".to_vec();
+    let (blob, secret) = make_credential(&ek_a, &public.name, &credential).unwrap();
+    assert_eq!(
+        a.activate_credential(blob.clone(), secret.clone()).unwrap(),
+        credential
+    );
+    // The same challenge in another TPM (a clone with a copied config): refused.
+    let e = b.activate_credential(blob, secret).unwrap_err().to_string();
+    assert!(e.contains("credential activation failed"), "{e}");
+    // Bound to the key's name: a credential for another name does not open either.
+    let mut other = public.name.clone();
+    other[5] ^= 1;
+    let (blob, secret) = make_credential(&ek_a, &other, &credential).unwrap();
+    let e = a.activate_credential(blob, secret).unwrap_err().to_string();
+    assert!(e.contains("credential activation failed"), "{e}");
+}

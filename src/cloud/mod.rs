@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bridge;
+pub mod credential;
 pub mod enroll;
 pub mod ingest;
 pub mod pki;

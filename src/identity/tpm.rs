@@ -51,10 +51,26 @@ impl From<ObjectAttributes> for KeyAttributes {
     }
 }
 
+type Reply = mpsc::SyncSender<Result<Vec<u8>, String>>;
+
 enum Job {
     Sign {
         digest: [u8; 32],
-        reply: mpsc::SyncSender<Result<Vec<u8>, String>>,
+        reply: Reply,
+    },
+    /// The endorsement key's public point (ECC P-256, the TCG default template).
+    EkPoint {
+        reply: Reply,
+    },
+    /// The key's public area (TPMT_PUBLIC): its hash is the key's name.
+    KeyPublic {
+        reply: Reply,
+    },
+    /// TPM2_ActivateCredential with the key and the EK.
+    Activate {
+        blob: Vec<u8>,
+        secret: Vec<u8>,
+        reply: Reply,
     },
 }
 
@@ -247,7 +263,145 @@ fn sign_in_tpm(ctx: &mut Context, key: KeyHandle, digest: [u8; 32]) -> Result<Ve
     }
 }
 
+/// The EK, created from the TCG default ECC P-256 template (the same key every time:
+/// it derives from the endorsement seed).
+fn load_ek(ctx: &mut Context) -> Result<KeyHandle, String> {
+    // (It opens its own session: none may be set around it.)
+    ctx.execute_without_session(|c| {
+        tss_esapi::abstraction::ek::create_ek_object_2(
+            c,
+            tss_esapi::abstraction::AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            None,
+        )
+    })
+    .map_err(|e| format!("loading the endorsement key: {}", explain(e)))
+}
+
+fn ek_point(ctx: &mut Context) -> Result<Vec<u8>, String> {
+    let ek = load_ek(ctx)?;
+    let public = ctx.execute_without_session(|c| c.read_public(ek));
+    let _ = ctx.flush_context(ek.into());
+    let (public, _, _) = public.map_err(explain)?;
+    p256_point(&public).ok_or_else(|| "the EK is not an ECC P-256 key".into())
+}
+
+fn key_public(ctx: &mut Context, key: KeyHandle) -> Result<Vec<u8>, String> {
+    use tss_esapi::traits::Marshall;
+    let (public, _, _) = ctx
+        .execute_without_session(|c| c.read_public(key))
+        .map_err(explain)?;
+    public.marshall().map_err(explain)
+}
+
+fn activate(
+    ctx: &mut Context,
+    key: KeyHandle,
+    blob: Vec<u8>,
+    secret: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    use tss_esapi::{
+        constants::SessionType,
+        handles::AuthHandle,
+        interface_types::session_handles::PolicySession,
+        structures::{EncryptedSecret, IdObject, SymmetricDefinition},
+    };
+    let blob = IdObject::try_from(blob).map_err(|e| format!("credential blob: {}", explain(e)))?;
+    let secret = EncryptedSecret::try_from(secret)
+        .map_err(|e| format!("encrypted secret: {}", explain(e)))?;
+    let ek = load_ek(ctx)?;
+    // The EK is used under its policy: PolicySecret(TPM_RH_ENDORSEMENT).
+    let session = match ctx
+        .execute_without_session(|c| {
+            c.start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+        })
+        .map_err(explain)
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let _ = ctx.flush_context(ek.into());
+            return Err("the TPM gave no policy session".into());
+        }
+        Err(e) => {
+            let _ = ctx.flush_context(ek.into());
+            return Err(e);
+        }
+    };
+    let result = (|| {
+        let policy = PolicySession::try_from(session).map_err(explain)?;
+        ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.policy_secret(
+                policy,
+                AuthHandle::Endorsement,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+                None,
+            )
+        })
+        .map_err(explain)?;
+        ctx.execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| {
+            c.activate_credential(key, ek, blob, secret)
+        })
+        .map(|d| d.value().to_vec())
+        .map_err(|e| match e {
+            tss_esapi::Error::Tss2Error(rc) if matches!(rc.kind(), Some(Tss2ResponseCodeKind::Integrity) | Some(Tss2ResponseCodeKind::Value) | Some(Tss2ResponseCodeKind::EccPoint)) => format!(
+                "credential activation failed ({e}): the credential was not made for this TPM's endorsement key and this key"
+            ),
+            other => format!("credential activation failed: {}", explain(other)),
+        })
+    })();
+    let _ = ctx.flush_context(ek.into());
+    let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(session).into());
+    result
+}
+
 impl TpmKey {
+    fn ask(&self, job: impl FnOnce(Reply) -> Job) -> Result<Vec<u8>, IdentityError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.jobs
+            .lock()
+            .map_err(|_| IdentityError::Sign("TPM handle poisoned".into()))?
+            .send(job(reply))
+            .map_err(|_| IdentityError::Sign("the TPM thread has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| IdentityError::Sign("the TPM thread has stopped".into()))?
+            .map_err(|message| IdentityError::Tpm {
+                tcti: self.tcti.clone(),
+                message,
+            })
+    }
+
+    /// The endorsement key's public point (registered at manufacture).
+    pub fn ek_point(&self) -> Result<Vec<u8>, IdentityError> {
+        self.ask(|reply| Job::EkPoint { reply })
+    }
+
+    /// The key's TPMT_PUBLIC.
+    pub fn key_public(&self) -> Result<Vec<u8>, IdentityError> {
+        self.ask(|reply| Job::KeyPublic { reply })
+    }
+
+    /// Recovers a credential the cloud made for this TPM and this key.
+    pub fn activate_credential(
+        &self,
+        blob: Vec<u8>,
+        secret: Vec<u8>,
+    ) -> Result<Vec<u8>, IdentityError> {
+        self.ask(|reply| Job::Activate {
+            blob,
+            secret,
+            reply,
+        })
+    }
+
     /// Connects to the TPM and finds the key at the configured handle; with `create`,
     /// makes it first if the handle is free.
     pub fn open(cfg: &IdentityConfig, create: bool) -> Result<TpmKey, IdentityError> {
@@ -278,6 +432,19 @@ impl TpmKey {
                         Job::Sign { digest, reply } => {
                             let _ = reply.send(sign_in_tpm(&mut opened.ctx, opened.key, digest));
                         }
+                        Job::EkPoint { reply } => {
+                            let _ = reply.send(ek_point(&mut opened.ctx));
+                        }
+                        Job::KeyPublic { reply } => {
+                            let _ = reply.send(key_public(&mut opened.ctx, opened.key));
+                        }
+                        Job::Activate {
+                            blob,
+                            secret,
+                            reply,
+                        } => {
+                            let _ = reply.send(activate(&mut opened.ctx, opened.key, blob, secret));
+                        }
                     }
                 }
             })
@@ -305,19 +472,7 @@ impl Key for TpmKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IdentityError> {
         use sha2::Digest as _;
         let digest: [u8; 32] = sha2::Sha256::digest(message).into();
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.jobs
-            .lock()
-            .map_err(|_| IdentityError::Sign("TPM handle poisoned".into()))?
-            .send(Job::Sign { digest, reply })
-            .map_err(|_| IdentityError::Sign("the TPM thread has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| IdentityError::Sign("the TPM thread has stopped".into()))?
-            .map_err(|message| IdentityError::Tpm {
-                tcti: self.tcti.clone(),
-                message,
-            })
+        self.ask(|reply| Job::Sign { digest, reply })
     }
 
     fn backend(&self) -> &'static str {
