@@ -11,6 +11,56 @@ pub struct EnrollRequest {
     pub csr: String,
     /// The one-time bootstrap token issued for this device id.
     pub token: String,
+    /// Evidence that the key lives in a TPM (sent by gateways with a TPM key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmEvidence>,
+}
+
+/// The TPM's endorsement key and the signing key's public area, hex-encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TpmEvidence {
+    /// The EK's uncompressed P-256 point (as registered at manufacture).
+    pub ek: String,
+    /// The key's TPMT_PUBLIC: its attributes, its point, and (hashed) its name.
+    pub key_public: String,
+}
+
+/// The answer to `/v1/enroll`: a certificate, or (when the cloud requires TPM proof) a
+/// challenge only the TPM holding the EK and the key can answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnrollAnswer {
+    Certificate(CertResponse),
+    Challenge(Challenge),
+}
+
+/// TPM2_MakeCredential's output for the gateway's TPM (hex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub challenge: String,
+    pub credential_blob: String,
+    pub encrypted_secret: String,
+}
+
+/// `POST /v1/enroll/activate`: the credential TPM2_ActivateCredential recovered (hex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivateRequest {
+    pub challenge: String,
+    pub credential: String,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 /// `POST /v1/renew` over mutual TLS with the current certificate.

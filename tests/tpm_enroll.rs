@@ -163,6 +163,7 @@ async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
             device_id: "tpm-gw".into(),
             csr: csr.clone(),
             token: token.clone(),
+            tpm: None,
         },
     )
     .await;
@@ -232,6 +233,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             device_id: "gw-a".into(),
             csr: csr("gw-a"),
             token: "00".repeat(24),
+            tpm: None,
         },
     )
     .await;
@@ -244,6 +246,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             device_id: "gw-b".into(),
             csr: csr("gw-b"),
             token: token.clone(),
+            tpm: None,
         },
     )
     .await;
@@ -256,6 +259,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             device_id: "gw-a".into(),
             csr: csr("gw-z"),
             token: token.clone(),
+            tpm: None,
         },
     )
     .await;
@@ -274,6 +278,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
                 .into(),
             token: t2,
+            tpm: None,
         },
     )
     .await;
@@ -287,11 +292,15 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             device_id: "gw-a".into(),
             csr: csr("gw-a"),
             token: t3.clone(),
+            tpm: None,
         },
     )
     .await
     .unwrap();
-    assert!(ok.certificate.contains("BEGIN CERTIFICATE"));
+    assert!(
+        matches!(&ok, fieldgate::enrollment::EnrollAnswer::Certificate(c) if c.certificate.contains("BEGIN CERTIFICATE")),
+        "{ok:?}"
+    );
     let r = post_enroll(
         &cloud.api_url(),
         &ca,
@@ -299,6 +308,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
             device_id: "gw-a".into(),
             csr: csr("gw-a"),
             token: t3,
+            tpm: None,
         },
     )
     .await;
@@ -319,6 +329,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
         device_id: "gw-a".into(),
         csr: "x".repeat(200_000),
         token: "t".into(),
+        tpm: None,
     };
     let r = post_enroll(&cloud.api_url(), &ca, &big).await;
     assert!(
@@ -359,4 +370,166 @@ async fn a_short_lived_certificate_is_renewed_on_schedule() {
     );
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// Anti-cloning: with TPM proof required, the device's endorsement key is registered at
+/// manufacture and enrollment is a credential only that TPM can activate, for that key.
+/// A second box (another swtpm) with the right token fails; so does one that claims the
+/// registered EK; a file key is refused outright. The token survives the failed attempts
+/// and the real device then enrolls. Every refusal is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
+    use fieldgate::enrollment::{hex, ActivateRequest, EnrollAnswer};
+    use fieldgate::identity::enroll::{answer_challenge, evidence, post_activate};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_settings(
+        &d.join("cloud"),
+        fieldgate::cloud::Settings {
+            require_tpm: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let tpm_a = Swtpm::start(&d.join("tpm-a"));
+    let tpm_b = Swtpm::start(&d.join("tpm-b"));
+    let (da, db) = (d.join("a"), d.join("b"));
+    let cfg_a = tpm_gateway(&da, "pump-7", &cloud, &tpm_a);
+    let cfg_b = tpm_gateway(&db, "pump-7", &cloud, &tpm_b); // a clone: same config, other TPM
+
+    // Manufacture: the EK of the real device's TPM is registered.
+    let ek = fieldgate_out(&["identity", "ek", "--config", cfg_a.to_str().unwrap()]);
+    assert!(ek.status.success(), "{ek:?}");
+    let ek = String::from_utf8(ek.stdout).unwrap().trim().to_string();
+    let reg = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["register", "pump-7", "--ek", &ek])
+        .output()
+        .unwrap();
+    assert!(reg.status.success(), "{reg:?}");
+    let token = cloud_token(&cloud, "pump-7");
+
+    // 1. The clone, with the right token, shows its own TPM: refused.
+    let out = fieldgate_out(&[
+        "enroll",
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--token",
+        &token,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ek_mismatch"), "{err}");
+
+    // 2. The clone claims the registered EK: it gets a challenge its TPM cannot answer.
+    let open = |tpm: &Swtpm| -> std::sync::Arc<dyn fieldgate::identity::Key> {
+        std::sync::Arc::new(
+            fieldgate::identity::tpm::TpmKey::open(
+                &fieldgate::identity::IdentityConfig {
+                    backend: fieldgate::identity::Backend::Tpm,
+                    tcti: tpm.tcti(),
+                    ..Default::default()
+                },
+                true,
+            )
+            .unwrap(),
+        )
+    };
+    let key_b = open(&tpm_b);
+    let mut ev = evidence(key_b.as_ref()).unwrap().unwrap();
+    ev.ek = ek.clone();
+    let req = EnrollRequest {
+        device_id: "pump-7".into(),
+        csr: fieldgate::identity::csr_pem(key_b.clone(), "pump-7").unwrap(),
+        token: token.clone(),
+        tpm: Some(ev),
+    };
+    let ca = cloud.data.join("pki/ca.crt");
+    let EnrollAnswer::Challenge(ch) = post_enroll(&cloud.api_url(), &ca, &req).await.unwrap()
+    else {
+        panic!("expected a challenge");
+    };
+    let e = answer_challenge(key_b.as_ref(), &cloud.api_url(), &ca, &ch)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("credential activation failed"), "{e}");
+    // Guessing the credential instead: refused.
+    let guess = post_activate(
+        &cloud.api_url(),
+        &ca,
+        &ActivateRequest {
+            challenge: ch.challenge.clone(),
+            credential: hex(&[0u8; 32]),
+        },
+    )
+    .await;
+    assert!(
+        matches!(&guess, Err(EnrollError::Refused { code, .. }) if code == "activation_failed"),
+        "{guess:?}"
+    );
+
+    // 3. A file key is refused when TPM proof is required.
+    let file_dir = d.join("file");
+    std::fs::create_dir_all(&file_dir).unwrap();
+    let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    std::fs::write(file_dir.join("k.pem"), pem).unwrap();
+    let file_key: std::sync::Arc<dyn fieldgate::identity::Key> = std::sync::Arc::new(
+        fieldgate::identity::file::FileKey::load(&file_dir.join("k.pem")).unwrap(),
+    );
+    let r = post_enroll(
+        &cloud.api_url(),
+        &ca,
+        &EnrollRequest {
+            device_id: "pump-7".into(),
+            csr: fieldgate::identity::csr_pem(file_key, "pump-7").unwrap(),
+            token: token.clone(),
+            tpm: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&r, Err(EnrollError::Refused { code, .. }) if code == "tpm_proof_required"),
+        "{r:?}"
+    );
+
+    // 4. The real device, with the same token (not spent by the failures): enrolled.
+    let out = fieldgate_out(&[
+        "enroll",
+        "--config",
+        cfg_a.to_str().unwrap(),
+        "--token",
+        &token,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = identity_json(&cfg_a);
+    assert_eq!(shown["certificate"]["matches_key"], true);
+    // ... and the token is spent now: the clone cannot use it either.
+    let out = fieldgate_out(&[
+        "enroll",
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--token",
+        &token,
+    ]);
+    assert!(!out.status.success());
+
+    let ev = events(&cloud, "pump-7");
+    for needle in [
+        "refused: ek_mismatch",
+        "challenged",
+        "refused: activation_failed",
+        "refused: tpm_proof_required",
+        "enrolled: serial",
+    ] {
+        assert!(
+            ev.iter().any(|e| e.starts_with(needle)),
+            "{needle} missing in {ev:?}"
+        );
+    }
 }

@@ -48,6 +48,16 @@ enum Command {
         /// Lifetime of the certificates enrollment and renewal issue.
         #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
         cert_lifetime: Duration,
+        /// Enroll only gateways that prove their key is in the TPM registered for them.
+        #[arg(long)]
+        require_tpm: bool,
+    },
+    /// Register a gateway's TPM endorsement key at manufacture (`fieldgate identity ek`).
+    Register {
+        device: String,
+        /// The EK's public point, hex.
+        #[arg(long)]
+        ek: String,
     },
     /// Issue a one-time bootstrap token for a gateway's first enrollment.
     Token {
@@ -151,6 +161,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             broker: None,
             api,
             cert_lifetime,
+            require_tpm,
             ..
         } => {
             let l = tokio::net::TcpListener::bind(&listen)
@@ -164,7 +175,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let settings = cloud::Settings { cert_lifetime };
+            let settings = cloud::Settings {
+                cert_lifetime,
+                require_tpm,
+            };
             cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await
         }
         Command::Token { device, valid } => {
@@ -181,6 +195,22 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
                 humantime::format_duration(valid)
             );
+            Ok(())
+        }
+        Command::Register { device, ek } => {
+            if !fieldgate::protocol::valid_device_id(&device) {
+                bail!("`{device}` is not a valid device id");
+            }
+            let point = fieldgate::enrollment::unhex(ek.trim())
+                .filter(|p| p.len() == 65 && p[0] == 4)
+                .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
+            cloud::open(
+                &data,
+                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            )?;
+            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
+            reg.register_ek(&device, &point)?;
+            println!("registered the endorsement key of {device}");
             Ok(())
         }
         Command::Revoke { device, reason } => {

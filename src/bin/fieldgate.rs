@@ -83,6 +83,11 @@ enum IdentityCmd {
         #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
         config: PathBuf,
     },
+    /// Print the TPM's endorsement key (hex point) for registration at manufacture.
+    Ek {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+    },
     /// Write a certificate signing request signed by the key (PEM, to stdout or --out).
     Csr {
         #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
@@ -345,6 +350,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 key.location(),
                 fieldgate::identity::fingerprint(key.as_ref())
             );
+            Ok(())
+        }
+        Command::Identity(IdentityCmd::Ek { config }) => {
+            let cfg = load(&config)?;
+            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let tpm = key
+                .tpm()
+                .context("the identity is not in a TPM (identity.backend = \"file\")")?;
+            println!("{}", fieldgate::enrollment::hex(&tpm.ek_point()?));
             Ok(())
         }
         Command::Identity(IdentityCmd::Csr { config, out }) => {

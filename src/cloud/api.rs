@@ -4,7 +4,7 @@
 //! every refusal is JSON with a stable code.
 
 use super::enroll::Enrollment;
-use crate::enrollment::{ApiError, EnrollRequest, RenewRequest, MAX_BODY};
+use crate::enrollment::{ActivateRequest, ApiError, EnrollRequest, RenewRequest, MAX_BODY};
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -72,6 +72,24 @@ async fn enroll(
     Ok(Json(out).into_response())
 }
 
+async fn activate(
+    State(e): State<Arc<Enrollment>>,
+    Extension(peer): Extension<Peer>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    let req: ActivateRequest = parse(&body)?;
+    let out = tokio::task::spawn_blocking(move || e.activate(&req, &peer.addr.to_string()))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "activation failed",
+            )
+        })??;
+    Ok(Json(out).into_response())
+}
+
 async fn renew(
     State(e): State<Arc<Enrollment>>,
     Extension(peer): Extension<Peer>,
@@ -108,6 +126,7 @@ async fn not_found() -> Refusal {
 pub fn router(enrollment: Arc<Enrollment>) -> Router {
     Router::new()
         .route("/v1/enroll", post(enroll))
+        .route("/v1/enroll/activate", post(activate))
         .route("/v1/renew", post(renew))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

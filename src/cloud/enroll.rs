@@ -4,7 +4,9 @@
 use super::api::Refusal;
 use super::pki::{CsrProblem, Pki};
 use super::registry::{Registry, TokenProblem};
-use crate::enrollment::{CertResponse, EnrollRequest, RenewRequest};
+use crate::enrollment::{
+    hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
+};
 use axum::http::StatusCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,6 +16,8 @@ pub struct Enrollment {
     pub registry: Mutex<Registry>,
     /// Lifetime of the certificates issued.
     pub lifetime: Duration,
+    /// Refuse enrollments without proof that the key lives in the registered TPM.
+    pub require_tpm: bool,
 }
 
 impl Enrollment {
@@ -76,7 +80,7 @@ impl Enrollment {
         })
     }
 
-    pub fn enroll(&self, req: &EnrollRequest, peer: &str) -> Result<CertResponse, Refusal> {
+    pub fn enroll(&self, req: &EnrollRequest, peer: &str) -> Result<EnrollAnswer, Refusal> {
         let device = req.device_id.as_str();
         if !crate::protocol::valid_device_id(device) {
             return Err(Refusal::new(
@@ -94,8 +98,25 @@ impl Enrollment {
                 format!("{device} is revoked ({reason})"),
             ));
         }
+        let registered_ek = self.registry().ek(device).ok().flatten();
+        if self.require_tpm || (registered_ek.is_some() && req.tpm.is_some()) {
+            return self
+                .challenge(req, registered_ek, peer)
+                .map(EnrollAnswer::Challenge);
+        }
         let spent = self.registry().spend_token(&req.token, device);
-        match spent {
+        self.token_outcome(device, peer, spent)?;
+        self.issue(device, &req.csr, peer, "enrolled")
+            .map(EnrollAnswer::Certificate)
+    }
+
+    fn token_outcome(
+        &self,
+        device: &str,
+        peer: &str,
+        outcome: Result<Result<(), TokenProblem>, super::registry::RegistryError>,
+    ) -> Result<(), Refusal> {
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(p)) => {
                 let (code, msg) = match p {
@@ -126,7 +147,119 @@ impl Enrollment {
                 ))
             }
         }
-        self.issue(device, &req.csr, peer, "enrolled")
+        Ok(())
+    }
+
+    /// Step one with TPM proof: everything is checked except the TPM itself, then a
+    /// credential is made that only the TPM with the registered EK can recover, and
+    /// only for the key named in the evidence (which must be the CSR's key, made in a
+    /// TPM, signing only).
+    fn challenge(
+        &self,
+        req: &EnrollRequest,
+        registered: Option<Vec<u8>>,
+        peer: &str,
+    ) -> Result<Challenge, Refusal> {
+        let device = req.device_id.as_str();
+        let forbid =
+            |code: &str, msg: String| self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg);
+        let Some(ev) = &req.tpm else {
+            return Err(forbid("tpm_proof_required", "this cloud requires proof that the key lives in the device's TPM: enroll with `identity.backend = \"tpm\"`".into()));
+        };
+        let Some(registered) = registered else {
+            return Err(forbid("ek_unknown", format!("no endorsement key is registered for {device}: register it at manufacture (`fieldgate identity ek` on the device, `fieldgate-cloud register {device} --ek …`)")));
+        };
+        if unhex(&ev.ek).as_deref() != Some(registered.as_slice()) {
+            return Err(forbid("ek_mismatch", format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
+        }
+        let outcome = self.registry().check_token(&req.token, device);
+        self.token_outcome(device, peer, outcome)?;
+        let (cn, csr_key) = Pki::inspect_csr(&req.csr).map_err(|p| match p {
+            CsrProblem::Invalid(why) | CsrProblem::OtherDevice(why) => {
+                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
+            }
+        })?;
+        if cn != device {
+            return Err(forbid(
+                "csr_device_mismatch",
+                format!("the CSR names `{cn}`, not `{device}`"),
+            ));
+        }
+        use super::credential::{attr, make_credential, parse_ecc_public};
+        let public = unhex(&ev.key_public)
+            .ok_or_else(|| "not hex".to_string())
+            .and_then(|b| parse_ecc_public(&b))
+            .map_err(|why| {
+                self.refuse(
+                    device,
+                    peer,
+                    StatusCode::BAD_REQUEST,
+                    "tpm_key_invalid",
+                    format!("the key's public area: {why}"),
+                )
+            })?;
+        if public.point != csr_key {
+            return Err(forbid(
+                "tpm_key_invalid",
+                "the TPM key in the evidence is not the CSR's key".into(),
+            ));
+        }
+        let need = attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::SIGN;
+        if public.attributes & need != need || public.attributes & attr::DECRYPT != 0 {
+            return Err(forbid("tpm_key_invalid", format!("the key's attributes {:#x} do not say: made in the TPM, bound to it, signing only", public.attributes)));
+        }
+        let credential: [u8; 32] = rand::random();
+        let (blob, secret) = make_credential(&registered, &public.name, &credential)
+            .map_err(|why| self.refuse(device, peer, StatusCode::BAD_REQUEST, "ek_invalid", why))?;
+        let id = hex(&rand::random::<[u8; 16]>());
+        let reg = self.registry();
+        reg.put_challenge(&id, device, &credential, &req.csr, &req.token)
+            .map_err(|e| {
+                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+        let _ = reg.record(
+            device,
+            "challenged",
+            &format!("credential for key {}", hex(&public.name[2..10])),
+            peer,
+        );
+        Ok(Challenge {
+            challenge: id,
+            credential_blob: hex(&blob),
+            encrypted_secret: hex(&secret),
+        })
+    }
+
+    /// Step two: the credential the TPM recovered; the token is spent only now.
+    pub fn activate(&self, req: &ActivateRequest, peer: &str) -> Result<CertResponse, Refusal> {
+        let taken = self
+            .registry()
+            .take_challenge(&req.challenge)
+            .map_err(|e| {
+                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+        let Some((device, want, csr, token_hash)) = taken else {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "challenge_unknown",
+                "no such challenge, or it expired (five minutes) or was answered already",
+            ));
+        };
+        use sha2::Digest;
+        let got = unhex(&req.credential).map(|c| sha2::Sha256::digest(c).to_vec());
+        if got.as_deref() != Some(want.as_slice()) {
+            return Err(self.refuse(
+                &device,
+                peer,
+                StatusCode::FORBIDDEN,
+                "activation_failed",
+                "the credential is wrong: the key is not in the TPM the endorsement key belongs to"
+                    .into(),
+            ));
+        }
+        let outcome = self.registry().spend_token_hash(&token_hash, &device);
+        self.token_outcome(&device, peer, outcome)?;
+        self.issue(&device, &csr, peer, "enrolled")
     }
 
     pub fn renew(

@@ -43,12 +43,16 @@ pub async fn run(
 pub struct Settings {
     /// Lifetime of the certificates enrollment and renewal issue.
     pub cert_lifetime: std::time::Duration,
+    /// Enrollment needs proof (credential activation) that the key is in the TPM whose
+    /// endorsement key was registered for the device.
+    pub require_tpm: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             cert_lifetime: std::time::Duration::from_secs(90 * 86400),
+            require_tpm: false,
         }
     }
 }
@@ -78,6 +82,7 @@ pub async fn run_with(
                 pki: pki::Pki::open_or_create(&data_dir.join("pki"), &names)?,
                 registry: Mutex::new(registry::Registry::open(&store_path(data_dir))?),
                 lifetime: settings.cert_lifetime,
+                require_tpm: settings.require_tpm,
             });
             tracing::info!(addr = %l.local_addr()?, "API listening (HTTPS)");
             Some(tokio::spawn(api::serve(

@@ -136,6 +136,23 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// The CN and the raw public key of a CSR whose signature verifies.
+    pub fn inspect_csr(csr_pem: &str) -> Result<(String, Vec<u8>), CsrProblem> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CsrProblem::Invalid(format!("not a valid, self-signed PKCS#10 request: {e}"))
+        })?;
+        let cn = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .map(dn_text)
+            .unwrap_or_default();
+        Ok((
+            cn,
+            rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec(),
+        ))
+    }
+
     /// Signs a gateway's CSR (PEM) as a client certificate for `device_id`, valid for
     /// `lifetime`: the CSR's signature must verify and its CN must be `device_id`.
     /// Returns the certificate (PEM), its serial (hex) and the SHA-256 fingerprint of

@@ -15,6 +15,11 @@ CREATE TABLE IF NOT EXISTS identity_events(
     detail TEXT NOT NULL, peer TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked(
     device TEXT PRIMARY KEY, ts_ns INTEGER NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_ek(
+    device TEXT PRIMARY KEY, ek BLOB NOT NULL, registered_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS challenges(
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, credential_hash BLOB NOT NULL, csr TEXT NOT NULL,
+    token_hash BLOB NOT NULL, expires_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS certificates(
     serial TEXT PRIMARY KEY, device TEXT NOT NULL, key_fingerprint TEXT NOT NULL,
     not_after_ns INTEGER NOT NULL, issued_ns INTEGER NOT NULL);";
@@ -83,6 +88,97 @@ impl Registry {
         Ok(token)
     }
 
+    /// Checks `token` for `device` without spending it.
+    pub fn check_token(
+        &self,
+        token: &str,
+        device: &str,
+    ) -> Result<Result<(), TokenProblem>, RegistryError> {
+        let row: Option<(String, i64, Option<i64>)> = self
+            .db
+            .query_row(
+                "SELECT device, expires_ns, used_ns FROM enroll_tokens WHERE token_hash = ?1",
+                params![hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => Err(TokenProblem::Unknown),
+            Some((owner, _, _)) if owner != device => Err(TokenProblem::OtherDevice(owner)),
+            Some((_, _, Some(_))) => Err(TokenProblem::Used),
+            Some((_, expires, None)) if expires < crate::sample::now_ns() => {
+                Err(TokenProblem::Expired)
+            }
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// Registers a device's endorsement key (at manufacture).
+    pub fn register_ek(&self, device: &str, ek: &[u8]) -> Result<(), RegistryError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO device_ek(device, ek, registered_ns) VALUES (?1, ?2, ?3)",
+            params![device, ek, crate::sample::now_ns()],
+        )?;
+        self.record(
+            device,
+            "ek-registered",
+            &crate::enrollment::hex(&ek[..ek.len().min(9)]),
+            "admin",
+        )
+    }
+
+    pub fn ek(&self, device: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT ek FROM device_ek WHERE device = ?1",
+                params![device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Keeps an open credential challenge for five minutes.
+    pub fn put_challenge(
+        &self,
+        id: &str,
+        device: &str,
+        credential: &[u8],
+        csr: &str,
+        token: &str,
+    ) -> Result<(), RegistryError> {
+        use sha2::Digest;
+        self.db.execute(
+            "INSERT INTO challenges(id, device, credential_hash, csr, token_hash, expires_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, device, sha2::Sha256::digest(credential).to_vec(), csr, hash(token), crate::sample::now_ns() + 300_000_000_000],
+        )?;
+        Ok(())
+    }
+
+    /// Takes (and removes) a challenge: (device, SHA-256 of the credential, CSR, token
+    /// hash), or None if unknown or expired. One answer per challenge.
+    #[allow(clippy::type_complexity)]
+    pub fn take_challenge(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Vec<u8>, String, Vec<u8>)>, RegistryError> {
+        let row: Option<(String, Vec<u8>, String, Vec<u8>, i64)> = self
+            .db
+            .query_row(
+                "SELECT device, credential_hash, csr, token_hash, expires_ns FROM challenges WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        self.db.execute(
+            "DELETE FROM challenges WHERE id = ?1 OR expires_ns < ?2",
+            params![id, crate::sample::now_ns()],
+        )?;
+        Ok(row
+            .filter(|r| r.4 >= crate::sample::now_ns())
+            .map(|r| (r.0, r.1, r.2, r.3)))
+    }
+
     /// Spends `token` for `device`: it must exist, name this device, be unused and
     /// unexpired. Spending is atomic: a token can succeed once.
     pub fn spend_token(
@@ -90,12 +186,21 @@ impl Registry {
         token: &str,
         device: &str,
     ) -> Result<Result<(), TokenProblem>, RegistryError> {
+        self.spend_token_hash(&hash(token), device)
+    }
+
+    /// `spend_token` by the token's hash (kept with an open challenge).
+    pub fn spend_token_hash(
+        &self,
+        token_hash: &[u8],
+        device: &str,
+    ) -> Result<Result<(), TokenProblem>, RegistryError> {
         let now = crate::sample::now_ns();
         let row: Option<(String, i64, Option<i64>)> = self
             .db
             .query_row(
                 "SELECT device, expires_ns, used_ns FROM enroll_tokens WHERE token_hash = ?1",
-                params![hash(token)],
+                params![token_hash],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
@@ -113,7 +218,7 @@ impl Registry {
         }
         let n = self.db.execute(
             "UPDATE enroll_tokens SET used_ns = ?1 WHERE token_hash = ?2 AND used_ns IS NULL",
-            params![now, hash(token)],
+            params![now, token_hash],
         )?;
         Ok(if n == 1 {
             Ok(())

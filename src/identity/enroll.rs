@@ -3,7 +3,10 @@
 //! certificate that comes back written atomically next to the old one.
 
 use super::Key;
-use crate::enrollment::{ApiError, CertResponse, EnrollRequest, RenewRequest};
+use crate::enrollment::{
+    hex, unhex, ActivateRequest, ApiError, CertResponse, Challenge, EnrollAnswer, EnrollRequest,
+    RenewRequest, TpmEvidence,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use std::path::Path;
 use std::sync::Arc;
@@ -108,10 +111,10 @@ async fn post(
     Ok((status, body))
 }
 
-fn answer(status: u16, body: &[u8]) -> Result<CertResponse, EnrollError> {
+fn answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, EnrollError> {
     if status == 200 {
         return serde_json::from_slice(body).map_err(|e| {
-            EnrollError::Local(format!("the cloud's answer is not a certificate: {e}"))
+            EnrollError::Local(format!("the cloud's answer is not what was expected: {e}"))
         });
     }
     match serde_json::from_slice::<ApiError>(body) {
@@ -146,10 +149,63 @@ pub async fn post_enroll(
     url: &str,
     ca: &Path,
     req: &EnrollRequest,
-) -> Result<CertResponse, EnrollError> {
+) -> Result<EnrollAnswer, EnrollError> {
     let body = serde_json::to_vec(req).map_err(|e| EnrollError::Local(e.to_string()))?;
     let (status, body) = post(url, "/v1/enroll", ca, None, body).await?;
     answer(status, &body)
+}
+
+/// Sends the credential of a challenge (tests use it for forged ones).
+pub async fn post_activate(
+    url: &str,
+    ca: &Path,
+    req: &ActivateRequest,
+) -> Result<CertResponse, EnrollError> {
+    let body = serde_json::to_vec(req).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let (status, body) = post(url, "/v1/enroll/activate", ca, None, body).await?;
+    answer(status, &body)
+}
+
+/// Answers a TPM challenge with the TPM behind `key`.
+pub async fn answer_challenge(
+    key: &dyn Key,
+    url: &str,
+    ca: &Path,
+    ch: &Challenge,
+) -> Result<CertResponse, EnrollError> {
+    let tpm = key.tpm().ok_or_else(|| {
+        EnrollError::Local("the cloud asks for TPM proof, but this key is not in a TPM".into())
+    })?;
+    let (Some(blob), Some(secret)) = (unhex(&ch.credential_blob), unhex(&ch.encrypted_secret))
+    else {
+        return Err(EnrollError::Local(
+            "the cloud's challenge is not hex".into(),
+        ));
+    };
+    let credential = tpm
+        .activate_credential(blob, secret)
+        .map_err(|e| EnrollError::Local(e.to_string()))?;
+    post_activate(
+        url,
+        ca,
+        &ActivateRequest {
+            challenge: ch.challenge.clone(),
+            credential: hex(&credential),
+        },
+    )
+    .await
+}
+
+/// What a TPM key can show about itself: its EK and its public area.
+pub fn evidence(key: &dyn Key) -> Result<Option<TpmEvidence>, EnrollError> {
+    let Some(tpm) = key.tpm() else {
+        return Ok(None);
+    };
+    let local = |e: super::IdentityError| EnrollError::Local(e.to_string());
+    Ok(Some(TpmEvidence {
+        ek: hex(&tpm.ek_point().map_err(local)?),
+        key_public: hex(&tpm.key_public().map_err(local)?),
+    }))
 }
 
 /// First enrollment: CSR plus one-time token; the certificate is written to `cert`.
@@ -161,15 +217,19 @@ pub async fn enroll(
     ca: &Path,
     cert: &Path,
 ) -> Result<(), EnrollError> {
-    let csr = super::csr_pem(key, device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
-    let body = serde_json::to_vec(&EnrollRequest {
+    let csr =
+        super::csr_pem(key.clone(), device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let req = EnrollRequest {
         device_id: device_id.into(),
         csr,
         token: token.trim().into(),
-    })
-    .map_err(|e| EnrollError::Local(e.to_string()))?;
-    let (status, body) = post(url, "/v1/enroll", ca, None, body).await?;
-    store_certificate(cert, &answer(status, &body)?)
+        tpm: evidence(key.as_ref())?,
+    };
+    let got = match post_enroll(url, ca, &req).await? {
+        EnrollAnswer::Certificate(c) => c,
+        EnrollAnswer::Challenge(ch) => answer_challenge(key.as_ref(), url, ca, &ch).await?,
+    };
+    store_certificate(cert, &got)
 }
 
 /// Renewal over mutual TLS with the current certificate; the new one replaces it.

@@ -118,6 +118,10 @@ pub trait Key: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Where the key lives, for people (`TPM swtpm:… handle 0x81000f47`, a file path).
     fn location(&self) -> String;
+    /// The TPM behind the key, for enrollment with TPM proof.
+    fn tpm(&self) -> Option<&tpm::TpmKey> {
+        None
+    }
 }
 
 /// The SubjectPublicKeyInfo (DER) of a P-256 public point.

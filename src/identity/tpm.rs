@@ -482,4 +482,8 @@ impl Key for TpmKey {
     fn location(&self) -> String {
         format!("TPM {} handle {:#x}", self.tcti, self.handle)
     }
+
+    fn tpm(&self) -> Option<&TpmKey> {
+        Some(self)
+    }
 }

@@ -168,14 +168,24 @@ impl Cloud {
 
     /// A cloud with its HTTPS API, issuing certificates valid for `lifetime`.
     pub async fn with_api(data: &Path, lifetime: Duration) -> Cloud {
+        Cloud::with_settings(
+            data,
+            fieldgate::cloud::Settings {
+                cert_lifetime: lifetime,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// A cloud with its HTTPS API and these settings.
+    pub async fn with_settings(data: &Path, settings: fieldgate::cloud::Settings) -> Cloud {
         fieldgate::cloud::open(data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
         let mut c = Cloud {
             data: data.to_path_buf(),
             addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             api: Some(format!("127.0.0.1:{}", free_port()).parse().unwrap()),
-            settings: fieldgate::cloud::Settings {
-                cert_lifetime: lifetime,
-            },
+            settings,
             stop: None,
         };
         c.restart().await;
