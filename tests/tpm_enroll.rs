@@ -533,3 +533,72 @@ async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
         );
     }
 }
+
+/// A certificate that expired, and one that is garbage: `fieldgate check`, `identity
+/// show` and the running daemon each say what is wrong, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_corrupted_certificates_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(2)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let cfg = tpm_gateway(d, "old-gw", &cloud, &tpm);
+    let token = cloud_token(&cloud, "old-gw");
+    let out = fieldgate_out(&[
+        "enroll",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--token",
+        &token,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let check = fieldgate_out(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success());
+    assert!(
+        text.contains("FAIL  client certificate") && text.contains("not valid now"),
+        "{text}"
+    );
+    let show = fieldgate_out(&["identity", "show", "--config", cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("(NOT valid now)"));
+
+    std::fs::write(
+        d.join("state/device.crt"),
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let check = fieldgate_out(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("FAIL  client certificate"), "{text}");
+    let show = fieldgate_out(&[
+        "identity",
+        "show",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(show.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(
+        doc["certificate_error"]
+            .as_str()
+            .unwrap()
+            .contains("device.crt"),
+        "{doc}"
+    );
+
+    // The daemon keeps running and says why it cannot connect.
+    let mut gw = gateway(&cfg);
+    wait_for("the uplink's error", Duration::from_secs(15), || {
+        status(d).is_some_and(|s| {
+            s["uplink"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("device.crt"))
+        })
+    });
+    assert!(gw.0.try_wait().unwrap().is_none(), "still running");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
