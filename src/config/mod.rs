@@ -3,6 +3,7 @@
 //! Every error names the file, the line and the field, and says what would be valid.
 
 pub mod can;
+pub mod device_id;
 pub mod environment;
 mod validate;
 
@@ -84,7 +85,8 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
-    /// This gateway's id: the name in its certificate and in every topic.
+    /// This gateway's id: the name in its certificate and in every topic. Or from the
+    /// hardware: `auto:serial`, `auto:mac:eth0`, `auto:machine-id` (see `device_id`).
     pub device_id: String,
     /// Where the buffer and other state live.
     #[serde(default = "default_state_dir")]
@@ -403,6 +405,12 @@ impl GatewayConfig {
             *p = base.join(&*p);
         }
         cfg.gateway.state_dir = base.join(&cfg.gateway.state_dir);
+        let mut id_error = None;
+        match device_id::resolve(&cfg.gateway.device_id) {
+            Some(Ok(id)) => cfg.gateway.device_id = id,
+            Some(Err(e)) => id_error = Some(e),
+            None => {}
+        }
         if let Some(t) = cfg.identity.token_file.as_mut() {
             *t = base.join(&*t);
         }
@@ -421,7 +429,22 @@ impl GatewayConfig {
                 r.file = base.join(&r.file);
             }
         }
-        let errors = validate::check(&mut cfg, text, &file);
+        let mut errors = validate::check(&mut cfg, text, &file);
+        if let Some(message) = id_error {
+            let at = text.find("device_id").unwrap_or(0);
+            let (line, column) = line_col(text, at);
+            errors.retain(|e| e.field != "gateway.device_id");
+            errors.insert(
+                0,
+                ConfigError {
+                    file: file.clone(),
+                    line,
+                    column,
+                    field: "gateway.device_id".into(),
+                    message,
+                },
+            );
+        }
         if errors.is_empty() {
             Ok(cfg)
         } else {
