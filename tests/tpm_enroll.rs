@@ -602,3 +602,54 @@ async fn expired_and_corrupted_certificates_are_named() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// Key rotation: each renewal makes a new key in the TPM (alternating between two
+/// handles), certifies it over mutual TLS with the old one, and removes the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let cfg = tpm_gateway(d, "rot-gw", &cloud, &tpm);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "token_file = \"bootstrap.token\"",
+        "token_file = \"bootstrap.token\"\nrotate_key = true",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, "rot-gw")).unwrap();
+    let mut gw = gateway(&cfg);
+    wait_for("enrollment", Duration::from_secs(30), || {
+        d.join("state/device.crt").exists()
+    });
+    let first = identity_json(&cfg)["fingerprint"].clone();
+    wait_for("two renewals", Duration::from_secs(30), || {
+        events(&cloud, "rot-gw")
+            .iter()
+            .filter(|e| e.starts_with("renewed"))
+            .count()
+            >= 2
+    });
+    let keys: std::collections::BTreeSet<String> = events(&cloud, "rot-gw")
+        .iter()
+        .filter(|e| e.starts_with("enrolled") || e.starts_with("renewed"))
+        .map(|e| e.rsplit("key ").next().unwrap().to_string())
+        .collect();
+    assert!(keys.len() >= 3, "a new key each time: {keys:?}");
+    let now = identity_json(&cfg);
+    assert_ne!(now["fingerprint"], first);
+    assert_eq!(now["certificate"]["matches_key"], true, "{now}");
+    // Only the current key is left in the TPM.
+    let handles = std::process::Command::new("tpm2_getcap")
+        .args(["handles-persistent", "-T", &tpm.tcti()])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&handles.stdout);
+    assert_eq!(listed.matches("0x81000F4").count(), 1, "{listed}");
+    let before = cloud.rows("rot-gw").len();
+    wait_for("data on the rotated key", Duration::from_secs(20), || {
+        cloud.rows("rot-gw").len() > before + 5
+    });
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}

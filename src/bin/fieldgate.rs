@@ -343,7 +343,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Init { config }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let key = fieldgate::identity::open_for(
+                &cfg.identity,
+                cfg.uplink.key.as_deref(),
+                Some(&cfg.uplink.cert),
+                true,
+            )?;
             println!(
                 "{} key at {}, fingerprint {}",
                 key.backend(),
@@ -354,7 +359,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Ek { config }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let key = fieldgate::identity::open_for(
+                &cfg.identity,
+                cfg.uplink.key.as_deref(),
+                Some(&cfg.uplink.cert),
+                true,
+            )?;
             let tpm = key
                 .tpm()
                 .context("the identity is not in a TPM (identity.backend = \"file\")")?;
@@ -363,7 +373,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Csr { config, out }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let key = fieldgate::identity::open_for(
+                &cfg.identity,
+                cfg.uplink.key.as_deref(),
+                Some(&cfg.uplink.cert),
+                true,
+            )?;
             let pem = fieldgate::identity::csr_pem(key, &cfg.gateway.device_id)?;
             match out {
                 Some(p) => {
@@ -400,7 +415,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("cannot read {}", f.display()))?
                 }
             };
-            let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), true)?;
+            let key = fieldgate::identity::open_for(
+                &cfg.identity,
+                cfg.uplink.key.as_deref(),
+                Some(&cfg.uplink.cert),
+                true,
+            )?;
             fieldgate::identity::enroll::enroll(
                 &cfg.gateway.device_id,
                 key,
@@ -771,7 +791,12 @@ fn serde_plain<T: serde::de::DeserializeOwned>(
 
 /// `fieldgate identity show`.
 fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
-    let key = fieldgate::identity::open(&cfg.identity, cfg.uplink.key.as_deref(), false)?;
+    let key = fieldgate::identity::open_for(
+        &cfg.identity,
+        cfg.uplink.key.as_deref(),
+        Some(&cfg.uplink.cert),
+        false,
+    )?;
     let mut doc = serde_json::json!({
         "device_id": cfg.gateway.device_id,
         "backend": key.backend(),

@@ -148,19 +148,19 @@ fn client_key(cert: &Path, key: &Path) -> Result<(), String> {
 
 /// The TPM answers and holds this gateway's key, matching the certificate.
 fn tpm_key(cfg: &GatewayConfig) -> Result<(), String> {
-    let key =
-        crate::identity::tpm::TpmKey::open(&cfg.identity, false).map_err(|e| e.to_string())?;
+    let key = crate::identity::open_for(&cfg.identity, None, Some(&cfg.uplink.cert), false)
+        .map_err(|e| e.to_string())?;
     let Ok(certs) = crate::tls::load_certs(&cfg.uplink.cert) else {
         return Ok(());
     };
     let (_, cert) = x509_parser::parse_x509_certificate(certs[0].as_ref())
         .map_err(|e| format!("the certificate: {e}"))?;
-    let spki = crate::identity::spki_der(crate::identity::Key::public_point(&key));
+    let spki = crate::identity::spki_der(key.public_point());
     if cert.public_key().raw != spki.as_slice() {
         return Err(format!(
             "the certificate {} is for another key than the TPM's (fingerprint {}): enroll again",
             cfg.uplink.cert.display(),
-            crate::identity::fingerprint(&key)
+            crate::identity::fingerprint(key.as_ref())
         ));
     }
     Ok(())

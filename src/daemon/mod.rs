@@ -136,10 +136,10 @@ pub async fn run(
         can: Arc::new(Mutex::new(Default::default())),
         uplink_status: Arc::new(Mutex::new(UplinkStatus::default())),
         liveness: Liveness::default(),
-        identity: Arc::new(crate::identity::Holder::new(
-            cfg.identity.clone(),
-            cfg.uplink.key.clone(),
-        )),
+        identity: Arc::new(
+            crate::identity::Holder::new(cfg.identity.clone(), cfg.uplink.key.clone())
+                .with_cert(cfg.uplink.cert.clone()),
+        ),
     };
     let renewal_stop = CancellationToken::new();
     let renewal_task = cfg.identity.enroll_url.clone().map(|url| {

@@ -240,9 +240,20 @@ pub async fn renew(
     ca: &Path,
     cert: &Path,
 ) -> Result<(), EnrollError> {
+    renew_with(device_id, key.clone(), key, url, ca, cert).await
+}
+
+/// Renewal for `new_key` (a rotation) authenticated by the current `key`.
+pub async fn renew_with(
+    device_id: &str,
+    key: Arc<dyn Key>,
+    new_key: Arc<dyn Key>,
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+) -> Result<(), EnrollError> {
     let chain = crate::tls::load_certs(cert).map_err(|e| EnrollError::Local(e.to_string()))?;
-    let csr =
-        super::csr_pem(key.clone(), device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let csr = super::csr_pem(new_key, device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
     let body =
         serde_json::to_vec(&RenewRequest { csr }).map_err(|e| EnrollError::Local(e.to_string()))?;
     let (status, body) = post(url, "/v1/renew", ca, Some((chain, key)), body).await?;

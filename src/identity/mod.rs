@@ -36,6 +36,10 @@ pub struct IdentityConfig {
     /// The one-time bootstrap token, for the first enrollment.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Make a new TPM key at each renewal (it alternates between `handle` and
+    /// `handle + 1`; the old key is removed once the new certificate is stored).
+    #[serde(default)]
+    pub rotate_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -65,6 +69,7 @@ impl Default for IdentityConfig {
             auth: None,
             enroll_url: None,
             token_file: None,
+            rotate_key: false,
         }
     }
 }
@@ -84,6 +89,8 @@ pub enum IdentityError {
 pub struct Holder {
     pub config: IdentityConfig,
     pub key_file: Option<std::path::PathBuf>,
+    /// The certificate, which names the current key when keys rotate.
+    pub cert: Option<std::path::PathBuf>,
     slot: std::sync::Mutex<Option<Arc<dyn Key>>>,
 }
 
@@ -92,8 +99,52 @@ impl Holder {
         Holder {
             config,
             key_file,
+            cert: None,
             slot: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn with_cert(mut self, cert: std::path::PathBuf) -> Holder {
+        self.cert = Some(cert);
+        self
+    }
+
+    /// Renewal with a new key: made in the other slot, certified (the request goes over
+    /// mutual TLS with the current key), then put in use; the old key is removed last.
+    pub async fn rotate(
+        &self,
+        device_id: &str,
+        url: &str,
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+    ) -> Result<(), String> {
+        let current = self.key().map_err(|e| e.to_string())?;
+        let Some(old) = current.tpm() else {
+            return Err("key rotation needs the TPM backend".into());
+        };
+        let next_handle = if old.handle() == self.config.handle {
+            self.config.handle + 1
+        } else {
+            self.config.handle
+        };
+        let old_handle = old.handle();
+        let cfg = IdentityConfig {
+            handle: next_handle,
+            ..self.config.clone()
+        };
+        let fresh: Arc<dyn Key> =
+            Arc::new(tpm::TpmKey::open_mode(&cfg, tpm::Mode::Fresh).map_err(|e| e.to_string())?);
+        enroll::renew_with(device_id, current.clone(), fresh.clone(), url, ca, cert)
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+        tracing::info!(old = format!("{old_handle:#x}"), new = format!("{next_handle:#x}"), fingerprint = %fingerprint(fresh.as_ref()), "key rotated");
+        if let Some(t) = current.tpm() {
+            if let Err(e) = t.evict() {
+                tracing::warn!(error = %e, "could not remove the old key; it is replaced at the next rotation");
+            }
+        }
+        Ok(())
     }
 
     pub fn key(&self) -> Result<Arc<dyn Key>, IdentityError> {
@@ -101,7 +152,12 @@ impl Holder {
         if let Some(k) = slot.as_ref() {
             return Ok(k.clone());
         }
-        let k = open(&self.config, self.key_file.as_deref(), true)?;
+        let k = open_for(
+            &self.config,
+            self.key_file.as_deref(),
+            self.cert.as_deref(),
+            true,
+        )?;
         tracing::info!(backend = k.backend(), key = %k.location(), fingerprint = %fingerprint(k.as_ref()), "identity key ready");
         *slot = Some(k.clone());
         Ok(k)
@@ -144,8 +200,37 @@ pub fn open(
     key_file: Option<&std::path::Path>,
     create: bool,
 ) -> Result<Arc<dyn Key>, IdentityError> {
+    open_for(cfg, key_file, None, create)
+}
+
+/// With key rotation the TPM key is in one of two slots (`handle`, `handle + 1`): the
+/// one the certificate at `cert` names. Without a certificate, or without rotation, the
+/// key is at `handle`.
+pub fn open_for(
+    cfg: &IdentityConfig,
+    key_file: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    create: bool,
+) -> Result<Arc<dyn Key>, IdentityError> {
     match cfg.backend {
-        Backend::Tpm => Ok(Arc::new(tpm::TpmKey::open(cfg, create)?)),
+        Backend::Tpm => {
+            if cfg.rotate_key {
+                if let Some(spki) = cert.and_then(cert_spki) {
+                    for handle in [cfg.handle, cfg.handle + 1] {
+                        let c = IdentityConfig {
+                            handle,
+                            ..cfg.clone()
+                        };
+                        if let Ok(k) = tpm::TpmKey::open(&c, false) {
+                            if spki_der(k.public_point()) == spki {
+                                return Ok(Arc::new(k));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Arc::new(tpm::TpmKey::open(cfg, create)?))
+        }
         Backend::File => {
             let path = key_file.ok_or_else(|| IdentityError::File {
                 path: "(none)".into(),
@@ -154,6 +239,13 @@ pub fn open(
             Ok(Arc::new(file::FileKey::load(path)?))
         }
     }
+}
+
+/// The SubjectPublicKeyInfo of the first certificate in a PEM file.
+fn cert_spki(path: &std::path::Path) -> Option<Vec<u8>> {
+    let certs = crate::tls::load_certs(path).ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(certs[0].as_ref()).ok()?;
+    Some(c.public_key().raw.to_vec())
 }
 
 /// A CSR (PEM) for `device_id`, signed by `key`.

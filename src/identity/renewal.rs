@@ -40,11 +40,15 @@ pub async fn run(
         if super::enroll::renewal_due(&cert).is_err() {
             continue;
         }
-        let result = match identity.key() {
-            Ok(key) => super::enroll::renew(&device_id, key, &url, &ca, &cert)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let result = if identity.config.rotate_key {
+            identity.rotate(&device_id, &url, &ca, &cert).await
+        } else {
+            match identity.key() {
+                Ok(key) => super::enroll::renew(&device_id, key, &url, &ca, &cert)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
         match result {
             Ok(()) => {

@@ -72,6 +72,10 @@ enum Job {
         secret: Vec<u8>,
         reply: Reply,
     },
+    /// Remove the key's persistent handle.
+    Evict {
+        reply: Reply,
+    },
 }
 
 /// A handle to the key in the TPM.
@@ -98,11 +102,56 @@ fn explain(e: tss_esapi::Error) -> String {
     }
 }
 
-fn key_template() -> Result<Public, tss_esapi::Error> {
-    tss_esapi::utils::create_unrestricted_signing_ecc_public(
-        EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
-        EccCurve::NistP256,
-    )
+/// The key's template. A primary key derives from the owner seed and its template, so
+/// a rotated key gets random bytes in the template's `unique` field to be a new key.
+fn key_template(fresh: bool) -> Result<Public, tss_esapi::Error> {
+    use tss_esapi::{
+        attributes::ObjectAttributesBuilder,
+        interface_types::algorithm::PublicAlgorithm,
+        structures::{EccParameter, EccPoint, PublicBuilder, PublicEccParametersBuilder},
+    };
+    let unique = if fresh {
+        EccPoint::new(
+            EccParameter::try_from(rand::random::<[u8; 32]>().to_vec())?,
+            EccParameter::try_from(rand::random::<[u8; 32]>().to_vec())?,
+        )
+    } else {
+        EccPoint::default()
+    };
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(
+            ObjectAttributesBuilder::new()
+                .with_fixed_tpm(true)
+                .with_fixed_parent(true)
+                .with_sensitive_data_origin(true)
+                .with_user_with_auth(true)
+                .with_decrypt(false)
+                .with_sign_encrypt(true)
+                .with_restricted(false)
+                .build()?,
+        )
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new_unrestricted_signing_key(
+                EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+                EccCurve::NistP256,
+            )
+            .build()?,
+        )
+        .with_ecc_unique_identifier(unique)
+        .build()
+}
+
+/// How to open the key at a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// It must exist.
+    Existing,
+    /// Make it if the handle is free.
+    Create,
+    /// Make a new key there, replacing a fieldgate key found at the handle (rotation).
+    Fresh,
 }
 
 /// The uncompressed point of an ECC public area, if it is a P-256 signing key.
@@ -135,12 +184,14 @@ fn persistent_exists(ctx: &mut Context, handle: u32) -> Result<bool, tss_esapi::
 struct Opened {
     ctx: Context,
     key: KeyHandle,
+    handle: u32,
     point: Vec<u8>,
     created: bool,
     attributes: KeyAttributes,
 }
 
-fn open_in_tpm(cfg: &IdentityConfig, create: bool) -> Result<Opened, String> {
+fn open_in_tpm(cfg: &IdentityConfig, mode: Mode) -> Result<Opened, String> {
+    let create = mode != Mode::Existing;
     let tcti = TctiNameConf::from_str(&cfg.tcti).map_err(|e| {
         format!("`{}` is not a TCTI string ({e}); examples: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`", cfg.tcti)
     })?;
@@ -160,7 +211,24 @@ fn open_in_tpm(cfg: &IdentityConfig, create: bool) -> Result<Opened, String> {
         }
         None => None,
     };
-    let exists = persistent_exists(&mut ctx, cfg.handle).map_err(explain)?;
+    let mut exists = persistent_exists(&mut ctx, cfg.handle).map_err(explain)?;
+    if exists && mode == Mode::Fresh {
+        // Only a key of ours is replaced: anything else at the handle is refused below.
+        let obj = ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
+            .map_err(explain)?;
+        let (public, _, _) = ctx
+            .execute_without_session(|c| c.read_public(obj.into()))
+            .map_err(explain)?;
+        let a = KeyAttributes::from(public.object_attributes());
+        if p256_point(&public).is_some() && a.sign && !a.decrypt && a.fixed_tpm {
+            ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(Provision::Owner, obj, persistent.into())
+            })
+            .map_err(|e| format!("removing the old key at {:#x}: {}", cfg.handle, explain(e)))?;
+            exists = false;
+        }
+    }
     let (key, created): (KeyHandle, bool) = if exists {
         let obj = ctx
             .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
@@ -172,7 +240,7 @@ fn open_in_tpm(cfg: &IdentityConfig, create: bool) -> Result<Opened, String> {
             cfg.handle
         ));
     } else {
-        let template = key_template().map_err(explain)?;
+        let template = key_template(mode == Mode::Fresh).map_err(explain)?;
         let primary = ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create_primary(Hierarchy::Owner, template, auth.clone(), None, None, None)
@@ -228,6 +296,7 @@ fn open_in_tpm(cfg: &IdentityConfig, create: bool) -> Result<Opened, String> {
     Ok(Opened {
         ctx,
         key,
+        handle: cfg.handle,
         point: point.unwrap_or_default(),
         created,
         attributes,
@@ -405,6 +474,20 @@ impl TpmKey {
     /// Connects to the TPM and finds the key at the configured handle; with `create`,
     /// makes it first if the handle is free.
     pub fn open(cfg: &IdentityConfig, create: bool) -> Result<TpmKey, IdentityError> {
+        Self::open_mode(cfg, if create { Mode::Create } else { Mode::Existing })
+    }
+
+    /// The persistent handle the key lives at.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Removes the key from the TPM (the old key after a rotation).
+    pub fn evict(&self) -> Result<(), IdentityError> {
+        self.ask(|reply| Job::Evict { reply }).map(|_| ())
+    }
+
+    pub fn open_mode(cfg: &IdentityConfig, mode: Mode) -> Result<TpmKey, IdentityError> {
         let err = |message: String| IdentityError::Tpm {
             tcti: cfg.tcti.clone(),
             message,
@@ -415,7 +498,7 @@ impl TpmKey {
         std::thread::Builder::new()
             .name("tpm".into())
             .spawn(move || {
-                let mut opened = match open_in_tpm(&c, create) {
+                let mut opened = match open_in_tpm(&c, mode) {
                     Ok(o) => o,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -444,6 +527,25 @@ impl TpmKey {
                             reply,
                         } => {
                             let _ = reply.send(activate(&mut opened.ctx, opened.key, blob, secret));
+                        }
+                        Job::Evict { reply } => {
+                            let handle = opened.handle;
+                            let r = PersistentTpmHandle::new(handle)
+                                .map_err(explain)
+                                .and_then(|p| {
+                                    opened
+                                        .ctx
+                                        .execute_with_session(Some(AuthSession::Password), |c| {
+                                            c.evict_control(
+                                                Provision::Owner,
+                                                opened.key.into(),
+                                                p.into(),
+                                            )
+                                        })
+                                        .map_err(explain)
+                                })
+                                .map(|_| Vec::new());
+                            let _ = reply.send(r);
                         }
                     }
                 }
