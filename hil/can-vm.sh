@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The virtual CAN rig: boots a Debian kernel under qemu (software emulation, no KVM
-# needed) with the kernel's CAN stack (can, can-raw, can-dev, vcan), sets up vcan0 and
-# runs one program inside. The guest's exit code becomes this script's exit code.
+# The virtual rig's VM: boots a Debian kernel under qemu (software emulation, no KVM
+# needed) with the kernel's CAN stack (can, can-raw, can-dev, vcan) and netem (link loss
+# and delay, which this machine's own kernel lacks), sets up vcan0 and runs one program
+# inside. The guest's exit code becomes this script's exit code.
 #
 #   hil/can-vm.sh [--file PATH]... PROGRAM [ARGS...]
 #
@@ -29,7 +30,7 @@ done
 
 # 1. The kernel and its CAN modules, once.
 mkdir -p "$work"
-if [ ! -s "$work/vmlinux" ] || [ ! -d "$work/modules" ]; then
+if [ ! -s "$work/vmlinux" ] || [ ! -s "$work/modules/sch_netem.ko" ]; then
     pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
     [ -n "$pkg" ] || { echo "can-vm: apt-cache names no linux-image for linux-image-amd64 (run apt-get update)" >&2; exit 2; }
     echo "can-vm: fetching $pkg (once)" >&2
@@ -43,7 +44,7 @@ if [ ! -s "$work/vmlinux" ] || [ ! -d "$work/modules" ]; then
     off="$(python3 -c 'import sys; print(open(sys.argv[1], "rb").read().find(b"\xfd7zXZ\x00"))' "$vmlinuz")"
     tail -c +"$((off + 1))" "$vmlinuz" | xz -dc > "$work/vmlinux" 2>/dev/null || true
     [ -s "$work/vmlinux" ] || { echo "can-vm: could not unpack $vmlinuz" >&2; exit 2; }
-    for m in can can-raw can-dev vcan; do
+    for m in can can-raw can-dev vcan sch_netem; do
         ko="$(find "$work/deb/x/lib/modules" -name "$m.ko*" | head -1)"
         [ -n "$ko" ] || { echo "can-vm: module $m not found in $pkg" >&2; exit 2; }
         case "$ko" in
@@ -81,7 +82,8 @@ for f in "${files[@]}"; do
         strip --strip-debug "$root$f" 2>/dev/null || true
     fi
 done
-for t in canplayer cansend candump; do
+# can-utils for CAN traffic, socat for virtual serial lines, iproute2's tc for netem.
+for t in canplayer cansend candump socat tc; do
     p="$(command -v $t || true)"
     [ -n "$p" ] && copy "$p"
 done
@@ -90,7 +92,8 @@ done
     # The initramfs root is writable RAM already; no tmpfs over /tmp, where the program
     # and its files may live (a checkout under /tmp).
     echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /tmp'
-    echo 'for m in can can-raw can-dev vcan; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
+    echo 'for m in can can-raw can-dev vcan sch_netem; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
+    echo 'ip link set lo up'
     echo 'ip link add dev vcan0 type vcan && ip link set vcan0 mtu 72 && ip link set up vcan0'
     echo 'export FIELDGATE_IN_VM=1 PATH=/bin:/usr/bin HOME=/tmp'
     printf 'cd /tmp; timeout %s' "${FIELDGATE_VM_TIMEOUT:-120}"
