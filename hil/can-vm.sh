@@ -91,11 +91,11 @@ done
     echo '#!/bin/sh'
     # The initramfs root is writable RAM already; no tmpfs over /tmp, where the program
     # and its files may live (a checkout under /tmp).
-    echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /tmp'
+    echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /tmp /dev/pts; mount -t devpts devpts /dev/pts'
     echo 'for m in can can-raw can-dev vcan sch_netem; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
     echo 'ip link set lo up'
     echo 'ip link add dev vcan0 type vcan && ip link set vcan0 mtu 72 && ip link set up vcan0'
-    echo 'export FIELDGATE_IN_VM=1 PATH=/bin:/usr/bin HOME=/tmp'
+    echo 'export FIELDGATE_IN_VM=1 PATH=/bin:/usr/bin:/sbin:/usr/sbin HOME=/tmp'
     printf 'cd /tmp; timeout %s' "${FIELDGATE_VM_TIMEOUT:-120}"
     printf ' %q' "$prog" "$@"
     echo

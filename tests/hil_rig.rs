@@ -96,9 +96,15 @@ fn virtual_rig_scenarios() {
             r.secs,
             r.produced,
             r.peak_backlog,
-            r.drain.map(|d| format!("{:.1}", d.as_secs_f64())).unwrap_or("-".into()),
+            r.drain
+                .map(|d| format!("{:.1}", d.as_secs_f64()))
+                .unwrap_or("-".into()),
             r.bad,
-            if r.problems.is_empty() { "PASS".to_string() } else { format!("FAIL: {}", r.problems.join("; ")) }
+            if r.problems.is_empty() {
+                "PASS".to_string()
+            } else {
+                format!("FAIL: {}", r.problems.join("; "))
+            }
         );
         if !r.problems.is_empty() {
             failed.push(sc.name.clone());
@@ -141,8 +147,28 @@ fn kill(c: &mut Option<Child>) {
     }
 }
 
-fn tc(args: &str) {
-    let _ = Command::new("tc").args(args.split_whitespace()).stderr(Stdio::null()).status();
+/// Removes netem from the loopback, if it is there.
+fn restore() -> Option<String> {
+    let shown = Command::new("tc")
+        .args(["qdisc", "show", "dev", "lo"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&shown.stdout)
+        .contains("netem")
+        .then(|| tc("qdisc del dev lo root"))
+        .flatten()
+}
+
+/// Runs tc; the problem if it fails.
+fn tc(args: &str) -> Option<String> {
+    match Command::new("tc").args(args.split_whitespace()).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "tc {args}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("tc {args}: {e}")),
+    }
 }
 
 impl Rig {
@@ -151,7 +177,11 @@ impl Rig {
             Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
                 .arg("--data-dir")
                 .arg(self.dir.join("cloud"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.cloud_port)]),
+                .args([
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{}", self.cloud_port),
+                ]),
             &self.dir.join("cloud.log"),
         ));
     }
@@ -192,7 +222,11 @@ impl Rig {
     fn last_seq(&self) -> u64 {
         rusqlite::Connection::open(self.dir.join("state/buffer.db"))
             .and_then(|c| {
-                c.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'", [], |r| r.get::<_, i64>(0))
+                c.query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
             })
             .map(|s| s as u64)
             .unwrap_or(0)
@@ -226,8 +260,13 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        tc("qdisc del dev lo root");
-        for c in [&mut self.gateway, &mut self.device, &mut self.line, &mut self.cloud] {
+        let _ = restore();
+        for c in [
+            &mut self.gateway,
+            &mut self.device,
+            &mut self.line,
+            &mut self.cloud,
+        ] {
             kill(c);
         }
     }
@@ -314,26 +353,33 @@ poll_interval = "{interval}"
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        match step.action.as_str() {
+        let failed = match step.action.as_str() {
             "cut" => tc("qdisc replace dev lo root netem loss 100%"),
             "netem" => tc(&format!("qdisc replace dev lo root netem {}", step.args)),
-            "restore" => tc("qdisc del dev lo root"),
+            "restore" => restore(),
             "power-cut" => {
                 kill(&mut rig.gateway);
                 rig.start_gateway();
+                None
             }
             "restart-cloud" => {
                 kill(&mut rig.cloud);
                 std::thread::sleep(Duration::from_millis(500));
                 rig.start_cloud();
+                None
             }
             "unplug-bus" => {
                 kill(&mut rig.device);
                 kill(&mut rig.line);
+                None
             }
-            "replug-bus" => rig.start_line(),
-            other => out.problems.push(format!("unknown step `{other}`")),
-        }
+            "replug-bus" => {
+                rig.start_line();
+                None
+            }
+            other => Some(format!("unknown step `{other}`")),
+        };
+        out.problems.extend(failed);
         last_step = Instant::now();
     }
     // Everything committed up to now must reach the cloud within the drain time.
@@ -353,27 +399,44 @@ poll_interval = "{interval}"
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The rig must have worked at all: at least a quarter of the polls came through.
+    let polls = t0.elapsed().as_secs_f64() / sc.interval.as_secs_f64();
+    if (out.produced as f64) < polls * sc.points as f64 / 4.0 {
+        out.problems.push(format!(
+            "only {} samples for about {:.0} polls of {} points: the device or the line did not work",
+            out.produced, polls, sc.points
+        ));
+    }
     if sc.expect.no_loss {
         let stored = rig.stored_upto(target);
         if stored != target {
-            out.problems.push(format!("{stored} of {target} samples in the cloud after {:?}", sc.expect.drain_within));
+            out.problems.push(format!(
+                "{stored} of {target} samples in the cloud after {:?}",
+                sc.expect.drain_within
+            ));
         }
-        let gaps = fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&dir.join("cloud")))
-            .and_then(|s| s.gaps("rig-gw"))
-            .map(|g| g.len())
-            .unwrap_or(0);
+        let gaps =
+            fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&dir.join("cloud")))
+                .and_then(|s| s.gaps("rig-gw"))
+                .map(|g| g.len())
+                .unwrap_or(0);
         if gaps > 0 {
             out.problems.push(format!("{gaps} gap records"));
         }
     }
-    let store = fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&dir.join("cloud"))).unwrap();
-    let rows = store.query("rig-gw", Some("dev/p0"), None, 1_000_000).unwrap_or_default();
+    let store =
+        fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(&dir.join("cloud")))
+            .unwrap();
+    let rows = store
+        .query("rig-gw", Some("dev/p0"), None, 1_000_000)
+        .unwrap_or_default();
     out.bad = rows.iter().filter(|r| r.quality != "good").count() as u64;
     if sc.expect.bad_then_good {
         let first_bad = rows.iter().position(|r| r.quality != "good");
         let good_after = first_bad.is_some_and(|i| rows[i..].iter().any(|r| r.quality == "good"));
         if first_bad.is_none() || !good_after {
-            out.problems.push("expected bad samples while unplugged, then good ones".into());
+            out.problems
+                .push("expected bad samples while unplugged, then good ones".into());
         }
         if out.bad > 3 {
             out.problems.push(format!("{} bad samples of one point: bad qualities must be reported on change, not per poll", out.bad));
@@ -383,7 +446,10 @@ poll_interval = "{interval}"
         for log in ["gateway.log", "cloud.log", "sim.log"] {
             let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
-            println!("--- {log} (last lines)\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            println!(
+                "--- {log} (last lines)\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
     out.secs = t0.elapsed().as_secs_f64();
