@@ -139,6 +139,8 @@ async fn under_systemd_ready_reload_journal_and_watchdog() {
             cloud.addr
         );
         s += &constant_bus(port, points, "200ms");
+        // A serial bus: the generator must let the service open exactly this port.
+        s += "\n[[bus]]\nname = \"rs485\"\nrtu = { port = \"/dev/ttyS3\" }\n";
         s
     };
     std::fs::write(etc.join("gateway.toml"), gw_cfg(2)).unwrap();
@@ -167,6 +169,11 @@ async fn under_systemd_ready_reload_journal_and_watchdog() {
             true,
         ),
         (
+            sd.join("fieldgate-generator"),
+            "/etc/systemd/system-generators/fieldgate-generator",
+            true,
+        ),
+        (
             sd.join("fieldgate.sysusers"),
             "/etc/sysusers.d/fieldgate.conf",
             true,
@@ -190,6 +197,13 @@ async fn under_systemd_ready_reload_journal_and_watchdog() {
         c.text(&["journalctl", "-u", "fieldgate", "--no-pager"])
     );
     println!("active after {:?}", t.elapsed());
+    // Device access: the TPM and the configured serial port, not every tty.
+    let allow = c.show("DeviceAllow");
+    assert!(
+        allow.contains("/dev/ttyS3 rw") && allow.contains("/dev/tpmrm0 rw"),
+        "{allow}"
+    );
+    assert!(!allow.contains("char-tty"), "{allow}");
     assert_eq!(c.show("ActiveState"), "active");
     assert_eq!(c.show("Type"), "notify");
     wait_for("the STATUS line", Duration::from_secs(20), || {
@@ -223,7 +237,10 @@ async fn under_systemd_ready_reload_journal_and_watchdog() {
         .iter()
         .find(|r| r["MESSAGE"] == "config reloaded")
         .unwrap_or_else(|| panic!("{journal}"));
-    assert_eq!(reloaded["KEPT"], "0", "{reloaded}");
+    assert_eq!(
+        reloaded["KEPT"], "1",
+        "the unchanged serial bus: {reloaded}"
+    );
     assert_eq!(reloaded["RESTARTED"], "1", "{reloaded}");
     assert!(
         records

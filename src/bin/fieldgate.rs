@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Print the systemd drop-in that lets the service open the configured serial ports
+    /// (used by systemd/fieldgate-generator).
+    SystemdDevices {
+        #[arg(long, short, default_value = "/etc/fieldgate/gateway.toml")]
+        config: PathBuf,
+    },
     /// CAN tools: decode a candump log, watch an interface.
     #[command(subcommand)]
     Can(CanCmd),
@@ -435,6 +441,23 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 cfg.gateway.device_id,
                 cfg.uplink.cert.display()
             );
+            Ok(())
+        }
+        Command::SystemdDevices { config } => {
+            let cfg = GatewayConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "# Written by fieldgate-generator from {}: the serial ports it names.",
+                config.display()
+            );
+            println!("[Service]");
+            let mut seen = std::collections::BTreeSet::new();
+            for bus in &cfg.bus {
+                if let Some(rtu) = &bus.get_ref().rtu {
+                    if seen.insert(rtu.port.clone()) {
+                        println!("DeviceAllow={} rw", rtu.port.display());
+                    }
+                }
+            }
             Ok(())
         }
         Command::Can(CanCmd::Decode { db, format, log }) => {

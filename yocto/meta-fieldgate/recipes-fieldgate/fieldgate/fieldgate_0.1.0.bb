@@ -31,6 +31,8 @@ EXTRA_CARGO_FLAGS = "--no-default-features --features gateway --bin fieldgate"
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/systemd/fieldgate.service ${D}${systemd_system_unitdir}/
+    install -d ${D}${systemd_unitdir}/system-generators
+    install -m 0755 ${S}/systemd/fieldgate-generator ${D}${systemd_unitdir}/system-generators/
     install -d ${D}${sysconfdir}/fieldgate
     install -m 0640 ${S}/config/gateway.toml ${D}${sysconfdir}/fieldgate/gateway.toml
     install -d ${D}${datadir}/doc/fieldgate
@@ -45,7 +47,7 @@ SYSTEMD_SERVICE:${PN} = "fieldgate.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 CONFFILES:${PN} = "${sysconfdir}/fieldgate/gateway.toml"
-FILES:${PN} += "${datadir}/doc/fieldgate"
+FILES:${PN} += "${datadir}/doc/fieldgate ${systemd_unitdir}/system-generators"
 
 # The TPM 2.0 user space for the TPM-held identity (device access through /dev/tpmrm0).
 RDEPENDS:${PN} += "libtss2 libtss2-tcti-device"
