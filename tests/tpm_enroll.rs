@@ -141,21 +141,7 @@ async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
 
     // The token worked once: replaying it is refused and recorded.
     let ca = d.join("certs/ca.crt");
-    let csr = fieldgate::identity::csr_pem(
-        std::sync::Arc::new(
-            fieldgate::identity::tpm::TpmKey::open(
-                &fieldgate::identity::IdentityConfig {
-                    backend: fieldgate::identity::Backend::Tpm,
-                    tcti: tpm.tcti(),
-                    ..Default::default()
-                },
-                false,
-            )
-            .unwrap(),
-        ),
-        "tpm-gw",
-    )
-    .unwrap();
+    let csr = fieldgate::identity::csr_pem(tpm.key(), "tpm-gw").unwrap();
     let replay = post_enroll(
         &cloud.api_url(),
         &ca,
@@ -208,17 +194,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
     let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
     let tpm = Swtpm::start(&d.join("tpm"));
     let ca = cloud.data.join("pki/ca.crt");
-    let key: std::sync::Arc<dyn fieldgate::identity::Key> = std::sync::Arc::new(
-        fieldgate::identity::tpm::TpmKey::open(
-            &fieldgate::identity::IdentityConfig {
-                backend: fieldgate::identity::Backend::Tpm,
-                tcti: tpm.tcti(),
-                ..Default::default()
-            },
-            true,
-        )
-        .unwrap(),
-    );
+    let key = tpm.key();
     let csr = |cn: &str| fieldgate::identity::csr_pem(key.clone(), cn).unwrap();
     let refused = |r: Result<_, EnrollError>| match r {
         Err(EnrollError::Refused { code, message }) => format!("{code}: {message}"),
@@ -423,20 +399,7 @@ async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
     assert!(err.contains("ek_mismatch"), "{err}");
 
     // 2. The clone claims the registered EK: it gets a challenge its TPM cannot answer.
-    let open = |tpm: &Swtpm| -> std::sync::Arc<dyn fieldgate::identity::Key> {
-        std::sync::Arc::new(
-            fieldgate::identity::tpm::TpmKey::open(
-                &fieldgate::identity::IdentityConfig {
-                    backend: fieldgate::identity::Backend::Tpm,
-                    tcti: tpm.tcti(),
-                    ..Default::default()
-                },
-                true,
-            )
-            .unwrap(),
-        )
-    };
-    let key_b = open(&tpm_b);
+    let key_b = tpm_b.key();
     let mut ev = evidence(key_b.as_ref()).unwrap().unwrap();
     ev.ek = ek.clone();
     let req = EnrollRequest {

@@ -349,12 +349,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Init { config }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open_for(
-                &cfg.identity,
-                cfg.uplink.key.as_deref(),
-                Some(&cfg.uplink.cert),
-                true,
-            )?;
+            let key = identity_key(&cfg, true)?;
             println!(
                 "{} key at {}, fingerprint {}",
                 key.backend(),
@@ -365,12 +360,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Ek { config }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open_for(
-                &cfg.identity,
-                cfg.uplink.key.as_deref(),
-                Some(&cfg.uplink.cert),
-                true,
-            )?;
+            let key = identity_key(&cfg, true)?;
             let tpm = key
                 .tpm()
                 .context("the identity is not in a TPM (identity.backend = \"file\")")?;
@@ -379,12 +369,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Identity(IdentityCmd::Csr { config, out }) => {
             let cfg = load(&config)?;
-            let key = fieldgate::identity::open_for(
-                &cfg.identity,
-                cfg.uplink.key.as_deref(),
-                Some(&cfg.uplink.cert),
-                true,
-            )?;
+            let key = identity_key(&cfg, true)?;
             let pem = fieldgate::identity::csr_pem(key, &cfg.gateway.device_id)?;
             match out {
                 Some(p) => {
@@ -421,12 +406,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("cannot read {}", f.display()))?
                 }
             };
-            let key = fieldgate::identity::open_for(
-                &cfg.identity,
-                cfg.uplink.key.as_deref(),
-                Some(&cfg.uplink.cert),
-                true,
-            )?;
+            let key = identity_key(&cfg, true)?;
             fieldgate::identity::enroll::enroll(
                 &cfg.gateway.device_id,
                 key,
@@ -814,12 +794,7 @@ fn serde_plain<T: serde::de::DeserializeOwned>(
 
 /// `fieldgate identity show`.
 fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
-    let key = fieldgate::identity::open_for(
-        &cfg.identity,
-        cfg.uplink.key.as_deref(),
-        Some(&cfg.uplink.cert),
-        false,
-    )?;
+    let key = identity_key(cfg, false)?;
     let mut doc = serde_json::json!({
         "device_id": cfg.gateway.device_id,
         "backend": key.backend(),
@@ -890,4 +865,17 @@ fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The gateway's key as the config says (the one its certificate names, when keys rotate).
+fn identity_key(
+    cfg: &GatewayConfig,
+    create: bool,
+) -> anyhow::Result<std::sync::Arc<dyn fieldgate::identity::Key>> {
+    Ok(fieldgate::identity::open_for(
+        &cfg.identity,
+        cfg.uplink.key.as_deref(),
+        Some(&cfg.uplink.cert),
+        create,
+    )?)
 }

@@ -41,6 +41,19 @@ impl Enrollment {
         Refusal::new(status, code, message)
     }
 
+    fn refuse_if_revoked(&self, device: &str, peer: &str) -> Result<(), Refusal> {
+        match self.registry().revoked(device) {
+            Ok(Some(reason)) => Err(self.refuse(
+                device,
+                peer,
+                StatusCode::FORBIDDEN,
+                "revoked",
+                format!("{device} is revoked ({reason})"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn issue(
         &self,
         device: &str,
@@ -89,15 +102,7 @@ impl Enrollment {
                 format!("`{device}` is not a valid device id"),
             ));
         }
-        if let Ok(Some(reason)) = self.registry().revoked(device) {
-            return Err(self.refuse(
-                device,
-                peer,
-                StatusCode::FORBIDDEN,
-                "revoked",
-                format!("{device} is revoked ({reason})"),
-            ));
-        }
+        self.refuse_if_revoked(device, peer)?;
         let registered_ek = self.registry().ek(device).ok().flatten();
         if self.require_tpm || (registered_ek.is_some() && req.tpm.is_some()) {
             return self
@@ -268,15 +273,7 @@ impl Enrollment {
         req: &RenewRequest,
         peer: &str,
     ) -> Result<CertResponse, Refusal> {
-        if let Ok(Some(reason)) = self.registry().revoked(device) {
-            return Err(self.refuse(
-                device,
-                peer,
-                StatusCode::FORBIDDEN,
-                "revoked",
-                format!("{device} is revoked ({reason})"),
-            ));
-        }
+        self.refuse_if_revoked(device, peer)?;
         self.issue(device, &req.csr, peer, "renewed")
     }
 }

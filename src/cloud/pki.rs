@@ -138,15 +138,7 @@ impl Pki {
 
     /// The CN and the raw public key of a CSR whose signature verifies.
     pub fn inspect_csr(csr_pem: &str) -> Result<(String, Vec<u8>), CsrProblem> {
-        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            CsrProblem::Invalid(format!("not a valid, self-signed PKCS#10 request: {e}"))
-        })?;
-        let cn = csr
-            .params
-            .distinguished_name
-            .get(&DnType::CommonName)
-            .map(dn_text)
-            .unwrap_or_default();
+        let (csr, cn) = parse_csr(csr_pem)?;
         Ok((
             cn,
             rcgen::PublicKeyData::der_bytes(&csr.public_key).to_vec(),
@@ -163,15 +155,7 @@ impl Pki {
         device_id: &str,
         lifetime: std::time::Duration,
     ) -> Result<(String, String, String), CsrProblem> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            CsrProblem::Invalid(format!("not a valid, self-signed PKCS#10 request: {e}"))
-        })?;
-        let cn = csr
-            .params
-            .distinguished_name
-            .get(&DnType::CommonName)
-            .map(dn_text)
-            .unwrap_or_default();
+        let (mut csr, cn) = parse_csr(csr_pem)?;
         if cn != device_id {
             return Err(CsrProblem::OtherDevice(cn));
         }
@@ -235,6 +219,22 @@ pub enum CsrProblem {
     Invalid(String),
     /// The CSR names another device (its CN).
     OtherDevice(String),
+}
+
+/// A CSR whose signature verifies, and its CN.
+fn parse_csr(
+    csr_pem: &str,
+) -> Result<(rcgen::CertificateSigningRequestParams, String), CsrProblem> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        CsrProblem::Invalid(format!("not a valid, self-signed PKCS#10 request: {e}"))
+    })?;
+    let cn = csr
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .map(dn_text)
+        .unwrap_or_default();
+    Ok((csr, cn))
 }
 
 fn dn_text(v: &rcgen::DnValue) -> String {

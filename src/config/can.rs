@@ -210,25 +210,7 @@ pub(super) fn check(
         let span = bus.span();
         let b = bus.get_mut();
         let path = format!("can[{i}] ({})", b.name);
-        if !super::validate::valid_name(&b.name) {
-            c.err(
-                span.clone(),
-                &path,
-                "name",
-                format!(
-                    "`{}` is not a valid name: use A-Z, a-z, 0-9, `-`, `_`",
-                    b.name
-                ),
-            );
-        }
-        if !names.insert(b.name.clone()) {
-            c.err(
-                span.clone(),
-                &path,
-                "name",
-                format!("bus name `{}` is used twice", b.name),
-            );
-        }
+        c.bus_name(&span, &path, &b.name, names);
         match (&b.interface, &b.replay) {
             (Some(_), Some(_)) | (None, None) => c.err(
                 span.clone(),

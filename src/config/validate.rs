@@ -37,6 +37,34 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// A bus name: valid characters, and unique among all buses (Modbus and CAN).
+    pub(super) fn bus_name(
+        &mut self,
+        span: &std::ops::Range<usize>,
+        path: &str,
+        name: &str,
+        names: &mut HashSet<String>,
+    ) {
+        if !valid_name(name) {
+            self.err(
+                span.clone(),
+                path,
+                "name",
+                format!("`{name}` is not a valid name: use A-Z, a-z, 0-9, `-`, `_`"),
+            );
+        }
+        if !names.insert(name.to_string()) {
+            self.err(
+                span.clone(),
+                path,
+                "name",
+                format!("bus name `{name}` is used twice"),
+            );
+        }
+    }
+}
+
 /// The offset of the line `key = ...` inside `span`, if written there.
 fn find_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> Option<usize> {
     if key.is_empty() {
@@ -185,14 +213,7 @@ pub(super) fn check(cfg: &mut GatewayConfig, text: &str, file: &str) -> Vec<Conf
         let bspan = bus.span();
         let bpath = format!("bus[{bi}] ({})", bus.get_ref().name);
         let b = bus.get_ref();
-        if !bus_names.insert(b.name.clone()) {
-            c.err(
-                bspan.clone(),
-                &bpath,
-                "name",
-                format!("bus name `{}` is used twice", b.name),
-            );
-        }
+        c.bus_name(&bspan, &bpath, &b.name, &mut bus_names);
         match (&b.tcp, &b.rtu) {
             (Some(_), Some(_)) | (None, None) => c.err(
                 bspan.clone(),

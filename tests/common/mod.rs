@@ -493,6 +493,16 @@ impl Swtpm {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
 
+    /// fieldgate's key in this TPM (made if missing), at the default handle.
+    pub fn key(&self) -> std::sync::Arc<dyn fieldgate::identity::Key> {
+        let cfg = fieldgate::identity::IdentityConfig {
+            backend: fieldgate::identity::Backend::Tpm,
+            tcti: self.tcti(),
+            ..Default::default()
+        };
+        std::sync::Arc::new(fieldgate::identity::tpm::TpmKey::open(&cfg, true).unwrap())
+    }
+
     pub fn stop(&mut self) {
         self.proc = None;
     }
