@@ -62,6 +62,52 @@ on_change = false
     path
 }
 
+/// A TPM gateway on 9-second certificates (renewal due 6 s after issue), run until it
+/// enrolled and renewed twice.
+struct Renewing {
+    cloud: Cloud,
+    tpm: Swtpm,
+    config: std::path::PathBuf,
+    gateway: Proc,
+    first_cert: String,
+    first_fingerprint: serde_json::Value,
+}
+
+async fn renewing(d: &Path, device: &str, rotate: bool) -> Renewing {
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let config = tpm_gateway(d, device, &cloud, &tpm);
+    if rotate {
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "token_file = \"bootstrap.token\"",
+            "token_file = \"bootstrap.token\"\nrotate_key = true",
+        );
+        std::fs::write(&config, text).unwrap();
+    }
+    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, device)).unwrap();
+    let gateway = gateway(&config);
+    wait_for("enrollment", Duration::from_secs(30), || {
+        d.join("state/device.crt").exists()
+    });
+    let first_cert = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
+    let first_fingerprint = identity_json(&config)["fingerprint"].clone();
+    wait_for("two renewals", Duration::from_secs(30), || {
+        events(&cloud, device)
+            .iter()
+            .filter(|e| e.starts_with("renewed"))
+            .count()
+            >= 2
+    });
+    Renewing {
+        cloud,
+        tpm,
+        config,
+        gateway,
+        first_cert,
+        first_fingerprint,
+    }
+}
+
 fn cloud_token(cloud: &Cloud, device: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
         .arg("--data-dir")
@@ -318,23 +364,9 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
 async fn a_short_lived_certificate_is_renewed_on_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // 9 s certificates: renewal is due 6 s after issue.
-    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
-    let tpm = Swtpm::start(&d.join("tpm"));
-    let cfg = tpm_gateway(d, "short-gw", &cloud, &tpm);
-    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, "short-gw")).unwrap();
-    let mut gw = gateway(&cfg);
-    wait_for("enrollment", Duration::from_secs(30), || {
-        d.join("state/device.crt").exists()
-    });
-    let first = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
-    wait_for("two renewals", Duration::from_secs(30), || {
-        events(&cloud, "short-gw")
-            .iter()
-            .filter(|e| e.starts_with("renewed"))
-            .count()
-            >= 2
-    });
+    let r = renewing(d, "short-gw", false).await;
+    let (cloud, mut gw) = (r.cloud, r.gateway);
+    let first = r.first_cert;
     let now = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
     assert_ne!(first, now, "the certificate file was replaced");
     // Data keeps flowing on the renewed certificates (the first has expired by now).
@@ -572,27 +604,9 @@ async fn expired_and_corrupted_certificates_are_named() {
 async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
-    let tpm = Swtpm::start(&d.join("tpm"));
-    let cfg = tpm_gateway(d, "rot-gw", &cloud, &tpm);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "token_file = \"bootstrap.token\"",
-        "token_file = \"bootstrap.token\"\nrotate_key = true",
-    );
-    std::fs::write(&cfg, text).unwrap();
-    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, "rot-gw")).unwrap();
-    let mut gw = gateway(&cfg);
-    wait_for("enrollment", Duration::from_secs(30), || {
-        d.join("state/device.crt").exists()
-    });
-    let first = identity_json(&cfg)["fingerprint"].clone();
-    wait_for("two renewals", Duration::from_secs(30), || {
-        events(&cloud, "rot-gw")
-            .iter()
-            .filter(|e| e.starts_with("renewed"))
-            .count()
-            >= 2
-    });
+    let r = renewing(d, "rot-gw", true).await;
+    let (cloud, tpm, cfg, mut gw) = (r.cloud, r.tpm, r.config, r.gateway);
+    let first = r.first_fingerprint;
     let keys: std::collections::BTreeSet<String> = events(&cloud, "rot-gw")
         .iter()
         .filter(|e| e.starts_with("enrolled") || e.starts_with("renewed"))
