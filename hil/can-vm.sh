@@ -30,7 +30,7 @@ done
 
 # 1. The kernel and its CAN modules, once.
 mkdir -p "$work"
-if [ ! -s "$work/vmlinux" ] || [ ! -s "$work/modules/sch_netem.ko" ]; then
+if [ ! -s "$work/vmlinux" ] || [ ! -s "$work/modules/cls_u32.ko" ]; then
     pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
     [ -n "$pkg" ] || { echo "can-vm: apt-cache names no linux-image for linux-image-amd64 (run apt-get update)" >&2; exit 2; }
     echo "can-vm: fetching $pkg (once)" >&2
@@ -44,7 +44,7 @@ if [ ! -s "$work/vmlinux" ] || [ ! -s "$work/modules/sch_netem.ko" ]; then
     off="$(python3 -c 'import sys; print(open(sys.argv[1], "rb").read().find(b"\xfd7zXZ\x00"))' "$vmlinuz")"
     tail -c +"$((off + 1))" "$vmlinuz" | xz -dc > "$work/vmlinux" 2>/dev/null || true
     [ -s "$work/vmlinux" ] || { echo "can-vm: could not unpack $vmlinuz" >&2; exit 2; }
-    for m in can can-raw can-dev vcan sch_netem; do
+    for m in can can-raw can-dev vcan sch_netem sch_prio cls_u32; do
         ko="$(find "$work/deb/x/lib/modules" -name "$m.ko*" | head -1)"
         [ -n "$ko" ] || { echo "can-vm: module $m not found in $pkg" >&2; exit 2; }
         case "$ko" in
@@ -82,17 +82,21 @@ for f in "${files[@]}"; do
         strip --strip-debug "$root$f" 2>/dev/null || true
     fi
 done
-# can-utils for CAN traffic, socat for virtual serial lines, iproute2's tc for netem.
-for t in canplayer cansend candump socat tc; do
+# can-utils for CAN traffic, socat for virtual serial lines, iproute2's tc for netem,
+# swtpm for a TPM, and the TPM stack's transport libraries (loaded at run time).
+for t in canplayer cansend candump socat tc swtpm; do
     p="$(command -v $t || true)"
     [ -n "$p" ] && copy "$p"
+done
+for l in /usr/lib/*/libtss2-tcti-swtpm.so.0 /usr/lib/*/libtss2-tcti-device.so.0; do
+    [ -e "$l" ] && copy "$l"
 done
 {
     echo '#!/bin/sh'
     # The initramfs root is writable RAM already; no tmpfs over /tmp, where the program
     # and its files may live (a checkout under /tmp).
     echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /tmp /dev/pts; mount -t devpts devpts /dev/pts'
-    echo 'for m in can can-raw can-dev vcan sch_netem; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
+    echo 'for m in can can-raw can-dev vcan sch_netem sch_prio cls_u32; do insmod /lib/modules/$m.ko || echo "can-vm: insmod $m failed"; done'
     echo 'ip link set lo up'
     echo 'ip link add dev vcan0 type vcan && ip link set vcan0 mtu 72 && ip link set up vcan0'
     echo 'export FIELDGATE_IN_VM=1 PATH=/bin:/usr/bin:/sbin:/usr/sbin HOME=/tmp'
@@ -109,7 +113,7 @@ chmod +x "$root/init"
 # 3. Boot and run.
 start=$(date +%s.%N)
 set +e
-qemu-system-x86_64 -accel tcg -m 1024 -smp 1 -nographic -no-reboot -nic none \
+qemu-system-x86_64 -accel tcg,thread=multi -m 1024 -smp 2 -nographic -no-reboot -nic none \
     -kernel "$work/vmlinux" -initrd "$work/rig.cpio" \
     -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04
