@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod bytesize;
 pub mod der;
 pub mod enrollment;
+pub mod pattern;
 pub mod protocol;
 pub mod sample;
 pub mod tls;

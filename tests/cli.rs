@@ -245,3 +245,62 @@ fn modbus_scan_finds_units_and_readable_ranges() {
     let bad = fieldgate_out(&["modbus", "scan", "--tcp", "127.0.0.1:9", "--units", "300-1"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--units `300-1`"));
 }
+
+/// `fieldgate-cloud audit verify` on a cloud's database: intact, then tampered with.
+#[test]
+fn audit_verify_names_the_first_tampered_entry() {
+    use fieldgate::cloud::iam::keys::{Action, Keys, Request, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cloud");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&data)).unwrap();
+    let mut keys = Keys::open(db).unwrap();
+    let now = fieldgate::sample::now_ns();
+    let (_, token) = keys
+        .create(&Scope {
+            tenant: "acme".into(),
+            devices: vec!["*".into()],
+            streams: vec!["*".into()],
+            actions: vec![Action::Read],
+            cidrs: vec![],
+            origins: vec![],
+            not_before_ns: now - 1_000_000_000,
+            not_after_ns: now + 3_600_000_000_000,
+            min_resolution_s: 0,
+            may_delegate: false,
+        })
+        .unwrap();
+    for device in ["gw1", "gw2", "gw3"] {
+        let _ = keys.authorize(
+            &token,
+            &Request {
+                action: Action::Read,
+                tenant: "acme",
+                device,
+                stream: "p",
+                source: "127.0.0.1".parse().unwrap(),
+                origin: None,
+                resolution_s: 0,
+                now_ns: now,
+            },
+        );
+    }
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 3 entries"));
+    keys.connection()
+        .execute("UPDATE audit SET resource = 'acme/gw9/p' WHERE id = 2", [])
+        .unwrap();
+    let bad = verify();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("BROKEN at entry 2"), "{err}");
+}

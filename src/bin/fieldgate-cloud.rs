@@ -73,6 +73,9 @@ enum Command {
         #[arg(long, default_value = "revoked by an administrator")]
         reason: String,
     },
+    /// The audit log of access decisions.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Enrollments, renewals, refusals and revocations, oldest first.
     Identities {
         #[arg(long)]
@@ -110,6 +113,12 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; names the first entry edited, removed or out of place.
+    Verify,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -218,6 +227,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             reg.revoke(&device, &reason)?;
             println!("{device} revoked: refused from its next connection on");
             Ok(())
+        }
+        Command::Audit(AuditCmd::Verify) => {
+            let db = rusqlite::Connection::open(cloud::store_path(&data))?;
+            cloud::iam::audit::open(&db)?;
+            match cloud::iam::audit::verify(&db)? {
+                cloud::iam::audit::Verdict::Intact { entries } => {
+                    println!("audit log intact: {entries} entries");
+                    Ok(())
+                }
+                cloud::iam::audit::Verdict::Broken { id, why } => {
+                    bail!("audit log BROKEN at entry {id}: {why}")
+                }
+            }
         }
         Command::Identities { device } => {
             let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bridge;
 pub mod credential;
 pub mod enroll;
+pub mod iam;
 pub mod ingest;
 pub mod pki;
 pub mod registry;

@@ -159,20 +159,7 @@ impl CanBusConfig {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len())
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| glob(rest, &tail[i..]))
-        }
-    }
-}
+pub use crate::pattern::glob;
 
 /// Checks emission settings; `inline` names the key holding them when they are an
 /// inline table (`emit = { ... }`), so the error points at that line.

@@ -1,0 +1,224 @@
+//! The audit log: append-only, each entry hash-chained to the one before, and the chain's
+//! head kept beside it, so editing, deleting or truncating is found by `verify`
+//! (`fieldgate-cloud audit verify`), which names the first broken entry.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit(
+    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    resource TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
+    prev BLOB NOT NULL, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_head(one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash BLOB NOT NULL);";
+
+/// One access decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub ts_ns: i64,
+    /// Who: `key:ID`, `user:NAME`, `device:ID`, `admin`.
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    /// The source address.
+    pub source: String,
+    /// `allowed` or `refused`.
+    pub outcome: String,
+    pub reason: String,
+}
+
+fn chain(prev: &[u8], e: &Entry) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(e.ts_ns.to_be_bytes());
+    for f in [
+        &e.actor,
+        &e.action,
+        &e.resource,
+        &e.source,
+        &e.outcome,
+        &e.reason,
+    ] {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Intact { entries: u64 },
+    Broken { id: i64, why: String },
+}
+
+pub fn open(db: &Connection) -> rusqlite::Result<()> {
+    db.execute_batch(SCHEMA)
+}
+
+/// Appends `e` to the chain (in one transaction with the head).
+pub fn append(db: &mut Connection, e: &Entry) -> rusqlite::Result<i64> {
+    let tx = db.transaction()?;
+    let (last, prev): (i64, Vec<u8>) = tx
+        .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, vec![0u8; 32]));
+    let hash = chain(&prev, e);
+    let id = last + 1;
+    tx.execute(
+        "INSERT INTO audit(id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            id, e.ts_ns, e.actor, e.action, e.resource, e.source, e.outcome, e.reason, prev, hash
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO audit_head(one, id, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT(one) DO UPDATE SET id = excluded.id, hash = excluded.hash",
+        params![id, hash],
+    )?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Walks the chain from the start.
+pub fn verify(db: &Connection) -> rusqlite::Result<Verdict> {
+    let mut st = db.prepare(
+        "SELECT id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash FROM audit ORDER BY id",
+    )?;
+    let mut rows = st.query([])?;
+    let mut expect_id = 1i64;
+    let mut prev = vec![0u8; 32];
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let e = Entry {
+            ts_ns: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            resource: r.get(4)?,
+            source: r.get(5)?,
+            outcome: r.get(6)?,
+            reason: r.get(7)?,
+        };
+        let (stored_prev, stored_hash): (Vec<u8>, Vec<u8>) = (r.get(8)?, r.get(9)?);
+        if id != expect_id {
+            return Ok(Verdict::Broken {
+                id: expect_id,
+                why: format!("entry {expect_id} is missing (the next one is {id})"),
+            });
+        }
+        if stored_prev != prev {
+            return Ok(Verdict::Broken {
+                id,
+                why: "it does not follow the entry before it".into(),
+            });
+        }
+        if chain(&prev, &e) != stored_hash {
+            return Ok(Verdict::Broken {
+                id,
+                why: "its content was changed after it was written".into(),
+            });
+        }
+        prev = stored_hash;
+        expect_id += 1;
+    }
+    let head: Option<(i64, Vec<u8>)> = db
+        .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let last = expect_id - 1;
+    match head {
+        Some((id, hash)) if id == last && hash == prev => Ok(Verdict::Intact {
+            entries: last as u64,
+        }),
+        Some((id, _)) if id > last => Ok(Verdict::Broken {
+            id: last + 1,
+            why: format!("entries {} to {id} were removed from the end", last + 1),
+        }),
+        None if last == 0 => Ok(Verdict::Intact { entries: 0 }),
+        _ => Ok(Verdict::Broken {
+            id: last,
+            why: "the chain's head does not match its last entry".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: i64) -> Entry {
+        Entry {
+            ts_ns: 1_700_000_000_000_000_000 + i,
+            actor: format!("key:{i:04}"),
+            action: "read".into(),
+            resource: "tenant-a/dev-1/temp".into(),
+            source: "192.0.2.7".into(),
+            outcome: if i % 3 == 0 { "refused" } else { "allowed" }.into(),
+            reason: String::new(),
+        }
+    }
+
+    fn filled() -> Connection {
+        let mut db = Connection::open_in_memory().unwrap();
+        open(&db).unwrap();
+        for i in 1..=10 {
+            append(&mut db, &entry(i)).unwrap();
+        }
+        db
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        assert_eq!(verify(&filled()).unwrap(), Verdict::Intact { entries: 10 });
+    }
+
+    #[test]
+    fn edits_deletions_and_truncation_name_the_first_broken_entry() {
+        let db = filled();
+        db.execute("UPDATE audit SET outcome = 'allowed' WHERE id = 6", [])
+            .unwrap();
+        assert!(matches!(
+            verify(&db).unwrap(),
+            Verdict::Broken { id: 6, .. }
+        ));
+
+        let db = filled();
+        db.execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+        assert!(matches!(
+            verify(&db).unwrap(),
+            Verdict::Broken { id: 4, .. }
+        ));
+
+        let db = filled();
+        db.execute("DELETE FROM audit WHERE id >= 9", []).unwrap();
+        match verify(&db).unwrap() {
+            Verdict::Broken { id: 9, why } => {
+                assert!(why.contains("removed from the end"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A forger who rewrites a row and its hash still breaks the next link.
+        let db = filled();
+        let forged = Entry {
+            outcome: "allowed".into(),
+            ..entry(3)
+        };
+        let prev: Vec<u8> = db
+            .query_row("SELECT prev FROM audit WHERE id = 3", [], |r| r.get(0))
+            .unwrap();
+        db.execute(
+            "UPDATE audit SET outcome = 'allowed', hash = ?1 WHERE id = 3",
+            params![chain(&prev, &forged)],
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&db).unwrap(),
+            Verdict::Broken { id: 4, .. }
+        ));
+    }
+}
