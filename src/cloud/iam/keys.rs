@@ -16,7 +16,25 @@ use std::net::IpAddr;
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS api_keys(
     id TEXT PRIMARY KEY, parent TEXT, secret_hash BLOB NOT NULL, scope TEXT NOT NULL,
-    created_ns INTEGER NOT NULL, revoked_ns INTEGER);";
+    created_ns INTEGER NOT NULL, revoked_ns INTEGER);
+CREATE TABLE IF NOT EXISTS security_events(
+    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+    source TEXT NOT NULL, detail TEXT NOT NULL);";
+
+/// Refusals from one key or one address within `BURST_WINDOW_NS` that make a burst.
+pub const BURST_THRESHOLD: i64 = 5;
+pub const BURST_WINDOW_NS: i64 = 60_000_000_000;
+
+/// A security event: something an operator should look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityEvent {
+    pub ts_ns: i64,
+    /// `failure_burst` or `key_outside_cidr`.
+    pub kind: String,
+    pub actor: String,
+    pub source: String,
+    pub detail: String,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -345,15 +363,88 @@ impl Keys {
             &mut self.db,
             &audit::Entry {
                 ts_ns: r.now_ns,
-                actor,
+                actor: actor.clone(),
                 action: format!("{:?}", r.action).to_lowercase(),
                 resource: format!("{}/{}/{}", r.tenant, r.device, r.stream),
                 source: r.source.to_string(),
                 outcome: result.into(),
-                reason,
+                reason: reason.clone(),
             },
         )?;
+        if result == "refused" {
+            self.watch(&actor, r, &reason)?;
+        }
         outcome.map(|_| ())
+    }
+
+    /// Raises security events after a refusal: a key used from outside its networks, and
+    /// a burst of refusals for one key or from one address (once per window).
+    fn watch(&self, actor: &str, r: &Request, reason: &str) -> Result<(), KeyError> {
+        let source = r.source.to_string();
+        if reason == "key_source_refused" {
+            self.raise(
+                r.now_ns,
+                "key_outside_cidr",
+                actor,
+                &source,
+                "a key was used from outside its networks",
+            )?;
+        }
+        let since = r.now_ns - BURST_WINDOW_NS;
+        for (column, who) in [("actor", actor), ("source", source.as_str())] {
+            let n: i64 = self.db.query_row(
+                &format!("SELECT count(*) FROM audit WHERE outcome = 'refused' AND ts_ns > ?1 AND {column} = ?2"),
+                params![since, who],
+                |row| row.get(0),
+            )?;
+            let raised: i64 = self.db.query_row(
+                &format!("SELECT count(*) FROM security_events WHERE kind = 'failure_burst' AND ts_ns > ?1 AND {column} = ?2"),
+                params![since, who],
+                |row| row.get(0),
+            )?;
+            if n >= BURST_THRESHOLD && raised == 0 {
+                self.raise(
+                    r.now_ns,
+                    "failure_burst",
+                    actor,
+                    &source,
+                    &format!("{n} refusals within a minute for {column} {who}"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn raise(
+        &self,
+        ts_ns: i64,
+        kind: &str,
+        actor: &str,
+        source: &str,
+        detail: &str,
+    ) -> Result<(), KeyError> {
+        tracing::warn!(kind, actor, source, detail, "security event");
+        self.db.execute(
+            "INSERT INTO security_events(ts_ns, kind, actor, source, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ts_ns, kind, actor, source, detail],
+        )?;
+        Ok(())
+    }
+
+    pub fn security_events(&self) -> Result<Vec<SecurityEvent>, KeyError> {
+        let mut st = self.db.prepare(
+            "SELECT ts_ns, kind, actor, source, detail FROM security_events ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(SecurityEvent {
+                ts_ns: r.get(0)?,
+                kind: r.get(1)?,
+                actor: r.get(2)?,
+                source: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn audit_verify(&self) -> Result<audit::Verdict, KeyError> {
@@ -614,6 +705,46 @@ mod tests {
         assert_eq!(k.revoke(&root_id).unwrap(), 3);
         assert_eq!(code(k.authorize(&grandchild, &req())), "key_revoked");
         assert_eq!(code(k.authorize(&root, &req())), "key_revoked");
+    }
+
+    #[test]
+    fn a_failure_burst_and_out_of_cidr_use_raise_events() {
+        let mut k = Keys::open(Connection::open_in_memory().unwrap()).unwrap();
+        let (_, t) = k.create(&scope()).unwrap();
+        let _ = k.authorize(
+            &t,
+            &Request {
+                source: "192.0.2.9".parse().unwrap(),
+                ..req()
+            },
+        );
+        let ev = k.security_events().unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, "key_outside_cidr");
+        // Guessing: six refusals from one address within the minute, one burst event for
+        // the address (the unknown keys differ).
+        for i in 0..6 {
+            let guess = format!("fgk_{:016x}_{:032x}", i, i);
+            let _ = k.authorize(
+                &guess,
+                &Request {
+                    source: "198.51.100.4".parse().unwrap(),
+                    now_ns: NOW + i as i64,
+                    ..req()
+                },
+            );
+        }
+        let bursts: Vec<_> = k
+            .security_events()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "failure_burst")
+            .collect();
+        assert_eq!(bursts.len(), 1, "{bursts:?}");
+        assert_eq!(bursts[0].source, "198.51.100.4");
+        // Allowed use raises nothing.
+        k.authorize(&t, &req()).unwrap();
+        assert_eq!(k.security_events().unwrap().len(), 2);
     }
 
     #[test]
