@@ -68,6 +68,8 @@ fn main() {
     }
     let inserts = m as f64 / t.elapsed().as_secs_f64();
     println!("IAM benchmarks (SQLite, WAL, synchronous=NORMAL)");
-    println!("  authorization decisions, each audited      {decisions:>10.0}/s (key 3 levels deep)");
+    println!(
+        "  authorization decisions, each audited      {decisions:>10.0}/s (key 3 levels deep)"
+    );
     println!("  plain single-row inserts, same database     {inserts:>10.0}/s (the floor the audit write sets)");
 }

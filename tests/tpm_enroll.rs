@@ -630,3 +630,69 @@ async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// `fieldgate identity csr`: a CSR for the device id, signed in the TPM, that an
+/// independent tool (openssl) verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_csr_is_signed_in_the_tpm() {
+    need("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
+    let tpm = Swtpm::start(&d.join("tpm"));
+    let cfg = tpm_gateway(d, "csr-gw", &cloud, &tpm);
+    let csr = d.join("gw.csr");
+    let out = fieldgate_out(&[
+        "identity",
+        "csr",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        csr.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let check = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-noout",
+            "-verify",
+            "-subject",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{text}");
+    assert!(
+        text.contains("CN = csr-gw") || text.contains("CN=csr-gw"),
+        "{text}"
+    );
+    // The CSR's key is the TPM key.
+    let shown = identity_json(&cfg);
+    let pubkey = std::process::Command::new("openssl")
+        .args(["req", "-in", csr.to_str().unwrap(), "-noout", "-pubkey"])
+        .output()
+        .unwrap();
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "DER"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&pubkey.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    use sha2::Digest;
+    let fp: String = sha2::Sha256::digest(&der.stdout)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(shown["fingerprint"], fp.as_str());
+}
