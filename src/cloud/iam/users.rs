@@ -1,0 +1,475 @@
+//! Tenants, users and their roles. Passwords are argon2id hashes (PHC strings); users
+//! register themselves (and own a new tenant) or are registered by a system account;
+//! a forgotten password is reset with a one-time token kept only as a hash.
+//!
+//! Roles, per tenant, each including the ones below it:
+//!
+//! | role | may |
+//! | --- | --- |
+//! | viewer | read devices, datastreams, gaps |
+//! | operator | also claim and configure devices, mint API keys within its own rights |
+//! | admin | also add users, set roles below owner, revoke keys and devices |
+//! | owner | also transfer devices to another tenant, make owners, delete the tenant |
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants(id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS users(
+    email TEXT PRIMARY KEY, password TEXT NOT NULL, system INTEGER NOT NULL DEFAULT 0,
+    created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS memberships(
+    email TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(email, tenant));
+CREATE TABLE IF NOT EXISTS reset_tokens(
+    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL, used_ns INTEGER);";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "operator" => Role::Operator,
+            "admin" => Role::Admin,
+            "owner" => Role::Owner,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+/// What a user may want to do in a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Read,
+    ManageDevices,
+    MintKeys,
+    ManageUsers,
+    RevokeKeys,
+    TransferDevices,
+    MakeOwners,
+}
+
+impl Permission {
+    /// The least role that holds it.
+    fn needs(self) -> Role {
+        match self {
+            Permission::Read => Role::Viewer,
+            Permission::ManageDevices | Permission::MintKeys => Role::Operator,
+            Permission::ManageUsers | Permission::RevokeKeys => Role::Admin,
+            Permission::TransferDevices | Permission::MakeOwners => Role::Owner,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("bad_request: {0}")]
+    BadRequest(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("unauthenticated: wrong email or password")]
+    WrongCredentials,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The same answer whether the tenant exists or the user is not in it.
+    #[error("not_found: no such tenant for this user")]
+    NotFound,
+    #[error("token_invalid: the reset token is unknown, used or expired")]
+    TokenInvalid,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<rusqlite::Error> for UserError {
+    fn from(e: rusqlite::Error) -> Self {
+        UserError::Store(e.to_string())
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, UserError> {
+    if password.chars().count() < 10 {
+        return Err(UserError::BadRequest(
+            "a password needs at least 10 characters".into(),
+        ));
+    }
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| UserError::Store(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| UserError::Store(e.to_string()))
+}
+
+fn valid_email(e: &str) -> bool {
+    let Some((user, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !user.is_empty() && domain.contains('.') && e.len() <= 254 && !e.contains(char::is_whitespace)
+}
+
+pub struct Users<'a> {
+    db: &'a Connection,
+}
+
+impl<'a> Users<'a> {
+    pub fn open(db: &'a Connection) -> Result<Users<'a>, UserError> {
+        db.execute_batch(SCHEMA)?;
+        Ok(Users { db })
+    }
+
+    fn add_user(&self, email: &str, password: &str, system: bool) -> Result<(), UserError> {
+        if !valid_email(email) {
+            return Err(UserError::BadRequest(format!(
+                "`{email}` is not an email address"
+            )));
+        }
+        let hash = hash_password(password)?;
+        let n = self.db.execute(
+            "INSERT OR IGNORE INTO users(email, password, system, created_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![email.to_lowercase(), hash, system, crate::sample::now_ns()],
+        )?;
+        if n == 0 {
+            return Err(UserError::Conflict(format!(
+                "{email} is registered already"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Self-registration: a new user who owns a new tenant.
+    pub fn register(&self, email: &str, password: &str, tenant: &str) -> Result<(), UserError> {
+        if !crate::protocol::valid_device_id(tenant) {
+            return Err(UserError::BadRequest(format!(
+                "`{tenant}` is not a valid tenant name"
+            )));
+        }
+        if self
+            .db
+            .query_row(
+                "SELECT 1 FROM tenants WHERE id = ?1",
+                params![tenant],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some()
+        {
+            return Err(UserError::Conflict(format!(
+                "the tenant name `{tenant}` is taken"
+            )));
+        }
+        self.add_user(email, password, false)?;
+        self.db.execute(
+            "INSERT INTO tenants(id, created_ns) VALUES (?1, ?2)",
+            params![tenant, crate::sample::now_ns()],
+        )?;
+        self.set_role(email, tenant, Role::Owner)
+    }
+
+    /// A system account (made with `system = true` by an administrator) registers a user
+    /// into a tenant with a role.
+    pub fn register_by_system(
+        &self,
+        system: &str,
+        email: &str,
+        password: &str,
+        tenant: &str,
+        role: Role,
+    ) -> Result<(), UserError> {
+        let is_system: bool = self
+            .db
+            .query_row(
+                "SELECT system FROM users WHERE email = ?1",
+                params![system.to_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if !is_system {
+            return Err(UserError::Forbidden(
+                "only system accounts register users for others".into(),
+            ));
+        }
+        self.add_user(email, password, false)?;
+        self.db.execute(
+            "INSERT OR IGNORE INTO tenants(id, created_ns) VALUES (?1, ?2)",
+            params![tenant, crate::sample::now_ns()],
+        )?;
+        self.set_role(email, tenant, role)
+    }
+
+    pub fn create_system_account(&self, email: &str, password: &str) -> Result<(), UserError> {
+        self.add_user(email, password, true)
+    }
+
+    fn set_role(&self, email: &str, tenant: &str, role: Role) -> Result<(), UserError> {
+        self.db.execute(
+            "INSERT INTO memberships(email, tenant, role) VALUES (?1, ?2, ?3)
+             ON CONFLICT(email, tenant) DO UPDATE SET role = excluded.role",
+            params![email.to_lowercase(), tenant, role.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Checks a password; the same error for an unknown email and a wrong password.
+    pub fn login(&self, email: &str, password: &str) -> Result<(), UserError> {
+        let stored: Option<String> = self
+            .db
+            .query_row(
+                "SELECT password FROM users WHERE email = ?1",
+                params![email.to_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // Hash anyway for an unknown user, so timing does not tell who exists.
+        let stored = stored.unwrap_or_else(|| {
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$q4Yy6k0Ck9hC0b2gVbqX8o7fUQ1n3WcqvJZ3pJmPZk0".into()
+        });
+        let parsed = PasswordHash::new(&stored).map_err(|_| UserError::WrongCredentials)?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| UserError::WrongCredentials)
+    }
+
+    /// The user's role in a tenant.
+    pub fn role(&self, email: &str, tenant: &str) -> Result<Option<Role>, UserError> {
+        let r: Option<String> = self
+            .db
+            .query_row(
+                "SELECT role FROM memberships WHERE email = ?1 AND tenant = ?2",
+                params![email.to_lowercase(), tenant],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(r.and_then(|r| Role::parse(&r)))
+    }
+
+    /// Whether `email` may do `what` in `tenant`: not_found for a tenant it is not in,
+    /// forbidden for a permission above its role.
+    pub fn authorize(
+        &self,
+        email: &str,
+        tenant: &str,
+        what: Permission,
+    ) -> Result<Role, UserError> {
+        let role = self.role(email, tenant)?.ok_or(UserError::NotFound)?;
+        if role < what.needs() {
+            return Err(UserError::Forbidden(format!(
+                "{what:?} needs the role {} or above; {email} is {}",
+                what.needs().as_str(),
+                role.as_str()
+            )));
+        }
+        Ok(role)
+    }
+
+    /// `actor` gives `email` a role in `tenant` (admins up to admin, owners anything).
+    pub fn grant(
+        &self,
+        actor: &str,
+        email: &str,
+        tenant: &str,
+        role: Role,
+    ) -> Result<(), UserError> {
+        let needed = if role == Role::Owner {
+            Permission::MakeOwners
+        } else {
+            Permission::ManageUsers
+        };
+        self.authorize(actor, tenant, needed)?;
+        self.set_role(email, tenant, role)
+    }
+
+    /// A one-time password reset token, valid for an hour; only its hash is kept.
+    pub fn reset_token(&self, email: &str) -> Result<Option<String>, UserError> {
+        let exists = self
+            .db
+            .query_row(
+                "SELECT 1 FROM users WHERE email = ?1",
+                params![email.to_lowercase()],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let token: String = rand::random::<[u8; 24]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.db.execute(
+            "INSERT INTO reset_tokens(token_hash, email, expires_ns) VALUES (?1, ?2, ?3)",
+            params![
+                Sha256::digest(token.as_bytes()).to_vec(),
+                email.to_lowercase(),
+                crate::sample::now_ns() + 3_600_000_000_000
+            ],
+        )?;
+        Ok(Some(token))
+    }
+
+    pub fn reset_password(&self, token: &str, new_password: &str) -> Result<(), UserError> {
+        let hash = hash_password(new_password)?;
+        let h = Sha256::digest(token.trim().as_bytes()).to_vec();
+        let email: Option<String> = self
+            .db
+            .query_row(
+                "UPDATE reset_tokens SET used_ns = ?2 WHERE token_hash = ?1 AND used_ns IS NULL AND expires_ns > ?2 RETURNING email",
+                params![h, crate::sample::now_ns()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let email = email.ok_or(UserError::TokenInvalid)?;
+        self.db.execute(
+            "UPDATE users SET password = ?1 WHERE email = ?2",
+            params![hash, email],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_login_roles_and_reset() {
+        let db = Connection::open_in_memory().unwrap();
+        let u = Users::open(&db).unwrap();
+        u.register("ann@acme.example", "correct horse battery", "acme")
+            .unwrap();
+        assert!(matches!(
+            u.register("ANN@acme.example", "correct horse battery", "acme2"),
+            Err(UserError::Conflict(_))
+        ));
+        assert!(matches!(
+            u.register("bob@globex.example", "short", "globex"),
+            Err(UserError::BadRequest(_))
+        ));
+        assert!(matches!(
+            u.register("bob@globex.example", "long enough pw", "acme"),
+            Err(UserError::Conflict(_))
+        ));
+        u.register("bob@globex.example", "long enough pw", "globex")
+            .unwrap();
+        let stored: String = db
+            .query_row(
+                "SELECT password FROM users WHERE email = 'ann@acme.example'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+
+        u.login("ann@acme.example", "correct horse battery")
+            .unwrap();
+        assert_eq!(
+            u.login("ann@acme.example", "wrong horse battery"),
+            Err(UserError::WrongCredentials)
+        );
+        assert_eq!(
+            u.login("nobody@acme.example", "correct horse battery"),
+            Err(UserError::WrongCredentials)
+        );
+
+        // Roles: the owner adds a viewer; the viewer cannot manage users; other tenants
+        // are not found.
+        u.create_system_account("provisioning@fieldgate.example", "system account pw")
+            .unwrap();
+        u.register_by_system(
+            "provisioning@fieldgate.example",
+            "vic@acme.example",
+            "viewer password",
+            "acme",
+            Role::Viewer,
+        )
+        .unwrap();
+        assert!(matches!(
+            u.register_by_system(
+                "ann@acme.example",
+                "eve@acme.example",
+                "attacker password",
+                "acme",
+                Role::Owner
+            ),
+            Err(UserError::Forbidden(_))
+        ));
+        assert_eq!(
+            u.authorize("vic@acme.example", "acme", Permission::Read),
+            Ok(Role::Viewer)
+        );
+        assert!(matches!(
+            u.authorize("vic@acme.example", "acme", Permission::ManageUsers),
+            Err(UserError::Forbidden(_))
+        ));
+        assert!(matches!(
+            u.grant("vic@acme.example", "vic@acme.example", "acme", Role::Owner),
+            Err(UserError::Forbidden(_))
+        ));
+        assert_eq!(
+            u.authorize("ann@acme.example", "globex", Permission::Read),
+            Err(UserError::NotFound)
+        );
+        assert_eq!(
+            u.authorize("bob@globex.example", "acme", Permission::Read),
+            Err(UserError::NotFound)
+        );
+        u.grant("ann@acme.example", "vic@acme.example", "acme", Role::Admin)
+            .unwrap();
+        assert!(matches!(
+            u.grant(
+                "vic@acme.example",
+                "bob@globex.example",
+                "acme",
+                Role::Owner
+            ),
+            Err(UserError::Forbidden(_))
+        ));
+        u.grant(
+            "vic@acme.example",
+            "bob@globex.example",
+            "acme",
+            Role::Operator,
+        )
+        .unwrap();
+        assert_eq!(
+            u.authorize("bob@globex.example", "acme", Permission::MintKeys),
+            Ok(Role::Operator)
+        );
+
+        // Password reset: once, and only with the right token.
+        assert_eq!(u.reset_token("nobody@acme.example").unwrap(), None);
+        let t = u.reset_token("ann@acme.example").unwrap().unwrap();
+        assert_eq!(
+            u.reset_password("0".repeat(48).as_str(), "a brand new password"),
+            Err(UserError::TokenInvalid)
+        );
+        u.reset_password(&t, "a brand new password").unwrap();
+        assert_eq!(
+            u.reset_password(&t, "another new password"),
+            Err(UserError::TokenInvalid)
+        );
+        u.login("ann@acme.example", "a brand new password").unwrap();
+        assert_eq!(
+            u.login("ann@acme.example", "correct horse battery"),
+            Err(UserError::WrongCredentials)
+        );
+    }
+}
