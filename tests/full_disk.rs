@@ -66,12 +66,30 @@ async fn a_full_disk_is_reported_and_survived() {
     };
     // Depending on timing the buffer either makes room by dropping its oldest samples
     // (gap records) or, when the disk fills faster, fails commit groups: both are counted.
-    wait_for("the full disk to show", Duration::from_secs(60), || {
+    let shown = || {
         status().is_some_and(|s| {
             s["commit_failures"].as_u64().unwrap_or(0) > 200
                 || s["buffer"]["dropped"].as_u64().unwrap_or(0) > 200
         })
-    });
+    };
+    let t = std::time::Instant::now();
+    while !shown() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let df = std::process::Command::new("ls")
+                .arg("-la")
+                .arg(&small)
+                .output();
+            panic!(
+                "the full disk never showed; status: {:?}\nstate dir: {:?}\ngateway log (last lines):\n{}",
+                status(),
+                df.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let st = status().expect("the daemon still answers with a full disk");
     if st["commit_failures"].as_u64().unwrap() > 0 {
         let human = fieldgate_cmd()

@@ -247,17 +247,44 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The sequence ranges the gateway reported as dropped, less what was stored anyway:
+    /// a gateway short of disk may drop a sample it had already sent (its PUBACK still
+    /// on the way), and a sample that arrived is not lost.
     pub fn gaps(&self, device: &str) -> Result<Vec<Gap>, StoreError> {
         let mut q = self
             .conn
             .prepare("SELECT first, last FROM gaps WHERE device = ?1 ORDER BY first")?;
-        let rows = q.query_map([device], |r| {
-            Ok(Gap {
-                first: r.get::<_, i64>(0)? as u64,
-                last: r.get::<_, i64>(1)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let reported: Vec<Gap> = q
+            .query_map([device], |r| {
+                Ok(Gap {
+                    first: r.get::<_, i64>(0)? as u64,
+                    last: r.get::<_, i64>(1)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stored_in = self.conn.prepare(
+            "SELECT seq FROM samples WHERE device = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+        )?;
+        let mut out: Vec<Gap> = Vec::new();
+        for g in reported {
+            let stored: Vec<u64> = stored_in
+                .query_map(
+                    rusqlite::params![device, g.first as i64, g.last as i64],
+                    |r| r.get::<_, i64>(0).map(|v| v as u64),
+                )?
+                .collect::<Result<_, _>>()?;
+            let mut from = g.first;
+            for s in stored.into_iter().chain(std::iter::once(g.last + 1)) {
+                if s > from {
+                    out.push(Gap {
+                        first: from,
+                        last: s - 1,
+                    });
+                }
+                from = s + 1;
+            }
+        }
+        Ok(out)
     }
 
     /// How many samples of `device` are stored.
@@ -346,6 +373,33 @@ mod tests {
                 first: 10,
                 last: 12
             }]
+        );
+        // A gap that covers samples which arrived anyway (dropped after they were sent)
+        // lists only what is really missing.
+        let late = Batch {
+            samples: [11u64]
+                .iter()
+                .map(|&i| Sequenced {
+                    seq: i,
+                    sample: b.samples[0].sample.clone(),
+                })
+                .collect(),
+            gaps: vec![Gap { first: 2, last: 4 }],
+        };
+        st.insert("gw", &late).unwrap();
+        assert_eq!(
+            st.gaps("gw").unwrap(),
+            vec![
+                Gap { first: 4, last: 4 },
+                Gap {
+                    first: 10,
+                    last: 10
+                },
+                Gap {
+                    first: 12,
+                    last: 12
+                }
+            ]
         );
     }
 }
