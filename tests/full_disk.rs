@@ -40,7 +40,7 @@ async fn a_full_disk_is_reported_and_survived() {
     std::fs::create_dir_all(&small).unwrap();
     let script = format!(
         "mount -t tmpfs -o size=8m tmpfs '{s}' && \
-         (while [ ! -e '{s}/buffer.db' ]; do sleep 0.1; done; sleep 1; \
+         (n=0; while [ ! -e '{s}/buffer.db' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; sleep 1; \
           dd if=/dev/zero of='{s}/filler' bs=64k 2>/dev/null) & \
          exec '{bin}' run --config '{cfg}'",
         s = small.display(),
