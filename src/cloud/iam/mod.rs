@@ -4,5 +4,6 @@
 //! decision goes to.
 
 pub mod audit;
+pub mod devices;
 pub mod keys;
 pub mod users;

@@ -1,0 +1,224 @@
+//! The device lifecycle: registered at manufacture (serial and a claim code printed on
+//! the box; the cloud keeps the code's hash), claimed by a user of a tenant who holds the
+//! code, enrolled (a certificate, see `cloud::enroll`), transferred to another tenant,
+//! revoked. Which tenant owns a device is read at every check, so a transfer takes
+//! access away from the old tenant at once.
+
+use super::users::{Permission, UserError, Users};
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices(
+    device TEXT PRIMARY KEY, claim_hash BLOB NOT NULL, tenant TEXT, state TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL);";
+
+fn hash(code: &str) -> Vec<u8> {
+    Sha256::digest(code.trim().to_ascii_uppercase().as_bytes()).to_vec()
+}
+
+pub struct Devices<'a> {
+    db: &'a Connection,
+}
+
+impl<'a> Devices<'a> {
+    pub fn open(db: &'a Connection) -> Result<Devices<'a>, UserError> {
+        db.execute_batch(SCHEMA)?;
+        Users::open(db)?;
+        Ok(Devices { db })
+    }
+
+    /// At manufacture: the device id and its claim code.
+    pub fn register(&self, device: &str, claim_code: &str) -> Result<(), UserError> {
+        if !crate::protocol::valid_device_id(device) || claim_code.trim().len() < 8 {
+            return Err(UserError::BadRequest(
+                "a valid device id and a claim code of 8 characters or more".into(),
+            ));
+        }
+        let n = self.db.execute(
+            "INSERT OR IGNORE INTO devices(device, claim_hash, state, updated_ns) VALUES (?1, ?2, 'registered', ?3)",
+            params![device, hash(claim_code), crate::sample::now_ns()],
+        )?;
+        if n == 0 {
+            return Err(UserError::Conflict(format!(
+                "{device} is registered already"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tenant that owns `device`, if any.
+    pub fn owner(&self, device: &str) -> Result<Option<String>, UserError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT tenant FROM devices WHERE device = ?1 AND state != 'revoked'",
+                params![device],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn state(&self, device: &str) -> Result<Option<String>, UserError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT state FROM devices WHERE device = ?1",
+                params![device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// `user` claims `device` for `tenant` with the code from the box.
+    pub fn claim(
+        &self,
+        user: &str,
+        tenant: &str,
+        device: &str,
+        code: &str,
+    ) -> Result<(), UserError> {
+        Users::open(self.db)?.authorize(user, tenant, Permission::ManageDevices)?;
+        let row: Option<(Vec<u8>, Option<String>)> = self
+            .db
+            .query_row(
+                "SELECT claim_hash, tenant FROM devices WHERE device = ?1",
+                params![device],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        // An unknown device and a wrong code get the same answer.
+        let wrong = || UserError::Forbidden("the device id or the claim code is wrong".into());
+        let (want, owner) = row.ok_or_else(wrong)?;
+        if want != hash(code) {
+            return Err(wrong());
+        }
+        if owner.is_some() {
+            return Err(UserError::Conflict(format!(
+                "{device} is claimed already: its owner can transfer it"
+            )));
+        }
+        self.db.execute(
+            "UPDATE devices SET tenant = ?1, state = 'claimed', updated_ns = ?2 WHERE device = ?3",
+            params![tenant, crate::sample::now_ns(), device],
+        )?;
+        Ok(())
+    }
+
+    /// An owner of the device's tenant hands it to another tenant.
+    pub fn transfer(&self, user: &str, device: &str, to: &str) -> Result<(), UserError> {
+        let from = self.owner(device)?.ok_or(UserError::NotFound)?;
+        Users::open(self.db)?.authorize(user, &from, Permission::TransferDevices)?;
+        self.db.execute(
+            "UPDATE devices SET tenant = ?1, updated_ns = ?2 WHERE device = ?3",
+            params![to, crate::sample::now_ns(), device],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `user` may do `what` with `device`: not_found unless the user has a role
+    /// in the tenant that owns it now.
+    pub fn authorize(&self, user: &str, device: &str, what: Permission) -> Result<(), UserError> {
+        let tenant = self.owner(device)?.ok_or(UserError::NotFound)?;
+        Users::open(self.db)?
+            .authorize(user, &tenant, what)
+            .map(|_| ())
+    }
+
+    /// An admin of the owning tenant revokes the device. (Refusing its certificate at
+    /// connect is `registry::revoke`, `fieldgate-cloud revoke`; the two are joined when
+    /// the API that calls both exists.)
+    pub fn revoke(&self, user: &str, device: &str) -> Result<(), UserError> {
+        self.authorize(user, device, Permission::RevokeKeys)?;
+        self.db.execute(
+            "UPDATE devices SET state = 'revoked', updated_ns = ?1 WHERE device = ?2",
+            params![crate::sample::now_ns(), device],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::iam::users::Role;
+
+    #[test]
+    fn register_claim_transfer_revoke() {
+        let db = Connection::open_in_memory().unwrap();
+        let d = Devices::open(&db).unwrap();
+        let u = Users::open(&db).unwrap();
+        u.register("ann@acme.example", "acme password", "acme")
+            .unwrap();
+        u.register("bob@globex.example", "globex password", "globex")
+            .unwrap();
+        u.create_system_account("prov@fieldgate.example", "system account pw")
+            .unwrap();
+        u.register_by_system(
+            "prov@fieldgate.example",
+            "vic@acme.example",
+            "viewer password",
+            "acme",
+            Role::Viewer,
+        )
+        .unwrap();
+
+        d.register("pump-7", "K7Q2-MX9P").unwrap();
+        assert!(matches!(
+            d.register("pump-7", "other-code"),
+            Err(UserError::Conflict(_))
+        ));
+        // A viewer may not claim; a wrong code or an unknown device gives one answer.
+        assert!(matches!(
+            d.claim("vic@acme.example", "acme", "pump-7", "K7Q2-MX9P"),
+            Err(UserError::Forbidden(_))
+        ));
+        assert_eq!(
+            d.claim("ann@acme.example", "acme", "pump-7", "WRONG-CODE"),
+            d.claim("ann@acme.example", "acme", "pump-9", "K7Q2-MX9P")
+        );
+        d.claim("ann@acme.example", "acme", "pump-7", "k7q2-mx9p")
+            .unwrap();
+        assert_eq!(d.state("pump-7").unwrap().as_deref(), Some("claimed"));
+        assert!(matches!(
+            d.claim("bob@globex.example", "globex", "pump-7", "K7Q2-MX9P"),
+            Err(UserError::Conflict(_))
+        ));
+        d.authorize("vic@acme.example", "pump-7", Permission::Read)
+            .unwrap();
+        assert_eq!(
+            d.authorize("bob@globex.example", "pump-7", Permission::Read),
+            Err(UserError::NotFound)
+        );
+
+        // Transfer: only an owner; the old tenant loses access at once.
+        assert!(matches!(
+            d.transfer("vic@acme.example", "pump-7", "globex"),
+            Err(UserError::Forbidden(_))
+        ));
+        d.transfer("ann@acme.example", "pump-7", "globex").unwrap();
+        assert_eq!(
+            d.authorize("ann@acme.example", "pump-7", Permission::Read),
+            Err(UserError::NotFound)
+        );
+        assert_eq!(
+            d.authorize("vic@acme.example", "pump-7", Permission::Read),
+            Err(UserError::NotFound)
+        );
+        d.authorize("bob@globex.example", "pump-7", Permission::Read)
+            .unwrap();
+
+        // Revoke: then nobody reaches it.
+        assert_eq!(
+            d.revoke("ann@acme.example", "pump-7"),
+            Err(UserError::NotFound)
+        );
+        d.revoke("bob@globex.example", "pump-7").unwrap();
+        assert_eq!(
+            d.authorize("bob@globex.example", "pump-7", Permission::Read),
+            Err(UserError::NotFound)
+        );
+        assert_eq!(d.state("pump-7").unwrap().as_deref(), Some("revoked"));
+    }
+}
