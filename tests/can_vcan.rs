@@ -16,27 +16,14 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn socketcan_reader_on_vcan_in_a_vm() {
-    if std::env::var_os("FIELDGATE_IN_VM").is_none() {
-        need("qemu-system-x86_64");
-        need("busybox");
-        let exe = std::env::current_exe().unwrap();
-        let start = Instant::now();
-        let out = Command::new(root().join("hil/can-vm.sh"))
-            .arg("--file")
-            .arg(root().join("tests/fixtures/can"))
-            .arg("--file")
-            .arg(env!("CARGO_BIN_EXE_fieldgate"))
-            .arg(&exe)
-            .args(["--exact", "socketcan_reader_on_vcan_in_a_vm", "--nocapture"])
-            .output()
-            .expect("run hil/can-vm.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("{stdout}\n{stderr}");
-        println!("can rig: {:.1} s in all", start.elapsed().as_secs_f64());
-        assert!(
-            out.status.success(),
-            "the scenario failed in the VM (see the guest's output above)"
+    if !in_vm() {
+        let stdout = rerun_in_vm(
+            "socketcan_reader_on_vcan_in_a_vm",
+            &[
+                root().join("tests/fixtures/can"),
+                std::path::PathBuf::from(env!("CARGO_BIN_EXE_fieldgate")),
+            ],
+            120,
         );
         assert!(stdout.contains("guest scenario: PASS"), "{stdout}");
         return;

@@ -50,30 +50,19 @@ struct Expect {
 
 #[test]
 fn virtual_rig_scenarios() {
-    if std::env::var_os("FIELDGATE_IN_VM").is_none() {
-        need("qemu-system-x86_64");
+    if !in_vm() {
         need("socat");
         need("tc");
-        let exe = std::env::current_exe().unwrap();
-        let start = Instant::now();
-        let out = Command::new(root().join("hil/can-vm.sh"))
-            .env("FIELDGATE_VM_TIMEOUT", "600")
-            .arg("--file")
-            .arg(root().join("hil/scenarios"))
-            .arg("--file")
-            .arg(root().join("config"))
-            .arg("--file")
-            .arg(env!("CARGO_BIN_EXE_fieldgate"))
-            .arg("--file")
-            .arg(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-            .arg(&exe)
-            .args(["--exact", "virtual_rig_scenarios", "--nocapture"])
-            .output()
-            .expect("run hil/can-vm.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        println!("rig: {:.0} s in all", start.elapsed().as_secs_f64());
-        assert!(out.status.success(), "a scenario failed (see above)");
+        let stdout = rerun_in_vm(
+            "virtual_rig_scenarios",
+            &[
+                root().join("hil/scenarios"),
+                root().join("config"),
+                PathBuf::from(env!("CARGO_BIN_EXE_fieldgate")),
+                PathBuf::from(env!("CARGO_BIN_EXE_fieldgate-cloud")),
+            ],
+            600,
+        );
         assert!(stdout.contains("rig: all scenarios PASS"), "{stdout}");
         return;
     }

@@ -91,18 +91,9 @@ pub fn render(s: &Status, now_ns: i64) -> String {
         "Publish to PUBACK of the last batch.",
         &one(s.uplink.last_ack_latency_ms.unwrap_or(0) as f64 / 1000.0),
     );
-    let per =
-        |f: &dyn Fn(&crate::field::modbus::poller::DeviceStatus) -> u64| -> Vec<(String, f64)> {
-            s.devices
-                .iter()
-                .map(|(d, st)| {
-                    (
-                        format!("{{device=\"{}\"}}", d.replace(['\\', '"', '\n'], "_")),
-                        f(st) as f64,
-                    )
-                })
-                .collect()
-        };
+    let per = |f: &dyn Fn(&crate::field::modbus::poller::DeviceStatus) -> u64| {
+        labelled("device", &s.devices, f)
+    };
     metric(
         "device_polls_total",
         "counter",
@@ -115,17 +106,7 @@ pub fn render(s: &Status, now_ns: i64) -> String {
         "Poll rounds with an error per device.",
         &per(&|d| d.errors),
     );
-    let can = |f: &dyn Fn(&crate::field::can::bus::CanBusStatus) -> u64| -> Vec<(String, f64)> {
-        s.can
-            .iter()
-            .map(|(b, st)| {
-                (
-                    format!("{{bus=\"{}\"}}", b.replace(['\\', '"', '\n'], "_")),
-                    f(st) as f64,
-                )
-            })
-            .collect()
-    };
+    let can = |f: &dyn Fn(&crate::field::can::bus::CanBusStatus) -> u64| labelled("bus", &s.can, f);
     for (name, help, f) in [
         (
             "can_frames_total",
@@ -160,6 +141,22 @@ pub fn render(s: &Status, now_ns: i64) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
+/// One value per map entry, labelled `{label="name"}` (the name made safe for the format).
+fn labelled<T>(
+    label: &str,
+    map: &std::collections::BTreeMap<String, T>,
+    f: &dyn Fn(&T) -> u64,
+) -> Vec<(String, f64)> {
+    map.iter()
+        .map(|(name, st)| {
+            (
+                format!("{{{label}=\"{}\"}}", name.replace(['\\', '"', '\n'], "_")),
+                f(st) as f64,
+            )
+        })
+        .collect()
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, view: View, shutdown: CancellationToken) {
     let view = std::sync::Arc::new(view);
     loop {
