@@ -168,8 +168,7 @@ async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
         .unwrap()
         .contains("CN=tpm-gw"));
     let fingerprint = shown["fingerprint"].clone();
-    gw.signal("TERM");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.terminate();
 
     // The TPM and the daemon restart: the same key, no new enrollment, data flows.
     tpm.restart();
@@ -229,8 +228,7 @@ async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
     );
     let st = status(d).unwrap();
     assert!(st["uplink"]["connected_to"].is_null(), "{st}");
-    gw.signal("TERM");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,8 +395,7 @@ async fn a_short_lived_certificate_is_renewed_on_schedule() {
         Duration::from_secs(20),
         || cloud.rows("short-gw").len() > before + 5,
     );
-    gw.signal("TERM");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.terminate();
 }
 
 /// Anti-cloning: with TPM proof required, the device's endorsement key is registered at
@@ -615,8 +612,7 @@ async fn expired_and_corrupted_certificates_are_named() {
         })
     });
     assert!(gw.0.try_wait().unwrap().is_none(), "still running");
-    gw.signal("TERM");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.terminate();
 }
 
 /// Key rotation: each renewal makes a new key in the TPM (alternating between two
@@ -648,8 +644,7 @@ async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
     wait_for("data on the rotated key", Duration::from_secs(20), || {
         cloud.rows("rot-gw").len() > before + 5
     });
-    gw.signal("TERM");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    gw.terminate();
 }
 
 /// `fieldgate identity csr`: a CSR for the device id, signed in the TPM, that an

@@ -57,6 +57,13 @@ impl Proc {
             .arg(self.pid().to_string())
             .status();
     }
+    /// SIGTERM, and the exit status within ten seconds (fails the test otherwise).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10))
+            .expect("the process stops within 10 s of SIGTERM")
+    }
+
     /// Waits up to `limit` for the process to exit; its status, if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let end = Instant::now() + limit;
