@@ -34,8 +34,8 @@ fn main() {
     let req = Request {
         action: Action::Read,
         tenant: "acme",
-        device: "plant1-gw07",
-        stream: "meter/voltage_l1",
+        device: Some("plant1-gw07"),
+        stream: Some("meter/voltage_l1"),
         source: src,
         origin: None,
         resolution_s: 0,

@@ -276,8 +276,8 @@ fn audit_verify_names_the_first_tampered_entry() {
             &Request {
                 action: Action::Read,
                 tenant: "acme",
-                device,
-                stream: "p",
+                device: Some(device),
+                stream: Some("p"),
                 source: "127.0.0.1".parse().unwrap(),
                 origin: None,
                 resolution_s: 0,

@@ -76,6 +76,12 @@ enum Command {
     /// The audit log of access decisions.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Create a system account (it registers devices at manufacture and users for
+    /// others, over the API). The password is read from standard input.
+    SystemAccount {
+        #[arg(long)]
+        email: String,
+    },
     /// Enrollments, renewals, refusals and revocations, oldest first.
     Identities {
         #[arg(long)]
@@ -220,6 +226,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
             reg.register_ek(&device, &point)?;
             println!("registered the endorsement key of {device}");
+            Ok(())
+        }
+        Command::SystemAccount { email } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let db = rusqlite::Connection::open(cloud::store_path(&data))?;
+            let users = cloud::iam::users::Users::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
+            users
+                .create_system_account(&email, password.trim_end_matches(['\r', '\n']))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("system account {email} created");
             Ok(())
         }
         Command::Revoke { device, reason } => {

@@ -3,7 +3,7 @@
 
 use super::api::Refusal;
 use super::pki::{CsrProblem, Pki};
-use super::registry::{Registry, TokenProblem};
+use super::registry::{Registry, Spent, TokenProblem};
 use crate::enrollment::{
     hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
 };
@@ -80,6 +80,7 @@ impl Enrollment {
         let not_after = crate::sample::now_ns().saturating_add(self.lifetime.as_nanos() as i64);
         let reg = self.registry();
         let _ = reg.add_certificate(&serial, device, &fingerprint, not_after);
+        let _ = reg.mark_enrolled(device);
         let _ = reg.record(
             device,
             event,
@@ -103,26 +104,59 @@ impl Enrollment {
             ));
         }
         self.refuse_if_revoked(device, peer)?;
+        if self.registry().lifecycle(device).ok().flatten().as_deref() == Some("registered") {
+            return Err(self.refuse(
+                device,
+                peer,
+                StatusCode::FORBIDDEN,
+                "device_unclaimed",
+                format!("{device} is registered but no tenant has claimed it yet: claim it with the code on its label first"),
+            ));
+        }
         let registered_ek = self.registry().ek(device).ok().flatten();
         if self.require_tpm || (registered_ek.is_some() && req.tpm.is_some()) {
             return self
                 .challenge(req, registered_ek, peer)
                 .map(EnrollAnswer::Challenge);
         }
-        let spent = self.registry().spend_token(&req.token, device);
-        self.token_outcome(device, peer, spent)?;
-        self.issue(device, &req.csr, peer, "enrolled")
+        let csr_key = self.csr_key(device, &req.csr, peer)?;
+        let spent = self.registry().spend_token(&req.token, device, &csr_key);
+        let event = self.token_outcome(device, peer, spent)?;
+        self.issue(device, &req.csr, peer, event)
             .map(EnrollAnswer::Certificate)
     }
 
+    /// The public key of a CSR for `device`, or a recorded refusal. Checked before
+    /// the token, so a bad CSR does not spend it.
+    fn csr_key(&self, device: &str, csr: &str, peer: &str) -> Result<Vec<u8>, Refusal> {
+        let (cn, key) = Pki::inspect_csr(csr).map_err(|p| match p {
+            CsrProblem::Invalid(why) | CsrProblem::OtherDevice(why) => {
+                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
+            }
+        })?;
+        if cn != device {
+            return Err(self.refuse(
+                device,
+                peer,
+                StatusCode::FORBIDDEN,
+                "csr_device_mismatch",
+                format!("the CSR names `{cn}`, not `{device}`"),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The event a good token makes (`enrolled`, or `enrolled-again` when the key that
+    /// spent it asks again), or a recorded refusal.
     fn token_outcome(
         &self,
         device: &str,
         peer: &str,
-        outcome: Result<Result<(), TokenProblem>, super::registry::RegistryError>,
-    ) -> Result<(), Refusal> {
+        outcome: Result<Result<Spent, TokenProblem>, super::registry::RegistryError>,
+    ) -> Result<&'static str, Refusal> {
         match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(Spent::First)) => Ok("enrolled"),
+            Ok(Ok(Spent::Again)) => Ok("enrolled-again"),
             Ok(Err(p)) => {
                 let (code, msg) = match p {
                     TokenProblem::Unknown => (
@@ -135,24 +169,21 @@ impl Enrollment {
                     ),
                     TokenProblem::Used => (
                         "token_used",
-                        "the token was used already: tokens work once".to_string(),
+                        "the token was used already, by another key: tokens work once".to_string(),
                     ),
                     TokenProblem::Expired => (
                         "token_expired",
                         "the token has expired: issue a new one".to_string(),
                     ),
                 };
-                return Err(self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg));
+                Err(self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg))
             }
-            Err(e) => {
-                return Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    e.to_string(),
-                ))
-            }
+            Err(e) => Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            )),
         }
-        Ok(())
     }
 
     /// Step one with TPM proof: everything is checked except the TPM itself, then a
@@ -177,19 +208,9 @@ impl Enrollment {
         if unhex(&ev.ek).as_deref() != Some(registered.as_slice()) {
             return Err(forbid("ek_mismatch", format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
         }
-        let outcome = self.registry().check_token(&req.token, device);
+        let csr_key = self.csr_key(device, &req.csr, peer)?;
+        let outcome = self.registry().check_token(&req.token, device, &csr_key);
         self.token_outcome(device, peer, outcome)?;
-        let (cn, csr_key) = Pki::inspect_csr(&req.csr).map_err(|p| match p {
-            CsrProblem::Invalid(why) | CsrProblem::OtherDevice(why) => {
-                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
-            }
-        })?;
-        if cn != device {
-            return Err(forbid(
-                "csr_device_mismatch",
-                format!("the CSR names `{cn}`, not `{device}`"),
-            ));
-        }
         use super::credential::{attr, make_credential, parse_ecc_public};
         let public = unhex(&ev.key_public)
             .ok_or_else(|| "not hex".to_string())
@@ -262,9 +283,12 @@ impl Enrollment {
                     .into(),
             ));
         }
-        let outcome = self.registry().spend_token_hash(&token_hash, &device);
-        self.token_outcome(&device, peer, outcome)?;
-        self.issue(&device, &csr, peer, "enrolled")
+        let csr_key = self.csr_key(&device, &csr, peer)?;
+        let outcome = self
+            .registry()
+            .spend_token_hash(&token_hash, &device, &csr_key);
+        let event = self.token_outcome(&device, peer, outcome)?;
+        self.issue(&device, &csr, peer, event)
     }
 
     pub fn renew(

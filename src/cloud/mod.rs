@@ -89,7 +89,7 @@ pub async fn run_with(
             Some(tokio::spawn(api::serve(
                 l,
                 api_tls,
-                api::router(enrollment),
+                api::router(Arc::new(api::Api::open(enrollment, &store_path(data_dir))?)),
                 shutdown.clone(),
             )))
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS enroll_tokens(
     token_hash BLOB PRIMARY KEY, device TEXT NOT NULL, created_ns INTEGER NOT NULL,
-    expires_ns INTEGER NOT NULL, used_ns INTEGER);
+    expires_ns INTEGER NOT NULL, used_ns INTEGER, spent_key BLOB);
 CREATE TABLE IF NOT EXISTS identity_events(
     id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, device TEXT NOT NULL, event TEXT NOT NULL,
     detail TEXT NOT NULL, peer TEXT NOT NULL);
@@ -28,14 +28,25 @@ CREATE TABLE IF NOT EXISTS certificates(
 #[error("registry: {0}")]
 pub struct RegistryError(#[from] rusqlite::Error);
 
+/// A token accepted: spent now, or spent before by the same key (a gateway that lost
+/// power between the cloud's answer and storing its certificate asks again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    First,
+    Again,
+}
+
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenProblem {
     Unknown,
     OtherDevice(String),
+    /// Spent by another key.
     Used,
     Expired,
 }
+
+type TokenOutcome = Result<Result<Spent, TokenProblem>, RegistryError>;
 
 /// One recorded identity event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +59,15 @@ pub struct Event {
     pub peer: String,
 }
 
+/// A certificate issued to a device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Certificate {
+    pub serial: String,
+    pub key_fingerprint: String,
+    pub issued_ns: i64,
+    pub not_after_ns: i64,
+}
+
 pub struct Registry {
     db: Connection,
 }
@@ -57,12 +77,18 @@ fn hash(token: &str) -> Vec<u8> {
     sha2::Sha256::digest(token.trim().as_bytes()).to_vec()
 }
 
+fn key_hash(key: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).to_vec()
+}
+
 impl Registry {
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
         let db = Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(super::iam::devices::SCHEMA)?;
         Ok(Registry { db })
     }
 
@@ -88,28 +114,37 @@ impl Registry {
         Ok(token)
     }
 
-    /// Checks `token` for `device` without spending it.
-    pub fn check_token(
-        &self,
-        token: &str,
-        device: &str,
-    ) -> Result<Result<(), TokenProblem>, RegistryError> {
-        let row: Option<(String, i64, Option<i64>)> = self
+    /// Checks `token` for `device` and the CSR's public `key` without spending it.
+    /// Tokens are good once, except that the key that spent one may ask again until
+    /// the token's own expiry.
+    pub fn check_token(&self, token: &str, device: &str, key: &[u8]) -> TokenOutcome {
+        self.check_token_hash(&hash(token), device, key)
+    }
+
+    fn check_token_hash(&self, token_hash: &[u8], device: &str, key: &[u8]) -> TokenOutcome {
+        // (device, expires, used, the hash of the key that spent it)
+        type TokenRow = (String, i64, Option<i64>, Option<Vec<u8>>);
+        let row: Option<TokenRow> = self
             .db
             .query_row(
-                "SELECT device, expires_ns, used_ns FROM enroll_tokens WHERE token_hash = ?1",
-                params![hash(token)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                "SELECT device, expires_ns, used_ns, spent_key FROM enroll_tokens WHERE token_hash = ?1",
+                params![token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        Ok(match row {
-            None => Err(TokenProblem::Unknown),
-            Some((owner, _, _)) if owner != device => Err(TokenProblem::OtherDevice(owner)),
-            Some((_, _, Some(_))) => Err(TokenProblem::Used),
-            Some((_, expires, None)) if expires < crate::sample::now_ns() => {
-                Err(TokenProblem::Expired)
-            }
-            Some(_) => Ok(()),
+        let Some((owner, expires, used, spent_key)) = row else {
+            return Ok(Err(TokenProblem::Unknown));
+        };
+        Ok(if owner != device {
+            Err(TokenProblem::OtherDevice(owner))
+        } else if expires < crate::sample::now_ns() {
+            Err(TokenProblem::Expired)
+        } else if used.is_none() {
+            Ok(Spent::First)
+        } else if spent_key.as_deref() == Some(key_hash(key).as_slice()) {
+            Ok(Spent::Again)
+        } else {
+            Err(TokenProblem::Used)
         })
     }
 
@@ -179,49 +214,25 @@ impl Registry {
             .map(|r| (r.0, r.1, r.2, r.3)))
     }
 
-    /// Spends `token` for `device`: it must exist, name this device, be unused and
-    /// unexpired. Spending is atomic: a token can succeed once.
-    pub fn spend_token(
-        &self,
-        token: &str,
-        device: &str,
-    ) -> Result<Result<(), TokenProblem>, RegistryError> {
-        self.spend_token_hash(&hash(token), device)
+    /// Spends `token` for `device` and the CSR's public `key`: it must exist, name
+    /// this device, be unexpired, and be unused or spent by this same key. Spending is
+    /// atomic: of two keys racing for one token, one wins.
+    pub fn spend_token(&self, token: &str, device: &str, key: &[u8]) -> TokenOutcome {
+        self.spend_token_hash(&hash(token), device, key)
     }
 
     /// `spend_token` by the token's hash (kept with an open challenge).
-    pub fn spend_token_hash(
-        &self,
-        token_hash: &[u8],
-        device: &str,
-    ) -> Result<Result<(), TokenProblem>, RegistryError> {
-        let now = crate::sample::now_ns();
-        let row: Option<(String, i64, Option<i64>)> = self
-            .db
-            .query_row(
-                "SELECT device, expires_ns, used_ns FROM enroll_tokens WHERE token_hash = ?1",
-                params![token_hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((owner, expires, used)) = row else {
-            return Ok(Err(TokenProblem::Unknown));
-        };
-        if owner != device {
-            return Ok(Err(TokenProblem::OtherDevice(owner)));
-        }
-        if used.is_some() {
-            return Ok(Err(TokenProblem::Used));
-        }
-        if expires < now {
-            return Ok(Err(TokenProblem::Expired));
+    pub fn spend_token_hash(&self, token_hash: &[u8], device: &str, key: &[u8]) -> TokenOutcome {
+        match self.check_token_hash(token_hash, device, key)? {
+            Ok(Spent::First) => {}
+            other => return Ok(other),
         }
         let n = self.db.execute(
-            "UPDATE enroll_tokens SET used_ns = ?1 WHERE token_hash = ?2 AND used_ns IS NULL",
-            params![now, token_hash],
+            "UPDATE enroll_tokens SET used_ns = ?1, spent_key = ?2 WHERE token_hash = ?3 AND used_ns IS NULL",
+            params![crate::sample::now_ns(), key_hash(key), token_hash],
         )?;
         Ok(if n == 1 {
-            Ok(())
+            Ok(Spent::First)
         } else {
             Err(TokenProblem::Used)
         })
@@ -276,6 +287,45 @@ impl Registry {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The device's place in the lifecycle (`registered`, `claimed`, `enrolled`,
+    /// `revoked`), if it was registered at manufacture.
+    pub fn lifecycle(&self, device: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT state FROM devices WHERE device = ?1",
+                params![device],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A claimed device got its certificate.
+    pub fn mark_enrolled(&self, device: &str) -> Result<(), RegistryError> {
+        self.db.execute(
+            "UPDATE devices SET state = 'enrolled', updated_ns = ?2 WHERE device = ?1 AND state = 'claimed'",
+            params![device, crate::sample::now_ns()],
+        )?;
+        Ok(())
+    }
+
+    /// The certificates issued to `device`, newest first.
+    pub fn certificates(&self, device: &str) -> Result<Vec<Certificate>, RegistryError> {
+        let mut st = self.db.prepare(
+            "SELECT serial, key_fingerprint, issued_ns, not_after_ns FROM certificates
+             WHERE device = ?1 ORDER BY issued_ns DESC",
+        )?;
+        let rows = st.query_map(params![device], |r| {
+            Ok(Certificate {
+                serial: r.get(0)?,
+                key_fingerprint: r.get(1)?,
+                issued_ns: r.get(2)?,
+                not_after_ns: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn add_certificate(

@@ -27,6 +27,41 @@ pub struct Row {
     pub time: String,
 }
 
+/// A datastream's history: raw samples or aggregated buckets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum History {
+    Raw(Vec<Row>),
+    Buckets(Vec<Bucket>),
+}
+
+/// The numeric samples of one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    pub ts_ns: i64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+/// A `Row` from the columns seq, point, ts_ns, kind, value, quality, time.
+fn row(device: &str, r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    let kind: String = r.get(3)?;
+    let quality: String = r.get(5)?;
+    Ok(Row {
+        device: device.to_string(),
+        seq: r.get::<_, i64>(0)? as u64,
+        point: r.get(1)?,
+        ts_ns: r.get(2)?,
+        value: to_json(&kind, r.get(4)?),
+        quality: serde_json::from_str::<Quality>(&quality)
+            .map(|q| q.to_string())
+            .unwrap_or(quality),
+        time: r.get(6)?,
+    })
+}
+
 /// What one insert did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Inserted {
@@ -197,23 +232,75 @@ impl Store {
         )?;
         let rows = q.query_map(
             params![device, point, since_ns.unwrap_or(i64::MIN), limit as i64],
+            |r| row(device, r),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The datastreams of a device: (point id, samples stored, time of the latest).
+    pub fn streams(&self, device: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT point, count(*), max(ts_ns) FROM samples WHERE device = ?1 GROUP BY point ORDER BY point",
+        )?;
+        let rows = q.query_map([device], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest sample of each datastream of a device.
+    pub fn latest(&self, device: &str) -> Result<Vec<Row>, StoreError> {
+        // SQLite takes the bare columns from the row that holds the max().
+        let mut q = self.conn.prepare_cached(
+            "SELECT seq, point, max(ts_ns), kind, value, quality, time FROM samples
+             WHERE device = ?1 GROUP BY point ORDER BY point",
+        )?;
+        let rows = q.query_map([device], |r| row(device, r))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One datastream between `from_ns` and `to_ns` (inclusive), at most `limit` points:
+    /// raw samples, or with `bucket_ns` the average, minimum, maximum and count of the
+    /// numeric samples in each bucket (buckets start at multiples of `bucket_ns`).
+    pub fn history(
+        &self,
+        device: &str,
+        stream: &str,
+        from_ns: i64,
+        to_ns: i64,
+        bucket_ns: Option<i64>,
+        limit: usize,
+    ) -> Result<History, StoreError> {
+        let Some(bucket) = bucket_ns.filter(|b| *b > 0) else {
+            let mut q = self.conn.prepare_cached(
+                "SELECT seq, point, ts_ns, kind, value, quality, time FROM samples
+                 WHERE device = ?1 AND point = ?2 AND ts_ns BETWEEN ?3 AND ?4
+                 ORDER BY ts_ns, seq LIMIT ?5",
+            )?;
+            let rows = q.query_map(params![device, stream, from_ns, to_ns, limit as i64], |r| {
+                row(device, r)
+            })?;
+            return Ok(History::Raw(rows.collect::<Result<_, _>>()?));
+        };
+        let mut q = self.conn.prepare_cached(
+            "SELECT (ts_ns / ?5) * ?5 AS t, avg(value), min(value), max(value), count(*) FROM samples
+             WHERE device = ?1 AND point = ?2 AND ts_ns BETWEEN ?3 AND ?4
+               AND kind IN ('float', 'int', 'uint', 'bool')
+             GROUP BY t ORDER BY t LIMIT ?6",
+        )?;
+        let rows = q.query_map(
+            params![device, stream, from_ns, to_ns, bucket, limit as i64],
             |r| {
-                let kind: String = r.get(3)?;
-                let quality: String = r.get(5)?;
-                Ok(Row {
-                    device: device.to_string(),
-                    seq: r.get::<_, i64>(0)? as u64,
-                    point: r.get(1)?,
-                    ts_ns: r.get(2)?,
-                    value: to_json(&kind, r.get(4)?),
-                    quality: serde_json::from_str::<Quality>(&quality)
-                        .map(|q| q.to_string())
-                        .unwrap_or(quality),
-                    time: r.get(6)?,
+                Ok(Bucket {
+                    ts_ns: r.get(0)?,
+                    avg: r.get(1)?,
+                    min: r.get(2)?,
+                    max: r.get(3)?,
+                    count: r.get::<_, i64>(4)? as u64,
                 })
             },
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(History::Buckets(rows.collect::<Result<_, _>>()?))
     }
 
     /// Samples with `seq > after` across all devices, in arrival order (for `demo` and tails).

@@ -23,17 +23,36 @@ pub enum EnrollError {
     Local(String),
 }
 
+/// A client certificate chain and the key that signs for it.
+pub type ClientAuth = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    Arc<dyn Key>,
+);
+
 /// POSTs JSON to `url` + `path`; the server must be certified by `ca`; with `client`,
 /// the TLS handshake is authenticated by that chain and key (renewal).
 async fn post(
     url: &str,
     path: &str,
     ca: &Path,
-    client: Option<(
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        Arc<dyn Key>,
-    )>,
+    client: Option<ClientAuth>,
     body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), EnrollError> {
+    https_request(http::Method::POST, url, path, ca, client, &[], Some(body)).await
+}
+
+/// One HTTPS request to `url` + `path` (which may carry a query) with `headers` and, if
+/// given, a JSON `body`; the server must be certified by `ca`; with `client`, the TLS
+/// handshake is authenticated by that chain and key. Returns the status and the body
+/// (at most 1 MiB).
+pub async fn https_request(
+    method: http::Method,
+    url: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<ClientAuth>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
 ) -> Result<(u16, Vec<u8>), EnrollError> {
     let uri: http::Uri = url.parse().map_err(|_| EnrollError::Url(url.into()))?;
     if uri.scheme_str() != Some("https") {
@@ -80,16 +99,24 @@ async fn post(
             .await
             .map_err(|e| connect_err(e.to_string()))?;
     let driver = tokio::spawn(conn);
-    let req = http::Request::post(
-        format!("{}{path}", url.trim_end_matches('/'))
-            .parse::<http::Uri>()
-            .map(|u| u.path().to_string())
-            .unwrap_or(path.to_string()),
-    )
-    .header(http::header::HOST, format!("{host}:{port}"))
-    .header(http::header::CONTENT_TYPE, "application/json")
-    .body(Full::new(bytes::Bytes::from(body)))
-    .map_err(|e| EnrollError::Local(e.to_string()))?;
+    let target = format!("{}{path}", url.trim_end_matches('/'))
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.path_and_query().map(|p| p.to_string()))
+        .unwrap_or(path.to_string());
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(http::header::HOST, format!("{host}:{port}"));
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| EnrollError::Local(e.to_string()))?;
     let resp = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(req))
         .await
         .map_err(|_| connect_err("no answer within 30 s".into()))?

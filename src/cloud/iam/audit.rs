@@ -10,7 +10,28 @@ CREATE TABLE IF NOT EXISTS audit(
     id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     resource TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
     prev BLOB NOT NULL, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_head(one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash BLOB NOT NULL);";
+CREATE TABLE IF NOT EXISTS audit_head(one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS security_events(
+    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, tenant TEXT NOT NULL, kind TEXT NOT NULL,
+    actor TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL);";
+
+/// Refusals from one actor or one address within `BURST_WINDOW_NS` that make a burst.
+pub const BURST_THRESHOLD: i64 = 5;
+pub const BURST_WINDOW_NS: i64 = 60_000_000_000;
+
+/// A security event: something an operator should look at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecurityEvent {
+    pub id: i64,
+    pub ts_ns: i64,
+    /// The tenant whose resource was asked for (empty: none named).
+    pub tenant: String,
+    /// `failure_burst` or `key_outside_cidr`.
+    pub kind: String,
+    pub actor: String,
+    pub source: String,
+    pub detail: String,
+}
 
 /// One access decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +102,125 @@ pub fn append(db: &mut Connection, e: &Entry) -> rusqlite::Result<i64> {
     )?;
     tx.commit()?;
     Ok(id)
+}
+
+/// Appends a decision about a resource of `tenant` and, for a refusal, raises the
+/// security events it calls for: a key used from outside its networks at once, and a
+/// burst of refusals for one actor or from one address (once per window).
+pub fn record(
+    db: &mut Connection,
+    tenant: &str,
+    e: &Entry,
+) -> rusqlite::Result<Vec<SecurityEvent>> {
+    append(db, e)?;
+    let mut raised = Vec::new();
+    if e.outcome == "allowed" {
+        return Ok(raised);
+    }
+    if e.reason == "key_source_refused" {
+        raised.push(raise(
+            db,
+            e,
+            tenant,
+            "key_outside_cidr",
+            "a key was used from outside its networks",
+        )?);
+    }
+    let since = e.ts_ns - BURST_WINDOW_NS;
+    for (column, who) in [("actor", &e.actor), ("source", &e.source)] {
+        let n: i64 = db.query_row(
+            &format!("SELECT count(*) FROM audit WHERE outcome = 'refused' AND ts_ns > ?1 AND {column} = ?2"),
+            params![since, who],
+            |row| row.get(0),
+        )?;
+        let before: i64 = db.query_row(
+            &format!("SELECT count(*) FROM security_events WHERE kind = 'failure_burst' AND ts_ns > ?1 AND {column} = ?2"),
+            params![since, who],
+            |row| row.get(0),
+        )?;
+        if n >= BURST_THRESHOLD && before == 0 {
+            let detail = format!("{n} refusals within a minute for {column} {who}");
+            raised.push(raise(db, e, tenant, "failure_burst", &detail)?);
+        }
+    }
+    Ok(raised)
+}
+
+fn raise(
+    db: &Connection,
+    e: &Entry,
+    tenant: &str,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<SecurityEvent> {
+    tracing::warn!(
+        kind,
+        actor = e.actor,
+        source = e.source,
+        tenant,
+        detail,
+        "security event"
+    );
+    db.execute(
+        "INSERT INTO security_events(ts_ns, tenant, kind, actor, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![e.ts_ns, tenant, kind, e.actor, e.source, detail],
+    )?;
+    Ok(SecurityEvent {
+        id: db.last_insert_rowid(),
+        ts_ns: e.ts_ns,
+        tenant: tenant.into(),
+        kind: kind.into(),
+        actor: e.actor.clone(),
+        source: e.source.clone(),
+        detail: detail.into(),
+    })
+}
+
+/// Security events, of one tenant or all, oldest first.
+pub fn security_events(
+    db: &Connection,
+    tenant: Option<&str>,
+) -> rusqlite::Result<Vec<SecurityEvent>> {
+    let mut st = db.prepare(
+        "SELECT id, ts_ns, tenant, kind, actor, source, detail FROM security_events
+         WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id",
+    )?;
+    let rows = st.query_map(params![tenant], |r| {
+        Ok(SecurityEvent {
+            id: r.get(0)?,
+            ts_ns: r.get(1)?,
+            tenant: r.get(2)?,
+            kind: r.get(3)?,
+            actor: r.get(4)?,
+            source: r.get(5)?,
+            detail: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The latest `limit` entries about resources of `tenant` (newest first).
+pub fn entries(db: &Connection, tenant: &str, limit: u32) -> rusqlite::Result<Vec<(i64, Entry)>> {
+    let mut st = db.prepare(
+        "SELECT id, ts_ns, actor, action, resource, source, outcome, reason FROM audit
+         WHERE resource = ?1 OR substr(resource, 1, length(?1) + 1) = ?1 || '/'
+         ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![tenant, limit], |r| {
+        Ok((
+            r.get(0)?,
+            Entry {
+                ts_ns: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                resource: r.get(4)?,
+                source: r.get(5)?,
+                outcome: r.get(6)?,
+                reason: r.get(7)?,
+            },
+        ))
+    })?;
+    rows.collect()
 }
 
 /// Walks the chain from the start.

@@ -60,6 +60,15 @@ impl<'a> Devices<'a> {
             .flatten())
     }
 
+    /// The devices of a tenant: (id, state).
+    pub fn list(&self, tenant: &str) -> Result<Vec<(String, String)>, UserError> {
+        let mut st = self.db.prepare(
+            "SELECT device, state FROM devices WHERE tenant = ?1 AND state != 'revoked' ORDER BY device",
+        )?;
+        let rows = st.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn state(&self, device: &str) -> Result<Option<String>, UserError> {
         Ok(self
             .db
@@ -80,6 +89,12 @@ impl<'a> Devices<'a> {
         code: &str,
     ) -> Result<(), UserError> {
         Users::open(self.db)?.authorize(user, tenant, Permission::ManageDevices)?;
+        self.claim_for(tenant, device, code)
+    }
+
+    /// Binds `device` to `tenant` if `code` is its claim code (the caller was authorized
+    /// for `tenant`).
+    pub fn claim_for(&self, tenant: &str, device: &str, code: &str) -> Result<(), UserError> {
         let row: Option<(Vec<u8>, Option<String>)> = self
             .db
             .query_row(
@@ -110,6 +125,21 @@ impl<'a> Devices<'a> {
     pub fn transfer(&self, user: &str, device: &str, to: &str) -> Result<(), UserError> {
         let from = self.owner(device)?.ok_or(UserError::NotFound)?;
         Users::open(self.db)?.authorize(user, &from, Permission::TransferDevices)?;
+        self.move_to(device, to)
+    }
+
+    /// Hands `device` to the tenant `to`, which must exist (the caller was authorized for
+    /// the device's current tenant).
+    pub fn move_to(&self, device: &str, to: &str) -> Result<(), UserError> {
+        let exists = self
+            .db
+            .query_row("SELECT 1 FROM tenants WHERE id = ?1", params![to], |_| {
+                Ok(())
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Err(UserError::BadRequest(format!("there is no tenant `{to}`")));
+        }
         self.db.execute(
             "UPDATE devices SET tenant = ?1, updated_ns = ?2 WHERE device = ?3",
             params![to, crate::sample::now_ns(), device],
@@ -131,6 +161,11 @@ impl<'a> Devices<'a> {
     /// the API that calls both exists.)
     pub fn revoke(&self, user: &str, device: &str) -> Result<(), UserError> {
         self.authorize(user, device, Permission::RevokeKeys)?;
+        self.set_revoked(device)
+    }
+
+    /// Marks `device` revoked: no tenant reaches it any more.
+    pub fn set_revoked(&self, device: &str) -> Result<(), UserError> {
         self.db.execute(
             "UPDATE devices SET state = 'revoked', updated_ns = ?1 WHERE device = ?2",
             params![crate::sample::now_ns(), device],

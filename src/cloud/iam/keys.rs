@@ -16,25 +16,7 @@ use std::net::IpAddr;
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS api_keys(
     id TEXT PRIMARY KEY, parent TEXT, secret_hash BLOB NOT NULL, scope TEXT NOT NULL,
-    created_ns INTEGER NOT NULL, revoked_ns INTEGER);
-CREATE TABLE IF NOT EXISTS security_events(
-    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
-    source TEXT NOT NULL, detail TEXT NOT NULL);";
-
-/// Refusals from one key or one address within `BURST_WINDOW_NS` that make a burst.
-pub const BURST_THRESHOLD: i64 = 5;
-pub const BURST_WINDOW_NS: i64 = 60_000_000_000;
-
-/// A security event: something an operator should look at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SecurityEvent {
-    pub ts_ns: i64,
-    /// `failure_burst` or `key_outside_cidr`.
-    pub kind: String,
-    pub actor: String,
-    pub source: String,
-    pub detail: String,
-}
+    created_ns INTEGER NOT NULL, revoked_ns INTEGER);";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,8 +54,10 @@ pub struct Scope {
 pub struct Request<'a> {
     pub action: Action,
     pub tenant: &'a str,
-    pub device: &'a str,
-    pub stream: &'a str,
+    /// The device and datastream asked for; `None`: the tenant's (or the device's)
+    /// listing, which the caller then filters with `Scope::sees_device`/`sees_stream`.
+    pub device: Option<&'a str>,
+    pub stream: Option<&'a str>,
     pub source: IpAddr,
     pub origin: Option<&'a str>,
     pub resolution_s: u64,
@@ -160,7 +144,15 @@ impl Scope {
         None
     }
 
-    fn check(&self, r: &Request) -> Result<(), Refused> {
+    pub fn sees_device(&self, device: &str) -> bool {
+        self.devices.iter().any(|p| glob(p, device))
+    }
+
+    pub fn sees_stream(&self, stream: &str) -> bool {
+        self.streams.iter().any(|p| glob(p, stream))
+    }
+
+    pub fn check(&self, r: &Request) -> Result<(), Refused> {
         if r.now_ns < self.not_before_ns {
             return Err(refused("key_not_yet_valid", "the key is not valid yet"));
         }
@@ -189,8 +181,8 @@ impl Scope {
             ));
         }
         if r.tenant != self.tenant
-            || !self.devices.iter().any(|p| glob(p, r.device))
-            || !self.streams.iter().any(|p| glob(p, r.stream))
+            || r.device.is_some_and(|d| !self.sees_device(d))
+            || r.stream.is_some_and(|s| !self.sees_stream(s))
         {
             // The same answer whether the resource exists or not.
             return Err(refused("not_found", "no such resource for this key"));
@@ -206,6 +198,16 @@ impl Scope {
         }
         Ok(())
     }
+}
+
+/// A key as listed: everything but its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub parent: Option<String>,
+    pub scope: Scope,
+    pub created_ns: i64,
+    pub revoked_ns: Option<i64>,
 }
 
 /// The key store and decision point.
@@ -271,7 +273,7 @@ impl Keys {
 
     /// The key of `token` and its validity: known, secret right, neither it nor an
     /// ancestor revoked.
-    fn resolve(&self, token: &str) -> Result<(String, Scope), KeyError> {
+    pub fn resolve(&self, token: &str) -> Result<(String, Scope), KeyError> {
         let unknown = || KeyError::Refused(refused("key_unknown", "not a key of this cloud"));
         let (id, secret) = split(token).ok_or_else(unknown)?;
         let key = self.get(id)?.ok_or_else(unknown)?;
@@ -337,6 +339,40 @@ impl Keys {
         self.insert(Some(&pid), child)
     }
 
+    /// The keys of a tenant (never their secrets).
+    pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
+        let mut st = self.db.prepare(
+            "SELECT id, parent, scope, created_ns, revoked_ns FROM api_keys
+             WHERE json_extract(scope, '$.tenant') = ?1 ORDER BY created_ns",
+        )?;
+        let rows = st.query_map(params![tenant], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, parent, scope, created_ns, revoked_ns) = row?;
+            out.push(KeyInfo {
+                id,
+                parent,
+                scope: serde_json::from_str(&scope)?,
+                created_ns,
+                revoked_ns,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The scope of key `id`, if it exists.
+    pub fn scope_of(&self, id: &str) -> Result<Option<Scope>, KeyError> {
+        Ok(self.get(id)?.map(|k| k.scope))
+    }
+
     /// Revokes a key and with it every descendant.
     pub fn revoke(&self, id: &str) -> Result<usize, KeyError> {
         Ok(self.db.execute(
@@ -346,105 +382,49 @@ impl Keys {
         )?)
     }
 
-    /// Decides `r` for the key `token`, and audits the decision.
-    pub fn authorize(&mut self, token: &str, r: &Request) -> Result<(), KeyError> {
-        let outcome = self
-            .resolve(token)
-            .and_then(|(id, scope)| scope.check(r).map(|_| id).map_err(KeyError::Refused));
+    /// Decides `r` for the key `token`, and audits the decision. Returns the key's id
+    /// and scope.
+    pub fn authorize(&mut self, token: &str, r: &Request) -> Result<(String, Scope), KeyError> {
+        let outcome = self.resolve(token).and_then(|(id, scope)| {
+            scope.check(r).map_err(KeyError::Refused)?;
+            Ok((id, scope))
+        });
         let actor = split(token)
             .map(|(id, _)| format!("key:{id}"))
             .unwrap_or_else(|| "key:?".into());
-        let (result, reason) = match &outcome {
-            Ok(_) => ("allowed", String::new()),
-            Err(KeyError::Refused(e)) => ("refused", e.code.to_string()),
-            Err(e) => ("refused", e.to_string()),
+        let reason = match &outcome {
+            Ok(_) => String::new(),
+            Err(KeyError::Refused(e)) => e.code.to_string(),
+            Err(e) => e.to_string(),
         };
-        audit::append(
+        let resource = [Some(r.tenant), r.device, r.stream]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
+        audit::record(
             &mut self.db,
+            r.tenant,
             &audit::Entry {
                 ts_ns: r.now_ns,
-                actor: actor.clone(),
+                actor,
                 action: format!("{:?}", r.action).to_lowercase(),
-                resource: format!("{}/{}/{}", r.tenant, r.device, r.stream),
+                resource,
                 source: r.source.to_string(),
-                outcome: result.into(),
-                reason: reason.clone(),
+                outcome: if outcome.is_ok() {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .into(),
+                reason,
             },
         )?;
-        if result == "refused" {
-            self.watch(&actor, r, &reason)?;
-        }
-        outcome.map(|_| ())
+        outcome
     }
 
-    /// Raises security events after a refusal: a key used from outside its networks, and
-    /// a burst of refusals for one key or from one address (once per window).
-    fn watch(&self, actor: &str, r: &Request, reason: &str) -> Result<(), KeyError> {
-        let source = r.source.to_string();
-        if reason == "key_source_refused" {
-            self.raise(
-                r.now_ns,
-                "key_outside_cidr",
-                actor,
-                &source,
-                "a key was used from outside its networks",
-            )?;
-        }
-        let since = r.now_ns - BURST_WINDOW_NS;
-        for (column, who) in [("actor", actor), ("source", source.as_str())] {
-            let n: i64 = self.db.query_row(
-                &format!("SELECT count(*) FROM audit WHERE outcome = 'refused' AND ts_ns > ?1 AND {column} = ?2"),
-                params![since, who],
-                |row| row.get(0),
-            )?;
-            let raised: i64 = self.db.query_row(
-                &format!("SELECT count(*) FROM security_events WHERE kind = 'failure_burst' AND ts_ns > ?1 AND {column} = ?2"),
-                params![since, who],
-                |row| row.get(0),
-            )?;
-            if n >= BURST_THRESHOLD && raised == 0 {
-                self.raise(
-                    r.now_ns,
-                    "failure_burst",
-                    actor,
-                    &source,
-                    &format!("{n} refusals within a minute for {column} {who}"),
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn raise(
-        &self,
-        ts_ns: i64,
-        kind: &str,
-        actor: &str,
-        source: &str,
-        detail: &str,
-    ) -> Result<(), KeyError> {
-        tracing::warn!(kind, actor, source, detail, "security event");
-        self.db.execute(
-            "INSERT INTO security_events(ts_ns, kind, actor, source, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ts_ns, kind, actor, source, detail],
-        )?;
-        Ok(())
-    }
-
-    pub fn security_events(&self) -> Result<Vec<SecurityEvent>, KeyError> {
-        let mut st = self.db.prepare(
-            "SELECT ts_ns, kind, actor, source, detail FROM security_events ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(SecurityEvent {
-                ts_ns: r.get(0)?,
-                kind: r.get(1)?,
-                actor: r.get(2)?,
-                source: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub fn security_events(&self) -> Result<Vec<audit::SecurityEvent>, KeyError> {
+        Ok(audit::security_events(&self.db, None)?)
     }
 
     pub fn audit_verify(&self) -> Result<audit::Verdict, KeyError> {
@@ -453,6 +433,10 @@ impl Keys {
 
     pub fn connection(&self) -> &Connection {
         &self.db
+    }
+
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.db
     }
 }
 
@@ -482,8 +466,8 @@ mod tests {
         Request {
             action: Action::Read,
             tenant: "acme",
-            device: "plant1-gw01",
-            stream: "meter/voltage_l1",
+            device: Some("plant1-gw01"),
+            stream: Some("meter/voltage_l1"),
             source: "10.1.2.3".parse().unwrap(),
             origin: None,
             resolution_s: 3600,
@@ -585,7 +569,7 @@ mod tests {
             code(k.authorize(
                 &t,
                 &Request {
-                    device: "plant2-gw01",
+                    device: Some("plant2-gw01"),
                     ..req()
                 }
             )),

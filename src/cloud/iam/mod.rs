@@ -3,6 +3,7 @@
 //! descendants at once, secrets stored as hashes) and the hash-chained audit log every
 //! decision goes to.
 
+pub mod access;
 pub mod audit;
 pub mod devices;
 pub mod keys;

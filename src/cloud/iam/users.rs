@@ -24,9 +24,17 @@ CREATE TABLE IF NOT EXISTS users(
 CREATE TABLE IF NOT EXISTS memberships(
     email TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(email, tenant));
 CREATE TABLE IF NOT EXISTS reset_tokens(
-    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL, used_ns INTEGER);";
+    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL, used_ns INTEGER);
+CREATE TABLE IF NOT EXISTS sessions(
+    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL);";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// How long a session lasts.
+pub const SESSION_NS: i64 = 12 * 3_600_000_000_000;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Operator,
@@ -65,6 +73,7 @@ pub enum Permission {
     RevokeKeys,
     TransferDevices,
     MakeOwners,
+    ReadAudit,
 }
 
 impl Permission {
@@ -73,7 +82,7 @@ impl Permission {
         match self {
             Permission::Read => Role::Viewer,
             Permission::ManageDevices | Permission::MintKeys => Role::Operator,
-            Permission::ManageUsers | Permission::RevokeKeys => Role::Admin,
+            Permission::ManageUsers | Permission::RevokeKeys | Permission::ReadAudit => Role::Admin,
             Permission::TransferDevices | Permission::MakeOwners => Role::Owner,
         }
     }
@@ -248,6 +257,91 @@ impl<'a> Users<'a> {
             .map_err(|_| UserError::WrongCredentials)
     }
 
+    /// A session for a user who just logged in: `fgs_` and 48 hex digits, valid for
+    /// twelve hours; only its hash is kept.
+    pub fn start_session(&self, email: &str) -> Result<String, UserError> {
+        let secret: String = rand::random::<[u8; 24]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let now = crate::sample::now_ns();
+        self.db
+            .execute("DELETE FROM sessions WHERE expires_ns < ?1", params![now])?;
+        self.db.execute(
+            "INSERT INTO sessions(token_hash, email, expires_ns) VALUES (?1, ?2, ?3)",
+            params![
+                Sha256::digest(secret.as_bytes()).to_vec(),
+                email.to_lowercase(),
+                now + SESSION_NS
+            ],
+        )?;
+        Ok(format!("fgs_{secret}"))
+    }
+
+    /// The user of a live session and whether it is a system account.
+    pub fn session(&self, token: &str) -> Result<Option<(String, bool)>, UserError> {
+        let Some(secret) = token.strip_prefix("fgs_") else {
+            return Ok(None);
+        };
+        Ok(self
+            .db
+            .query_row(
+                "SELECT s.email, u.system FROM sessions s JOIN users u ON u.email = s.email
+                 WHERE s.token_hash = ?1 AND s.expires_ns > ?2",
+                params![
+                    Sha256::digest(secret.as_bytes()).to_vec(),
+                    crate::sample::now_ns()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn end_session(&self, token: &str) -> Result<(), UserError> {
+        let secret = token.strip_prefix("fgs_").unwrap_or(token);
+        self.db.execute(
+            "DELETE FROM sessions WHERE token_hash = ?1",
+            params![Sha256::digest(secret.as_bytes()).to_vec()],
+        )?;
+        Ok(())
+    }
+
+    /// The tenants a user has a role in.
+    pub fn memberships(&self, email: &str) -> Result<Vec<(String, Role)>, UserError> {
+        let mut st = self
+            .db
+            .prepare("SELECT tenant, role FROM memberships WHERE email = ?1 ORDER BY tenant")?;
+        let rows = st.query_map(params![email.to_lowercase()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, r) = row?;
+            if let Some(role) = Role::parse(&r) {
+                out.push((t, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The members of a tenant.
+    pub fn members(&self, tenant: &str) -> Result<Vec<(String, Role)>, UserError> {
+        let mut st = self
+            .db
+            .prepare("SELECT email, role FROM memberships WHERE tenant = ?1 ORDER BY email")?;
+        let rows = st.query_map(params![tenant], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (e, r) = row?;
+            if let Some(role) = Role::parse(&r) {
+                out.push((e, role));
+            }
+        }
+        Ok(out)
+    }
+
     /// The user's role in a tenant.
     pub fn role(&self, email: &str, tenant: &str) -> Result<Option<Role>, UserError> {
         let r: Option<String> = self
@@ -294,6 +388,19 @@ impl<'a> Users<'a> {
             Permission::ManageUsers
         };
         self.authorize(actor, tenant, needed)?;
+        let known = self
+            .db
+            .query_row(
+                "SELECT 1 FROM users WHERE email = ?1",
+                params![email.to_lowercase()],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Err(UserError::BadRequest(format!(
+                "{email} has no account: people register themselves, or a system account registers them"
+            )));
+        }
         self.set_role(email, tenant, role)
     }
 

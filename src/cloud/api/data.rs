@@ -1,0 +1,210 @@
+//! Datastreams of a device (list, latest values, history by time range, downsampled to a
+//! resolution) and its gap records. The device comes from the grant, never the path.
+
+use super::access::grant;
+use super::{blocking, Api, Ctx, Refusal};
+use crate::cloud::iam::access::{Grant, Op, Target};
+use crate::cloud::store::{History, Row};
+use crate::protocol::Gap;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The most points one history answer holds.
+pub const MAX_POINTS: usize = 10_000;
+
+pub fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/devices/{device}/streams",
+            get(streams),
+        )
+        .route("/v1/tenants/{tenant}/devices/{device}/latest", get(latest))
+        .route(
+            "/v1/tenants/{tenant}/devices/{device}/history",
+            get(history),
+        )
+        .route("/v1/tenants/{tenant}/devices/{device}/gaps", get(gaps))
+}
+
+/// Authorizes a read of `device` (and `stream` at `resolution_s`) in `tenant`.
+fn read(
+    api: &Api,
+    ctx: &Ctx,
+    tenant: &str,
+    device: &str,
+    stream: Option<&str>,
+    resolution_s: u64,
+) -> Result<Grant, Refusal> {
+    let mut iam = api.iam();
+    grant(
+        &mut iam,
+        ctx,
+        Op::Read,
+        Target {
+            stream,
+            resolution_s,
+            ..Target::device(tenant, device)
+        },
+    )
+}
+
+fn device(g: &Grant) -> &str {
+    g.device().unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Stream {
+    stream: String,
+    samples: u64,
+    latest_ns: i64,
+}
+
+async fn streams(
+    State(api): State<Arc<Api>>,
+    ctx: Ctx,
+    Path((tenant, dev)): Path<(String, String)>,
+) -> Result<Json<Vec<Stream>>, Refusal> {
+    blocking(move || {
+        // Names and counts only: no values, so any resolution may list them.
+        let g = read(&api, &ctx, &tenant, &dev, None, u64::MAX)?;
+        let list = api.reads().streams(device(&g))?;
+        Ok(Json(
+            list.into_iter()
+                .filter(|(s, _, _)| g.sees_stream(s))
+                .map(|(stream, samples, latest_ns)| Stream {
+                    stream,
+                    samples,
+                    latest_ns,
+                })
+                .collect(),
+        ))
+    })
+    .await
+}
+
+/// Live values count as raw data: a key limited to aggregates does not read them.
+async fn latest(
+    State(api): State<Arc<Api>>,
+    ctx: Ctx,
+    Path((tenant, dev)): Path<(String, String)>,
+) -> Result<Json<Vec<Row>>, Refusal> {
+    blocking(move || {
+        let g = read(&api, &ctx, &tenant, &dev, None, 0)?;
+        let rows = api.reads().latest(device(&g))?;
+        Ok(Json(
+            rows.into_iter()
+                .filter(|r| g.sees_stream(&r.point))
+                .collect(),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    stream: String,
+    /// Start and end, nanoseconds since the epoch or RFC 3339; default: the last hour.
+    from: Option<String>,
+    to: Option<String>,
+    /// Seconds per bucket; 0 (the default): raw samples.
+    #[serde(default)]
+    resolution: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct HistoryAnswer {
+    stream: String,
+    from_ns: i64,
+    to_ns: i64,
+    resolution_s: u64,
+    points: History,
+}
+
+fn instant(s: &str) -> Result<i64, Refusal> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| {
+            humantime::parse_rfc3339_weak(s)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        })
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("`{s}` is neither nanoseconds since the epoch nor an RFC 3339 time"),
+            )
+        })
+}
+
+async fn history(
+    State(api): State<Arc<Api>>,
+    ctx: Ctx,
+    Path((tenant, dev)): Path<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryAnswer>, Refusal> {
+    let to_ns = match &q.to {
+        Some(t) => instant(t)?,
+        None => crate::sample::now_ns(),
+    };
+    let from_ns = match &q.from {
+        Some(f) => instant(f)?,
+        None => to_ns.saturating_sub(3_600_000_000_000),
+    };
+    if from_ns > to_ns {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`from` is after `to`",
+        ));
+    }
+    let bucket_ns = i64::try_from(q.resolution)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`resolution` is too large",
+            )
+        })?;
+    let limit = q.limit.unwrap_or(MAX_POINTS).min(MAX_POINTS);
+    blocking(move || {
+        let g = read(&api, &ctx, &tenant, &dev, Some(&q.stream), q.resolution)?;
+        let points = api.reads().history(
+            device(&g),
+            &q.stream,
+            from_ns,
+            to_ns,
+            Some(bucket_ns),
+            limit,
+        )?;
+        Ok(Json(HistoryAnswer {
+            stream: q.stream,
+            from_ns,
+            to_ns,
+            resolution_s: q.resolution,
+            points,
+        }))
+    })
+    .await
+}
+
+async fn gaps(
+    State(api): State<Arc<Api>>,
+    ctx: Ctx,
+    Path((tenant, dev)): Path<(String, String)>,
+) -> Result<Json<Vec<Gap>>, Refusal> {
+    blocking(move || {
+        let g = read(&api, &ctx, &tenant, &dev, None, 0)?;
+        Ok(Json(api.reads().gaps(device(&g))?))
+    })
+    .await
+}

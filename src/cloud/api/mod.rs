@@ -1,0 +1,306 @@
+//! The cloud's HTTPS API (axum over rustls), JSON under `/v1`, described by the OpenAPI
+//! document it serves at `/v1/openapi.json`: enrollment and renewal for gateways
+//! (`enrollment`), sessions, tenants, users, devices and keys for people and programs
+//! (`access`), and datastreams, gaps and the audit log (`data`).
+//!
+//! TLS client certificates are optional at the handshake; a handler that needs one
+//! (renewal) refuses without it. Every request body is size-limited, and every refusal,
+//! the framework's own included, is JSON with a stable code.
+
+mod access;
+mod data;
+mod enrollment;
+
+use super::enroll::Enrollment;
+use super::iam::access::{Caller, Denied, Iam, Origin};
+use super::store::Store;
+use crate::enrollment::{ApiError, MAX_BODY};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The device id its client certificate proves, if it presented one.
+    pub device: Option<String>,
+}
+
+/// What the API works on.
+pub struct Api {
+    pub enrollment: Arc<Enrollment>,
+    /// Identity and access, on its own connection to the cloud's database.
+    pub iam: Mutex<Iam>,
+    /// Reads of samples and gaps, on another connection (WAL: readers do not wait for
+    /// the ingest).
+    pub reads: Mutex<Store>,
+}
+
+impl Api {
+    pub fn open(enrollment: Arc<Enrollment>, db: &std::path::Path) -> anyhow::Result<Api> {
+        Ok(Api {
+            enrollment,
+            iam: Mutex::new(Iam::open(db).map_err(|e| anyhow::anyhow!("{e}"))?),
+            reads: Mutex::new(Store::open(db)?),
+        })
+    }
+
+    fn iam(&self) -> std::sync::MutexGuard<'_, Iam> {
+        self.iam.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reads(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An API refusal.
+#[derive(Debug)]
+pub struct Refusal(pub StatusCode, pub ApiError);
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
+        Refusal(
+            status,
+            ApiError {
+                error: code.into(),
+                message: message.into(),
+            },
+        )
+    }
+
+    fn internal(what: &str) -> Refusal {
+        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(d: Denied) -> Refusal {
+        let status = match d.code {
+            "unauthenticated" | "key_unknown" => StatusCode::UNAUTHORIZED,
+            "not_found" => StatusCode::NOT_FOUND,
+            "bad_request" | "token_invalid" => StatusCode::BAD_REQUEST,
+            "conflict" => StatusCode::CONFLICT,
+            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::FORBIDDEN,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(message = %d.message, "API request failed");
+        }
+        Refusal::new(status, d.code, d.message)
+    }
+}
+
+impl From<super::store::StoreError> for Refusal {
+    fn from(e: super::store::StoreError) -> Refusal {
+        tracing::error!(error = %e, "API read failed");
+        Refusal::internal("the store failed; see the cloud's log")
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// What every request brings: the peer, its bearer token and its web origin.
+pub struct Ctx {
+    pub peer: Peer,
+    pub bearer: Option<String>,
+    pub origin: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Ctx, Refusal> {
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .cloned()
+            .ok_or_else(|| Refusal::internal("no peer"))?;
+        let text = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let bearer = match text(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => match v.strip_prefix("Bearer ") {
+                Some(t) => Some(t.trim().to_string()),
+                None => {
+                    return Err(Refusal::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "the Authorization header must be `Bearer TOKEN`",
+                    ))
+                }
+            },
+        };
+        Ok(Ctx {
+            peer,
+            bearer,
+            origin: text(header::ORIGIN),
+        })
+    }
+}
+
+impl Ctx {
+    fn from(&self) -> Origin<'_> {
+        Origin {
+            source: self.peer.addr.ip(),
+            web: self.origin.as_deref(),
+            now_ns: crate::sample::now_ns(),
+        }
+    }
+
+    /// Who is calling (a wrong token is refused and audited).
+    fn caller(&self, iam: &mut Iam) -> Result<Caller, Refusal> {
+        Ok(iam.authenticate(
+            self.bearer.as_deref(),
+            self.peer.device.as_deref(),
+            self.from(),
+        )?)
+    }
+}
+
+/// Runs `f` on a blocking thread (SQLite, argon2).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Refusal::internal("the request's worker failed"))?
+}
+
+async fn not_found() -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see GET /v1/openapi.json",
+    )
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// Turns the framework's own plain-text refusals (a bad path or query, a wrong method,
+/// an oversize body) into the API's JSON with a stable code.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "http_413",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut out = Refusal::new(status, code, String::from_utf8_lossy(&text).trim()).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .merge(enrollment::routes())
+        .merge(access::routes())
+        .merge(data::routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, error = %e, "API TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let device = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| super::ingest::device_id_of(c.as_ref()));
+            let svc = app.layer(Extension(Peer { addr, device }));
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}

@@ -1,0 +1,507 @@
+//! The decision point of the HTTPS API: who is calling (a user's session, an API key, a
+//! device's certificate), whether it may do this to that resource of that tenant, and an
+//! audit entry for every answer, allowed or refused.
+//!
+//! A [`Grant`] is the only way to a tenant's data: handlers take the tenant and the
+//! device from the grant, never from the request, so a handler cannot forget to scope.
+
+use super::audit::{self, Entry, SecurityEvent};
+use super::devices::Devices;
+use super::keys::{Action, KeyError, Keys, Refused, Request, Scope};
+use super::users::{Permission, Role, UserError, Users};
+use rusqlite::Connection;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    User {
+        email: String,
+        system: bool,
+    },
+    Key {
+        id: String,
+        token: String,
+    },
+    /// A gateway, by its client certificate: it reaches no tenant's resources here.
+    Device(String),
+}
+
+impl Caller {
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Anonymous => "anonymous".into(),
+            Caller::User { email, .. } => format!("user:{email}"),
+            Caller::Key { id, .. } => format!("key:{id}"),
+            Caller::Device(d) => format!("device:{d}"),
+        }
+    }
+}
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Read devices, datastreams, gaps, members.
+    Read,
+    ClaimDevice,
+    MintKey,
+    ManageUsers,
+    RevokeKey,
+    RevokeDevice,
+    TransferDevice,
+    ReadAudit,
+}
+
+impl Op {
+    fn permission(self) -> Permission {
+        match self {
+            Op::Read => Permission::Read,
+            Op::ClaimDevice => Permission::ManageDevices,
+            Op::MintKey => Permission::MintKeys,
+            Op::ManageUsers => Permission::ManageUsers,
+            Op::RevokeKey | Op::RevokeDevice => Permission::RevokeKeys,
+            Op::TransferDevice => Permission::TransferDevices,
+            Op::ReadAudit => Permission::ReadAudit,
+        }
+    }
+
+    /// The key action that allows it; `None`: only people may.
+    fn key_action(self) -> Option<Action> {
+        match self {
+            Op::Read => Some(Action::Read),
+            Op::ClaimDevice => Some(Action::Create),
+            Op::RevokeDevice => Some(Action::Delete),
+            Op::MintKey | Op::ManageUsers | Op::RevokeKey | Op::TransferDevice | Op::ReadAudit => {
+                None
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::ClaimDevice => "claim",
+            Op::MintKey => "mint-key",
+            Op::ManageUsers => "manage-users",
+            Op::RevokeKey => "revoke-key",
+            Op::RevokeDevice => "revoke-device",
+            Op::TransferDevice => "transfer",
+            Op::ReadAudit => "read-audit",
+        }
+    }
+}
+
+/// The resource a request is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub tenant: &'a str,
+    /// A device the tenant must own now.
+    pub device: Option<&'a str>,
+    pub stream: Option<&'a str>,
+    /// The history resolution asked for, seconds (0: raw samples or live values).
+    pub resolution_s: u64,
+}
+
+impl<'a> Target<'a> {
+    pub fn tenant(tenant: &'a str) -> Target<'a> {
+        Target {
+            tenant,
+            device: None,
+            stream: None,
+            resolution_s: 0,
+        }
+    }
+
+    pub fn device(tenant: &'a str, device: &'a str) -> Target<'a> {
+        Target {
+            device: Some(device),
+            ..Target::tenant(tenant)
+        }
+    }
+}
+
+/// Where a request comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub source: IpAddr,
+    /// The browser's `Origin` header, if any.
+    pub web: Option<&'a str>,
+    pub now_ns: i64,
+}
+
+/// Permission for one request on one tenant (and device), made only by
+/// [`Iam::authorize`].
+#[derive(Debug, Clone)]
+pub struct Grant {
+    tenant: String,
+    device: Option<String>,
+    actor: String,
+    /// The key's scope, for a key; a user sees all of the tenant.
+    scope: Option<Scope>,
+    role: Option<Role>,
+}
+
+impl Grant {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The device the grant was made for (owned by the tenant when granted).
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    pub fn sees_device(&self, device: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.sees_device(device))
+    }
+
+    pub fn sees_stream(&self, stream: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.sees_stream(stream))
+    }
+}
+
+/// A refusal by code: `unauthenticated`, `not_found`, `forbidden`, a key's refusal
+/// (`key_expired`, …), or `bad_request`, `conflict`, `token_invalid`, `internal`.
+pub type Denied = Refused;
+
+fn denied(code: &'static str, message: impl Into<String>) -> Denied {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<UserError> for Denied {
+    fn from(e: UserError) -> Denied {
+        let code = match &e {
+            UserError::BadRequest(_) => "bad_request",
+            UserError::Conflict(_) => "conflict",
+            UserError::WrongCredentials => "unauthenticated",
+            UserError::Forbidden(_) => "forbidden",
+            UserError::NotFound => "not_found",
+            UserError::TokenInvalid => "token_invalid",
+            UserError::Store(_) => "internal",
+        };
+        let text = e.to_string();
+        let message = text
+            .split_once(": ")
+            .map(|(_, m)| m.to_string())
+            .unwrap_or(text);
+        denied(code, message)
+    }
+}
+
+impl From<KeyError> for Denied {
+    fn from(e: KeyError) -> Denied {
+        match e {
+            KeyError::Refused(r) => r,
+            other => denied("internal", other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Denied {
+    fn from(e: rusqlite::Error) -> Denied {
+        denied("internal", format!("store: {e}"))
+    }
+}
+
+/// The actions a key minted by a user of `role` may carry.
+fn key_actions(role: Role) -> &'static [Action] {
+    match role {
+        Role::Viewer => &[Action::Read],
+        Role::Operator => &[Action::Read, Action::Write, Action::Create, Action::Issue],
+        Role::Admin | Role::Owner => &[
+            Action::Read,
+            Action::Write,
+            Action::Create,
+            Action::Delete,
+            Action::Issue,
+        ],
+    }
+}
+
+/// Identity and access over one SQLite connection (the cloud's database).
+pub struct Iam {
+    keys: Keys,
+    /// Security events raised since the last `take_events` (for webhooks).
+    raised: Vec<SecurityEvent>,
+}
+
+impl Iam {
+    pub fn open(path: &Path) -> Result<Iam, Denied> {
+        let db = Connection::open(path)?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        Iam::with(db)
+    }
+
+    pub fn with(db: Connection) -> Result<Iam, Denied> {
+        Users::open(&db)?;
+        Devices::open(&db)?;
+        Ok(Iam {
+            keys: Keys::open(db)?,
+            raised: Vec::new(),
+        })
+    }
+
+    pub fn users(&self) -> Users<'_> {
+        Users::open(self.keys.connection()).expect("schema made at open")
+    }
+
+    pub fn devices(&self) -> Devices<'_> {
+        Devices::open(self.keys.connection()).expect("schema made at open")
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn db(&self) -> &Connection {
+        self.keys.connection()
+    }
+
+    /// Security events raised since the last call.
+    pub fn take_events(&mut self) -> Vec<SecurityEvent> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// Appends one decision to the audit chain (and watches refusals).
+    pub fn audit(
+        &mut self,
+        tenant: &str,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        from: Origin,
+        outcome: Result<(), &Denied>,
+    ) -> Result<(), Denied> {
+        let entry = Entry {
+            ts_ns: from.now_ns,
+            actor: actor.into(),
+            action: action.into(),
+            resource: resource.into(),
+            source: from.source.to_string(),
+            outcome: if outcome.is_ok() {
+                "allowed"
+            } else {
+                "refused"
+            }
+            .into(),
+            reason: outcome
+                .err()
+                .map(|d| d.code.to_string())
+                .unwrap_or_default(),
+        };
+        let raised = audit::record(self.keys.connection_mut(), tenant, &entry)?;
+        self.raised.extend(raised);
+        Ok(())
+    }
+
+    /// Who `bearer` (an `Authorization: Bearer` token) or the client certificate's
+    /// `device` is. A token that is present but wrong is refused and audited.
+    pub fn authenticate(
+        &mut self,
+        bearer: Option<&str>,
+        device: Option<&str>,
+        from: Origin,
+    ) -> Result<Caller, Denied> {
+        let Some(token) = bearer else {
+            return Ok(device
+                .map(|d| Caller::Device(d.to_string()))
+                .unwrap_or(Caller::Anonymous));
+        };
+        let outcome = if token.starts_with("fgs_") {
+            match self.users().session(token)? {
+                Some((email, system)) => Ok(Caller::User { email, system }),
+                None => Err(denied(
+                    "unauthenticated",
+                    "the session is unknown or has expired: log in again",
+                )),
+            }
+        } else if token.starts_with("fgk_") {
+            // Its scope, window and ancestry are checked for each request.
+            match self.keys.resolve(token) {
+                Ok((id, _)) => Ok(Caller::Key {
+                    id,
+                    token: token.to_string(),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Err(denied(
+                "unauthenticated",
+                "the bearer token is neither a session (fgs_…) nor an API key (fgk_…)",
+            ))
+        };
+        if let Err(d) = &outcome {
+            // The key id is not secret; a session token is, all of it.
+            let actor = match token.strip_prefix("fgk_").and_then(|t| t.get(..16)) {
+                Some(id) => format!("key:{id}"),
+                None => "bearer:unknown".into(),
+            };
+            self.audit("", &actor, "authenticate", "", from, Err(d))?;
+        }
+        outcome
+    }
+
+    /// Decides whether `caller` may do `op` on `target`, audits the answer, and returns
+    /// the grant the handler works through.
+    pub fn authorize(
+        &mut self,
+        caller: &Caller,
+        op: Op,
+        target: Target,
+        from: Origin,
+    ) -> Result<Grant, Denied> {
+        let outcome = self.decide(caller, op, target, from);
+        let resource = [Some(target.tenant), target.device, target.stream]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
+        self.audit(
+            target.tenant,
+            &caller.actor(),
+            op.name(),
+            &resource,
+            from,
+            outcome.as_ref().map(|_| ()),
+        )?;
+        outcome
+    }
+
+    fn decide(
+        &self,
+        caller: &Caller,
+        op: Op,
+        target: Target,
+        from: Origin,
+    ) -> Result<Grant, Denied> {
+        let mut grant = Grant {
+            tenant: target.tenant.to_string(),
+            device: target.device.map(str::to_string),
+            actor: caller.actor(),
+            scope: None,
+            role: None,
+        };
+        match caller {
+            Caller::Anonymous => {
+                return Err(denied(
+                    "unauthenticated",
+                    "log in (POST /v1/sessions) or present an API key as `Authorization: Bearer`",
+                ))
+            }
+            Caller::Device(_) => {
+                return Err(denied(
+                    "forbidden",
+                    "device certificates reach enrollment and renewal only",
+                ))
+            }
+            Caller::User { email, .. } => {
+                grant.role = Some(
+                    self.users()
+                        .authorize(email, target.tenant, op.permission())?,
+                );
+            }
+            Caller::Key { token, .. } => {
+                let (_, scope) = self.keys.resolve(token)?;
+                let action = op.key_action().ok_or_else(|| {
+                    denied(
+                        "action_not_granted",
+                        format!("API keys may not {}: a person must", op.name()),
+                    )
+                })?;
+                scope.check(&Request {
+                    action,
+                    tenant: target.tenant,
+                    device: target.device,
+                    stream: target.stream,
+                    source: from.source,
+                    origin: from.web,
+                    resolution_s: target.resolution_s,
+                    now_ns: from.now_ns,
+                })?;
+                grant.scope = Some(scope);
+            }
+        }
+        if let Some(device) = target.device {
+            // Ownership is read now: a transferred device is gone from the old tenant.
+            if self.devices().owner(device)?.as_deref() != Some(target.tenant) {
+                return Err(denied("not_found", "no such device in this tenant"));
+            }
+        }
+        Ok(grant)
+    }
+
+    /// A root key minted by the user of `grant` (from `authorize(.., Op::MintKey, ..)`),
+    /// within the user's own rights. Returns (id, token).
+    pub fn mint_key(&self, grant: &Grant, scope: &Scope) -> Result<(String, String), Denied> {
+        let role = grant
+            .role
+            .ok_or_else(|| denied("forbidden", "only people mint root keys"))?;
+        if scope.tenant != grant.tenant {
+            return Err(denied(
+                "scope_widened",
+                "a key minted here can reach this tenant only",
+            ));
+        }
+        if let Some(a) = scope
+            .actions
+            .iter()
+            .find(|a| !key_actions(role).contains(a))
+        {
+            return Err(denied(
+                "scope_widened",
+                format!("a {} cannot give a key the action {a:?}", role.as_str()),
+            ));
+        }
+        if scope.not_after_ns <= scope.not_before_ns {
+            return Err(denied("bad_request", "the key's validity window is empty"));
+        }
+        Ok(self.keys.create(scope)?)
+    }
+
+    /// A child of the key `parent` (which must hold `issue` and may delegate), audited.
+    pub fn delegate(
+        &mut self,
+        parent: &Caller,
+        child: &Scope,
+        from: Origin,
+    ) -> Result<(String, String), Denied> {
+        let outcome = match parent {
+            Caller::Key { token, .. } => self
+                .keys
+                .delegate(token, child, from.source, from.now_ns)
+                .map_err(Denied::from),
+            _ => Err(denied(
+                "delegation_refused",
+                "child keys are minted with the parent key as the bearer",
+            )),
+        };
+        let tenant = child.tenant.clone();
+        self.audit(
+            &tenant,
+            &parent.actor(),
+            "issue",
+            &tenant,
+            from,
+            outcome.as_ref().map(|_| ()),
+        )?;
+        outcome
+    }
+}

@@ -1,0 +1,1008 @@
+//! The cloud's HTTPS API against a running cloud: tenants kept apart (every resource of
+//! tenant A tried with every kind of credential of tenant B), API keys refused for each
+//! reason and allowed within their scope, the device lifecycle from registration to
+//! revocation, data queries with downsampling, the audit chain and security events.
+
+mod common;
+use common::*;
+use fieldgate::protocol::{Batch, Gap, Sequenced};
+use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use serde_json::{json, Value as Json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A client of the API.
+struct Client {
+    url: String,
+    ca: PathBuf,
+}
+
+/// How a request authenticates.
+#[derive(Clone)]
+enum Auth {
+    None,
+    Bearer(String),
+    /// A device's client certificate (chain file and key file).
+    Device(PathBuf, PathBuf),
+}
+
+impl Client {
+    fn new(cloud: &Cloud) -> Client {
+        Client {
+            url: cloud.api_url(),
+            ca: cloud.data.join("pki/ca.crt"),
+        }
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        headers: &[(&str, &str)],
+        body: Option<Json>,
+    ) -> (u16, Json) {
+        let bearer;
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        let mut client = None;
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                bearer = format!("Bearer {t}");
+                h.push(("authorization", bearer.as_str()));
+            }
+            Auth::Device(cert, key) => {
+                let chain = fieldgate::tls::load_certs(cert).unwrap();
+                let key = fieldgate::identity::file::FileKey::load(key).unwrap();
+                client = Some((
+                    chain,
+                    std::sync::Arc::new(key) as std::sync::Arc<dyn fieldgate::identity::Key>,
+                ));
+            }
+        }
+        let (status, bytes) = fieldgate::identity::enroll::https_request(
+            method.parse().unwrap(),
+            &self.url,
+            path,
+            &self.ca,
+            client,
+            &h,
+            body.map(|b| serde_json::to_vec(&b).unwrap()),
+        )
+        .await
+        .unwrap();
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, json)
+    }
+
+    async fn call(&self, method: &str, path: &str, auth: &Auth, body: Option<Json>) -> (u16, Json) {
+        self.call_with(method, path, auth, &[], body).await
+    }
+
+    /// A call that must succeed (2xx); returns the body.
+    async fn ok(&self, method: &str, path: &str, auth: &Auth, body: Option<Json>) -> Json {
+        let (status, json) = self.call(method, path, auth, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {json}"
+        );
+        json
+    }
+
+    async fn login(&self, email: &str) -> Auth {
+        let s = self
+            .ok(
+                "POST",
+                "/v1/sessions",
+                &Auth::None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        Auth::Bearer(s["token"].as_str().unwrap().to_string())
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn system_account(cloud: &Cloud, email: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["system-account", "--email", email])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+/// Stores samples for `device` as the ingest would: `n` values of `point`, one a second
+/// ending now, value i for the i-th.
+fn store_samples(cloud: &Cloud, device: &str, point: &str, n: u64) -> i64 {
+    let now = fieldgate::sample::now_ns();
+    let start = now - n as i64 * 1_000_000_000;
+    let samples = (0..n)
+        .map(|i| Sequenced {
+            seq: i + 1,
+            sample: Sample {
+                point: point.into(),
+                ts_ns: start + i as i64 * 1_000_000_000,
+                value: Value::Float(i as f64),
+                quality: Quality::Good,
+                time: TimeQuality::Synced,
+            },
+        })
+        .collect();
+    cloud
+        .store()
+        .insert(
+            device,
+            &Batch {
+                samples,
+                gaps: vec![Gap {
+                    first: n + 1,
+                    last: n + 5,
+                }],
+            },
+        )
+        .unwrap();
+    start
+}
+
+fn audit_count(cloud: &Cloud, outcome: &str) -> i64 {
+    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
+    db.query_row(
+        "SELECT count(*) FROM audit WHERE outcome = ?1",
+        [outcome],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Two tenants, each with an owner, admin, operator and viewer, a claimed device with
+/// data, a key and a child key.
+struct World {
+    users: Vec<(String, &'static str, Auth)>,
+    keys: Vec<(String, Auth)>,
+}
+
+async fn tenant(api: &Client, sys: &Auth, t: &str, device: &str) -> World {
+    let owner = format!("owner@{t}.example");
+    api.ok(
+        "POST",
+        "/v1/users",
+        &Auth::None,
+        Some(json!({"email": owner, "password": PASSWORD, "tenant": t})),
+    )
+    .await;
+    let mut users = vec![(owner.clone(), "owner", api.login(&owner).await)];
+    for role in ["admin", "operator", "viewer"] {
+        let email = format!("{role}@{t}.example");
+        api.ok(
+            "POST",
+            "/v1/system/users",
+            sys,
+            Some(json!({"email": email, "password": PASSWORD, "tenant": t, "role": role})),
+        )
+        .await;
+        users.push((email.clone(), role, api.login(&email).await));
+    }
+    let code = format!("CLAIM-{device}-0001");
+    api.ok(
+        "POST",
+        "/v1/system/devices",
+        sys,
+        Some(json!({"device": device, "claim_code": code})),
+    )
+    .await;
+    let owner_auth = users[0].2.clone();
+    api.ok(
+        "POST",
+        &format!("/v1/tenants/{t}/devices"),
+        &owner_auth,
+        Some(json!({"device": device, "claim_code": code})),
+    )
+    .await;
+    let far = fieldgate::sample::now_ns() + 3_600_000_000_000;
+    let key = api
+        .ok(
+            "POST",
+            &format!("/v1/tenants/{t}/keys"),
+            &owner_auth,
+            Some(json!({"actions": ["read", "create", "delete", "issue"], "not_after_ns": far, "may_delegate": true})),
+        )
+        .await;
+    let key = Auth::Bearer(key["token"].as_str().unwrap().into());
+    let child = api
+        .ok(
+            "POST",
+            "/v1/keys",
+            &key,
+            Some(json!({"actions": ["read"], "not_after_ns": far})),
+        )
+        .await;
+    let child = Auth::Bearer(child["token"].as_str().unwrap().into());
+    World {
+        users,
+        keys: vec![("key".into(), key), ("child key".into(), child)],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_from_every_kind_of_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+    let api = Client::new(&cloud);
+    system_account(&cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+
+    let a = tenant(&api, &sys, "tenant-a", "dev-a1").await;
+    let b = tenant(&api, &sys, "tenant-b", "dev-b1").await;
+    store_samples(&cloud, "dev-a1", "meter/power", 120);
+    store_samples(&cloud, "dev-b1", "meter/power", 120);
+    // A device certificate of tenant B's device.
+    let certs = dir.path().join("certs-b1");
+    cloud.dev_cert("dev-b1", &certs);
+    let device_b = Auth::Device(certs.join("device.crt"), certs.join("device.key"));
+
+    // Tenant A's own people and keys reach its resources.
+    let owner_a = &a.users[0].2;
+    let listed = api
+        .ok("GET", "/v1/tenants/tenant-a/devices", owner_a, None)
+        .await;
+    assert_eq!(listed, json!([{"device": "dev-a1", "state": "claimed"}]));
+    for (name, auth) in a.keys.iter() {
+        let h = api
+            .ok(
+                "GET",
+                "/v1/tenants/tenant-a/devices/dev-a1/history?stream=meter/power&resolution=60",
+                auth,
+                None,
+            )
+            .await;
+        assert!(!h["points"].as_array().unwrap().is_empty(), "{name}: {h}");
+    }
+
+    // Every resource of tenant A, with every credential of tenant B.
+    let far = fieldgate::sample::now_ns() + 3_600_000_000_000;
+    let a_key_id = {
+        let keys = api
+            .ok("GET", "/v1/tenants/tenant-a/keys", owner_a, None)
+            .await;
+        keys[0]["id"].as_str().unwrap().to_string()
+    };
+    let attempts: Vec<(&str, String, Option<Json>)> = vec![
+        ("GET", "/v1/tenants/tenant-a".into(), None),
+        ("GET", "/v1/tenants/tenant-a/users".into(), None),
+        (
+            "POST",
+            "/v1/tenants/tenant-a/users".into(),
+            Some(json!({"email": "owner@tenant-b.example", "role": "owner"})),
+        ),
+        ("GET", "/v1/tenants/tenant-a/devices".into(), None),
+        (
+            "POST",
+            "/v1/tenants/tenant-a/devices".into(),
+            Some(json!({"device": "dev-a1", "claim_code": "CLAIM-dev-a1-0001"})),
+        ),
+        ("GET", "/v1/tenants/tenant-a/devices/dev-a1".into(), None),
+        (
+            "GET",
+            "/v1/tenants/tenant-a/devices/dev-a1/streams".into(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/tenants/tenant-a/devices/dev-a1/latest".into(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/tenants/tenant-a/devices/dev-a1/history?stream=meter/power".into(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/tenants/tenant-a/devices/dev-a1/gaps".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tenants/tenant-a/devices/dev-a1/transfer".into(),
+            Some(json!({"to": "tenant-b"})),
+        ),
+        (
+            "POST",
+            "/v1/tenants/tenant-a/devices/dev-a1/revoke".into(),
+            Some(json!({"reason": "hostile"})),
+        ),
+        ("GET", "/v1/tenants/tenant-a/keys".into(), None),
+        (
+            "POST",
+            "/v1/tenants/tenant-a/keys".into(),
+            Some(json!({"actions": ["read"], "not_after_ns": far})),
+        ),
+        (
+            "DELETE",
+            format!("/v1/tenants/tenant-a/keys/{a_key_id}"),
+            None,
+        ),
+        ("GET", "/v1/tenants/tenant-a/audit".into(), None),
+        ("GET", "/v1/tenants/tenant-a/security-events".into(), None),
+        // Tenant B's own path, but tenant A's device.
+        (
+            "GET",
+            "/v1/tenants/tenant-b/devices/dev-a1/latest".into(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/tenants/tenant-b/devices/dev-a1/history?stream=meter/power".into(),
+            None,
+        ),
+    ];
+    let mut credentials: Vec<(String, Auth)> = b
+        .users
+        .iter()
+        .map(|(email, role, auth)| (format!("{role} {email}"), auth.clone()))
+        .collect();
+    credentials.extend(b.keys.iter().cloned());
+    credentials.push(("device certificate of dev-b1".into(), device_b));
+
+    let refused_before = audit_count(&cloud, "refused");
+    let mut tried = 0;
+    for (who, auth) in &credentials {
+        for (method, path, body) in &attempts {
+            let (status, answer) = api.call(method, path, auth, body.clone()).await;
+            assert!(
+                status == 403 || status == 404,
+                "{who}: {method} {path} answered {status} {answer}"
+            );
+            assert!(answer["error"].is_string(), "{answer}");
+            tried += 1;
+        }
+    }
+    let refused = audit_count(&cloud, "refused") - refused_before;
+    assert_eq!(refused, tried, "each attempt audited as refused");
+    println!(
+        "{tried} attempts by {} credentials of tenant B on tenant A: all 403/404, all audited",
+        credentials.len()
+    );
+
+    // Nothing of tenant A changed.
+    let listed = api
+        .ok("GET", "/v1/tenants/tenant-a/devices", owner_a, None)
+        .await;
+    assert_eq!(listed, json!([{"device": "dev-a1", "state": "claimed"}]));
+    let keys = api
+        .ok("GET", "/v1/tenants/tenant-a/keys", owner_a, None)
+        .await;
+    assert!(keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["revoked_ns"].is_null()));
+}
+
+/// Mints a key in tenant `t` with `scope` (JSON fields beside `actions`).
+async fn mint(api: &Client, owner: &Auth, t: &str, scope: Json) -> (u16, Json) {
+    api.call("POST", &format!("/v1/tenants/{t}/keys"), owner, Some(scope))
+        .await
+}
+
+fn bearer(key: &Json) -> Auth {
+    Auth::Bearer(key["token"].as_str().unwrap().into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_refused_for_each_reason_and_work_within_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+    let api = Client::new(&cloud);
+    system_account(&cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+    let w = tenant(&api, &sys, "acme", "pump-1").await;
+    let owner = &w.users[0].2;
+    let start = store_samples(&cloud, "pump-1", "meter/power", 7200);
+    let now = fieldgate::sample::now_ns();
+    let hour = 3_600_000_000_000i64;
+    let history = "/v1/tenants/acme/devices/pump-1/history?stream=meter/power";
+    let code = |r: &(u16, Json)| r.1["error"].as_str().unwrap_or("").to_string();
+
+    // Each refusal, with its code.
+    let (_, expired) = mint(
+        &api,
+        owner,
+        "acme",
+        json!({"actions": ["read"], "not_before_ns": now - 2 * hour, "not_after_ns": now - hour}),
+    )
+    .await;
+    let r = api.call("GET", history, &bearer(&expired), None).await;
+    assert_eq!((r.0, code(&r)), (403, "key_expired".into()), "{r:?}");
+
+    let (_, later) = mint(
+        &api,
+        owner,
+        "acme",
+        json!({"actions": ["read"], "not_before_ns": now + hour, "not_after_ns": now + 2 * hour}),
+    )
+    .await;
+    let r = api.call("GET", history, &bearer(&later), None).await;
+    assert_eq!(code(&r), "key_not_yet_valid");
+
+    let (_, elsewhere) = mint(
+        &api,
+        owner,
+        "acme",
+        json!({"actions": ["read"], "cidrs": ["10.0.0.0/8"], "not_after_ns": now + hour}),
+    )
+    .await;
+    let r = api.call("GET", history, &bearer(&elsewhere), None).await;
+    assert_eq!(code(&r), "key_source_refused");
+
+    let (_, site) = mint(&api, owner, "acme", json!({"actions": ["read"], "origins": ["https://site.example"], "not_after_ns": now + hour})).await;
+    let r = api
+        .call_with(
+            "GET",
+            history,
+            &bearer(&site),
+            &[("origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), "key_origin_refused");
+    let r = api
+        .call_with(
+            "GET",
+            history,
+            &bearer(&site),
+            &[("origin", "https://site.example")],
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200, "{r:?}");
+
+    let (_, hourly) = mint(
+        &api,
+        owner,
+        "acme",
+        json!({"actions": ["read"], "min_resolution_s": 3600, "not_after_ns": now + hour}),
+    )
+    .await;
+    let r = api
+        .call(
+            "GET",
+            &format!("{history}&resolution=60"),
+            &bearer(&hourly),
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), "resolution_too_fine");
+    let r = api
+        .call(
+            "GET",
+            "/v1/tenants/acme/devices/pump-1/latest",
+            &bearer(&hourly),
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), "resolution_too_fine", "live values are raw data");
+    // Allowed: hourly averages, computed from the stored values 0, 1, 2, …
+    let from = start;
+    let r = api
+        .ok(
+            "GET",
+            &format!("{history}&resolution=3600&from={from}&to={now}"),
+            &bearer(&hourly),
+            None,
+        )
+        .await;
+    let points = r["points"].as_array().unwrap();
+    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 7200, "{r}");
+    for p in points {
+        let (n, min, max, avg) = (
+            p["count"].as_f64().unwrap(),
+            p["min"].as_f64().unwrap(),
+            p["max"].as_f64().unwrap(),
+            p["avg"].as_f64().unwrap(),
+        );
+        // Consecutive integers min..=max: their mean is the midpoint.
+        assert_eq!(max - min + 1.0, n, "{p}");
+        assert!((avg - (min + max) / 2.0).abs() < 1e-9, "{p}");
+    }
+
+    let (_, reader) = mint(
+        &api,
+        owner,
+        "acme",
+        json!({"actions": ["read"], "not_after_ns": now + hour, "may_delegate": false}),
+    )
+    .await;
+    let r = api
+        .call(
+            "POST",
+            "/v1/tenants/acme/devices",
+            &bearer(&reader),
+            Some(json!({"device": "pump-2", "claim_code": "whatever-code"})),
+        )
+        .await;
+    assert_eq!(code(&r), "action_not_granted");
+    let r = api
+        .call(
+            "POST",
+            "/v1/keys",
+            &bearer(&reader),
+            Some(json!({"actions": ["read"], "not_after_ns": now + hour})),
+        )
+        .await;
+    assert_eq!(code(&r), "delegation_refused");
+
+    // A viewer cannot mint a key that writes.
+    let viewer = &w.users[3].2;
+    let r = mint(
+        &api,
+        viewer,
+        "acme",
+        json!({"actions": ["read"], "not_after_ns": now + hour}),
+    )
+    .await;
+    assert_eq!(code(&r), "forbidden", "minting needs operator: {r:?}");
+    let operator = &w.users[2].2;
+    let r = mint(
+        &api,
+        operator,
+        "acme",
+        json!({"actions": ["delete"], "not_after_ns": now + hour}),
+    )
+    .await;
+    assert_eq!(code(&r), "scope_widened", "{r:?}");
+
+    // A parent for pump-* streams meter/*, and children that try to widen it.
+    let (_, parent) = mint(&api, owner, "acme", json!({"devices": ["pump-*"], "streams": ["meter/*"], "actions": ["read", "issue"], "may_delegate": true, "not_after_ns": now + hour})).await;
+    let parent = bearer(&parent);
+    for (child, why) in [
+        (
+            json!({"actions": ["read", "delete"], "not_after_ns": now + hour}),
+            "an action",
+        ),
+        (
+            json!({"devices": ["*"], "streams": ["meter/*"], "actions": ["read"], "not_after_ns": now + hour}),
+            "devices",
+        ),
+        (
+            json!({"devices": ["pump-*"], "streams": ["meter/*"], "actions": ["read"], "not_after_ns": now + 2 * hour}),
+            "a window",
+        ),
+        (
+            json!({"devices": ["pump-*"], "streams": ["*"], "actions": ["read"], "not_after_ns": now + hour}),
+            "streams",
+        ),
+    ] {
+        let r = api.call("POST", "/v1/keys", &parent, Some(child)).await;
+        assert_eq!(code(&r), "scope_widened", "{why}: {r:?}");
+    }
+    let child = api
+        .ok(
+            "POST",
+            "/v1/keys",
+            &parent,
+            Some(json!({"devices": ["pump-1"], "streams": ["meter/power"], "actions": ["read"], "not_after_ns": now + hour})),
+        )
+        .await;
+    assert_eq!(child["scope"]["tenant"], "acme");
+    let child = bearer(&child);
+    api.ok("GET", history, &child, None).await;
+    // The child sees its one stream only.
+    store_samples(&cloud, "pump-1", "secret/recipe", 1);
+    let latest = api
+        .ok(
+            "GET",
+            "/v1/tenants/acme/devices/pump-1/latest",
+            &child,
+            None,
+        )
+        .await;
+    let streams: Vec<&str> = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["point"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["meter/power"]);
+    let r = api
+        .call(
+            "GET",
+            "/v1/tenants/acme/devices/pump-1/history?stream=secret/recipe",
+            &child,
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), "not_found");
+
+    // Revoking the parent stops the child at once.
+    let keys = api.ok("GET", "/v1/tenants/acme/keys", owner, None).await;
+    let parent_id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["scope"]["devices"] == json!(["pump-*"]) && k["parent"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = api
+        .ok(
+            "DELETE",
+            &format!("/v1/tenants/acme/keys/{parent_id}"),
+            owner,
+            None,
+        )
+        .await;
+    assert_eq!(revoked["revoked"], 2, "the parent and its child");
+    let r = api.call("GET", history, &child, None).await;
+    assert_eq!((r.0, code(&r)), (403, "key_revoked".into()), "{r:?}");
+    let r = api
+        .call(
+            "GET",
+            history,
+            &Auth::Bearer("fgk_0000000000000000_00000000000000000000000000000000".into()),
+            None,
+        )
+        .await;
+    assert_eq!((r.0, code(&r)), (401, "key_unknown".into()));
+
+    // The watch: the out-of-networks key raised its event; a burst of refusals from
+    // one address raised another.
+    let events = api
+        .ok("GET", "/v1/tenants/acme/security-events", owner, None)
+        .await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"key_outside_cidr"), "{events}");
+    assert!(kinds.contains(&"failure_burst"), "{events}");
+
+    // Every decision is in the chain, and the chain verifies; one edited row is named.
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+            .arg("--data-dir")
+            .arg(&cloud.data)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert!(out.status.success(), "{out:?}");
+    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
+    let target: i64 = db
+        .query_row(
+            "SELECT min(id) FROM audit WHERE outcome = 'refused' AND reason = 'key_expired'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "UPDATE audit SET outcome = 'allowed', reason = '' WHERE id = ?1",
+        [target],
+    )
+    .unwrap();
+    let out = verify();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("BROKEN at entry {target}")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
+    let api = Client::new(&cloud);
+    system_account(&cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+    let a = tenant(&api, &sys, "plant-a", "gw-placeholder-a").await;
+    let b = tenant(&api, &sys, "plant-b", "gw-placeholder-b").await;
+    let (owner_a, owner_b) = (&a.users[0].2, &b.users[0].2);
+
+    // Registered at manufacture; a gateway that nobody claimed cannot enroll.
+    api.ok(
+        "POST",
+        "/v1/system/devices",
+        &sys,
+        Some(json!({"device": "gw-7", "claim_code": "K7Q2-9XJM-44PA"})),
+    )
+    .await;
+    let r = api
+        .call(
+            "POST",
+            "/v1/system/devices",
+            owner_a,
+            Some(json!({"device": "gw-8", "claim_code": "K7Q2-9XJM-44PA"})),
+        )
+        .await;
+    assert_eq!(r.0, 403, "only system accounts register: {r:?}");
+    let cfg = file_key_gateway(d, "gw-7", &cloud);
+    let token = cloud_token(&cloud, "gw-7");
+    std::fs::write(d.join("bootstrap.token"), &token).unwrap();
+    let out = fieldgate_out(&[
+        "enroll",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--cloud",
+        &cloud.api_url(),
+        "--token",
+        &token,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("device_unclaimed"),
+        "{err}"
+    );
+
+    // Claimed with a wrong code: refused; with the right one (any case): claimed.
+    let r = api
+        .call(
+            "POST",
+            "/v1/tenants/plant-a/devices",
+            owner_a,
+            Some(json!({"device": "gw-7", "claim_code": "K7Q2-9XJM-44PB"})),
+        )
+        .await;
+    assert_eq!((r.0, r.1["error"].as_str().unwrap()), (403, "forbidden"));
+    api.ok(
+        "POST",
+        "/v1/tenants/plant-a/devices",
+        owner_a,
+        Some(json!({"device": "gw-7", "claim_code": "k7q2-9xjm-44pa"})),
+    )
+    .await;
+    let r = api
+        .call(
+            "POST",
+            "/v1/tenants/plant-b/devices",
+            owner_b,
+            Some(json!({"device": "gw-7", "claim_code": "K7Q2-9XJM-44PA"})),
+        )
+        .await;
+    assert_eq!(r.0, 409, "claimed once: {r:?}");
+
+    // Enrolled: the gateway starts, enrolls with its token and sends data.
+    let mut gw = gateway(&cfg);
+    wait_for("data from gw-7", Duration::from_secs(30), || {
+        cloud.rows("gw-7").len() > 3
+    });
+    let detail = api
+        .ok("GET", "/v1/tenants/plant-a/devices/gw-7", owner_a, None)
+        .await;
+    assert_eq!(detail["state"], "enrolled", "{detail}");
+    assert_eq!(detail["certificates"].as_array().unwrap().len(), 1);
+    let streams = api
+        .ok(
+            "GET",
+            "/v1/tenants/plant-a/devices/gw-7/streams",
+            owner_a,
+            None,
+        )
+        .await;
+    assert!(!streams.as_array().unwrap().is_empty(), "{streams}");
+
+    // Transferred: plant-a loses access at once, plant-b has it.
+    let r = api
+        .call(
+            "POST",
+            "/v1/tenants/plant-a/devices/gw-7/transfer",
+            &a.users[1].2,
+            Some(json!({"to": "plant-b"})),
+        )
+        .await;
+    assert_eq!(r.0, 403, "an admin cannot transfer, only an owner: {r:?}");
+    api.ok(
+        "POST",
+        "/v1/tenants/plant-a/devices/gw-7/transfer",
+        owner_a,
+        Some(json!({"to": "plant-b"})),
+    )
+    .await;
+    let r = api
+        .call(
+            "GET",
+            "/v1/tenants/plant-a/devices/gw-7/latest",
+            owner_a,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 404, "{r:?}");
+    let latest = api
+        .ok(
+            "GET",
+            "/v1/tenants/plant-b/devices/gw-7/latest",
+            owner_b,
+            None,
+        )
+        .await;
+    assert!(!latest.as_array().unwrap().is_empty());
+
+    // Revoked: refused at the next connect, and nothing more is stored.
+    api.ok(
+        "POST",
+        "/v1/tenants/plant-b/devices/gw-7/revoke",
+        owner_b,
+        Some(json!({"reason": "stolen from the yard"})),
+    )
+    .await;
+    gw.terminate();
+    let stored = cloud.rows("gw-7").len();
+    let mut gw = gateway(&cfg);
+    wait_for("the refusal at connect", Duration::from_secs(20), || {
+        cloud
+            .registry()
+            .events(Some("gw-7"))
+            .unwrap()
+            .iter()
+            .any(|e| e.event == "refused" && e.detail.contains("revoked"))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cloud.rows("gw-7").len(), stored);
+    gw.terminate();
+    let r = api
+        .call("GET", "/v1/tenants/plant-b/devices/gw-7", owner_b, None)
+        .await;
+    assert_eq!(r.0, 404, "a revoked device is out of every tenant: {r:?}");
+}
+
+/// A gateway config with a file key that enrolls itself with `bootstrap.token`, and the
+/// demo's genset capture as its source.
+fn file_key_gateway(dir: &Path, device: &str, cloud: &Cloud) -> PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(certs.join("device.key"), key.serialize_pem()).unwrap();
+    let fixtures = root().join("config");
+    let text = format!(
+        r#"[gateway]
+device_id = "{device}"
+state_dir = "state"
+status_socket = "state/status.sock"
+
+[identity]
+backend = "file"
+enroll_url = "{url}"
+token_file = "bootstrap.token"
+
+[uplink]
+brokers = ["{broker}"]
+ca = "certs/ca.crt"
+cert = "state/device.crt"
+key = "certs/device.key"
+batch_max_age = "100ms"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+
+[clock]
+synced = "always"
+
+[[can]]
+name = "engine"
+replay = {{ file = "{log}", speed = "realtime", repeat = true }}
+dbc = ["{dbc}"]
+j1939 = true
+"#,
+        url = cloud.api_url(),
+        broker = cloud.addr,
+        log = fixtures.join("demo-engine.log").display(),
+        dbc = fixtures.join("demo-engine.dbc").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn cloud_token(cloud: &Cloud, device: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+        .arg("--data-dir")
+        .arg(&cloud.data)
+        .args(["token", "--device", device, "--valid", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_json_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+    let api = Client::new(&cloud);
+    let cases: Vec<(&str, &str, Option<Json>, u16)> = vec![
+        ("GET", "/v1/nothing-here", None, 404),
+        ("GET", "/v1/tenants/x'%20OR%201=1--/devices", None, 401),
+        ("GET", "/v1/tenants/..%2F..%2Fetc/devices", None, 401),
+        ("PUT", "/v1/sessions", None, 405),
+        ("POST", "/v1/sessions", Some(json!("not an object")), 400),
+        (
+            "POST",
+            "/v1/sessions",
+            Some(json!({"email": "x@y.example"})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/sessions",
+            Some(json!({"email": "x' OR '1'='1", "password": "' OR 1=1 --"})),
+            401,
+        ),
+        (
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "a@b.example", "password": "short", "tenant": "t1"})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "a@b.example", "password": PASSWORD, "tenant": "../../etc"})),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/tenants/t/devices/d/history?stream=s&from=yesterday",
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/v1/tenants/t/devices/d/history?resolution=-1",
+            None,
+            400,
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let (status, answer) = api.call(method, path, &Auth::None, body).await;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+        assert!(
+            answer["error"].is_string() && answer["message"].is_string(),
+            "{answer}"
+        );
+    }
+    // A body over the limit.
+    let big = json!({"email": "a@b.example", "password": "x".repeat(100_000)});
+    let r = fieldgate::identity::enroll::https_request(
+        http::Method::POST,
+        &api.url,
+        "/v1/sessions",
+        &api.ca,
+        None,
+        &[],
+        Some(serde_json::to_vec(&big).unwrap()),
+    )
+    .await;
+    match r {
+        Ok((status, _)) => assert_eq!(status, 413),
+        Err(e) => assert!(
+            e.to_string().contains("closed")
+                || e.to_string().contains("reset")
+                || e.to_string().contains("pipe"),
+            "{e}"
+        ),
+    }
+    // The OpenAPI document is served.
+    let (status, doc) = api.call("GET", "/v1/openapi.json", &Auth::None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"].as_str().unwrap().get(..2), Some("3."));
+}
