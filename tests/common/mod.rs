@@ -2,6 +2,8 @@
 //! that stops it when dropped.
 #![allow(dead_code)]
 
+pub mod api;
+
 use fieldgate::cloud::store::{Row, Store};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,86 @@
+//! Schemathesis (an independent, property-based API tester) against the OpenAPI document
+//! the running cloud serves, signed in as the owner of a tenant with a device and data:
+//! no 5xx, and every answer matches the document (status codes, content types, schemas).
+
+mod common;
+use common::api::{system_account, Auth, Client, PASSWORD};
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
+    let st = root().join(".venv/bin/schemathesis");
+    assert!(
+        st.exists(),
+        "{} is missing: run `.ci/setup` first",
+        st.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+    let api = Client::new(&cloud);
+    system_account(&cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+    api.ok(
+        "POST",
+        "/v1/users",
+        &Auth::None,
+        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
+    )
+    .await;
+    let Auth::Bearer(session) = api.login("owner@acme.example").await else {
+        unreachable!()
+    };
+    api.ok(
+        "POST",
+        "/v1/system/devices",
+        &sys,
+        Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/v1/tenants/acme/devices",
+        &Auth::Bearer(session.clone()),
+        Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
+    )
+    .await;
+
+    let url = format!("{}/v1/openapi.json", cloud.api_url());
+    let ca = cloud.data.join("pki/ca.crt");
+    let budget = std::env::var("FIELDGATE_SCHEMATHESIS_SECONDS").unwrap_or("45".into());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(st)
+            .args(["run", &url, "--tls-verify"])
+            .arg(&ca)
+            .args(["--header", &format!("Authorization: Bearer {session}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                // Logging out would end the session the run works with.
+                "--exclude-operation-id",
+                "logout",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-time",
+                &budget,
+                "--workers",
+                "2",
+                "--request-timeout",
+                "20",
+                "--seed",
+                "1",
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems (its report is above)"
+    );
+}
