@@ -574,3 +574,130 @@ pub fn rerun_in_vm(name: &str, files: &[PathBuf], timeout_s: u32) -> String {
     );
     stdout
 }
+
+/// A private PostgreSQL server (Debian's package) on a loopback port, with its data in
+/// `dir`; stopped when dropped. As root, the server runs as the `postgres` user (it
+/// refuses to run as root).
+pub struct Postgres {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl Postgres {
+    pub fn start(dir: &Path) -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|b| b.join("initdb").exists())
+                    .max()
+            })
+            .expect("PostgreSQL is not installed: run `.ci/setup` first");
+        let root = is_root();
+        let as_owner = |prog: &str| {
+            let mut c = if root {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--clear-groups",
+                    "--reset-env",
+                ])
+                .arg(bin.join(prog));
+                c
+            } else {
+                Command::new(bin.join(prog))
+            };
+            c.stdout(Stdio::null());
+            c
+        };
+        let data = dir.join("pgdata");
+        std::fs::create_dir_all(dir).unwrap();
+        if root {
+            // The server's user must reach its directory.
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir)
+                .status()
+                .unwrap();
+            let mut p = dir.to_path_buf();
+            while let Some(parent) = p.parent() {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(parent) {
+                    let mode = m.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        let _ = std::fs::set_permissions(
+                            parent,
+                            std::fs::Permissions::from_mode(mode | 0o001),
+                        );
+                    }
+                }
+                p = parent.to_path_buf();
+            }
+        }
+        let out = as_owner("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "fieldgate",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {out:?}");
+        let port = free_port();
+        let proc = as_owner("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pg = Postgres {
+            port,
+            proc: Some(Proc(proc)),
+        };
+        wait_for(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(30),
+            || ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).is_ok(),
+        );
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://fieldgate@127.0.0.1:{}/postgres?connect_timeout=5",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown (SIGINT), so the next test's server starts clean.
+        if let Some(mut p) = self.proc.take() {
+            p.signal("INT");
+            let _ = p.wait_exit(Duration::from_secs(10));
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid, read from /proc (no libc call needed).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

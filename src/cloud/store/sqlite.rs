@@ -1,48 +1,13 @@
-//! The cloud's sample store (SQLite): every sample exactly once per (device, sequence
-//! number), gap records, device state, and rejected payloads kept for inspection.
+//! The sample store on SQLite (single node): one file beside the registry and IAM.
 
+use super::{quality_text, subtract_stored, Bucket, History, Inserted, Row, StoreError};
 use crate::protocol::{Batch, Gap, StateMessage};
-use crate::sample::{Quality, Value};
+use crate::sample::Value;
 use rusqlite::{params, Connection};
-use serde::Serialize;
 use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-#[error("sample store: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
-
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
-}
-
-/// One stored sample, as `fieldgate-cloud query` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    pub device: String,
-    pub seq: u64,
-    pub point: String,
-    pub ts_ns: i64,
-    pub value: serde_json::Value,
-    pub quality: String,
-    pub time: String,
-}
-
-/// A datastream's history: raw samples or aggregated buckets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum History {
-    Raw(Vec<Row>),
-    Buckets(Vec<Bucket>),
-}
-
-/// The numeric samples of one time bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Bucket {
-    pub ts_ns: i64,
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-    pub count: u64,
 }
 
 /// A `Row` from the columns seq, point, ts_ns, kind, value, quality, time.
@@ -55,19 +20,9 @@ fn row(device: &str, r: &rusqlite::Row) -> rusqlite::Result<Row> {
         point: r.get(1)?,
         ts_ns: r.get(2)?,
         value: to_json(&kind, r.get(4)?),
-        quality: serde_json::from_str::<Quality>(&quality)
-            .map(|q| q.to_string())
-            .unwrap_or(quality),
+        quality: quality_text(quality),
         time: r.get(6)?,
     })
-}
-
-/// What one insert did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inserted {
-    pub new: usize,
-    pub duplicates: usize,
-    pub gaps: usize,
 }
 
 fn kind_and_value(v: &Value) -> (&'static str, rusqlite::types::Value) {
@@ -98,8 +53,8 @@ fn to_json(kind: &str, v: rusqlite::types::Value) -> serde_json::Value {
     }
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -121,8 +76,8 @@ impl Store {
                  id INTEGER PRIMARY KEY, device TEXT, topic TEXT, reason TEXT NOT NULL,
                  payload BLOB, received_ns INTEGER NOT NULL);",
         )?;
-        conn.execute_batch(super::registry::SCHEMA)?;
-        Ok(Store { conn })
+        conn.execute_batch(crate::cloud::registry::SCHEMA)?;
+        Ok(SqliteStore { conn })
     }
 
     /// Stores a batch from `device` in one transaction; repeats are ignored.
@@ -324,9 +279,7 @@ impl Store {
                     point: r.get(2)?,
                     ts_ns: r.get(3)?,
                     value: to_json(&kind, r.get(5)?),
-                    quality: serde_json::from_str::<Quality>(&quality)
-                        .map(|q| q.to_string())
-                        .unwrap_or(quality),
+                    quality: quality_text(quality),
                     time: r.get(7)?,
                 },
             ))
@@ -352,29 +305,15 @@ impl Store {
         let mut stored_in = self.conn.prepare(
             "SELECT seq FROM samples WHERE device = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
         )?;
-        let mut out: Vec<Gap> = Vec::new();
-        for g in reported {
-            let stored: Vec<u64> = stored_in
-                .query_map(
-                    rusqlite::params![device, g.first as i64, g.last as i64],
-                    |r| r.get::<_, i64>(0).map(|v| v as u64),
-                )?
-                .collect::<Result<_, _>>()?;
-            let mut from = g.first;
-            for s in stored.into_iter().chain(std::iter::once(g.last + 1)) {
-                if s > from {
-                    out.push(Gap {
-                        first: from,
-                        last: s - 1,
-                    });
-                }
-                from = s + 1;
-            }
-        }
-        Ok(out)
+        subtract_stored(reported, |g| {
+            Ok(stored_in
+                .query_map(params![device, g.first as i64, g.last as i64], |r| {
+                    r.get::<_, i64>(0).map(|v| v as u64)
+                })?
+                .collect::<Result<_, _>>()?)
+        })
     }
 
-    /// How many samples of `device` are stored.
     /// Whether the device's identity was revoked: it is refused at connect.
     pub fn revoked(&self, device: &str) -> Result<Option<String>, StoreError> {
         use rusqlite::OptionalExtension;
@@ -397,6 +336,7 @@ impl Store {
         Ok(())
     }
 
+    /// How many samples of `device` are stored.
     pub fn count(&self, device: &str) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM samples WHERE device = ?1",
@@ -410,12 +350,12 @@ impl Store {
 mod tests {
     use super::*;
     use crate::protocol::Sequenced;
-    use crate::sample::{Sample, TimeQuality};
+    use crate::sample::{Quality, Sample, TimeQuality};
 
     #[test]
     fn exactly_once_per_device_and_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        let mut st = Store::open(&dir.path().join("c.db")).unwrap();
+        let mut st = SqliteStore::open(&dir.path().join("c.db")).unwrap();
         let b = Batch {
             samples: (1..=3)
                 .map(|i| Sequenced {
