@@ -20,38 +20,12 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     pki.dev_cert("gw-m2", &d.join("m2")).unwrap();
     pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
 
-    let port = free_port();
-    let conf = d.join("mosquitto.conf");
-    std::fs::write(
-        d.join("acl"),
+    let broker = Mosquitto::start(
+        &d.join("broker"),
+        &pki,
         "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
-    )
-    .unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nper_listener_settings false\nallow_anonymous false\npersistence false\n\
-             listener {port} 127.0.0.1\ncafile {ca}\ncertfile {crt}\nkeyfile {key}\n\
-             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nacl_file {acl}\n",
-            ca = pki.ca_cert().display(),
-            crt = pki.server_cert().display(),
-            key = pki.server_key().display(),
-            acl = d.join("acl").display(),
-        ),
-    )
-    .unwrap();
-    let _broker = Proc(
-        std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stderr(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
     );
-    wait_for("mosquitto", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let port = broker.port;
 
     let stop = CancellationToken::new();
     let link = fieldgate::cloud::bridge::BrokerLink {
@@ -61,6 +35,7 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
         cert: d.join("ingest/device.crt"),
         key: d.join("ingest/device.key"),
         client_id: "fieldgate-ingest".into(),
+        share_group: None,
     };
     let ingest = tokio::spawn(fieldgate::cloud::bridge::run(link, store, stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -124,4 +99,5 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     );
     stop.cancel();
     let _ = ingest.await;
+    drop(broker);
 }

@@ -42,6 +42,18 @@ enum Command {
         cert: Option<PathBuf>,
         #[arg(long, requires = "broker")]
         key: Option<PathBuf>,
+        /// With --broker: where samples go, a `postgres://` URL (the scale-out mode) or
+        /// a SQLite file (default: the data directory's).
+        #[arg(long, requires = "broker", env = "FIELDGATE_CLOUD_STORE")]
+        store: Option<String>,
+        /// With --broker: this worker's MQTT client id; keep it stable per worker, so
+        /// the broker resumes its session (and redelivers what it did not acknowledge).
+        #[arg(long, requires = "broker", default_value = "fieldgate-ingest")]
+        client_id: String,
+        /// With --broker: share the load with the other workers of this group (an MQTT 5
+        /// shared subscription).
+        #[arg(long, requires = "broker")]
+        share_group: Option<String>,
         /// Also serve the HTTPS API (enrollment, renewal) on this address.
         #[arg(long)]
         api: Option<String>,
@@ -279,17 +291,27 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             broker_ca,
             cert,
             key,
+            store,
+            client_id,
+            share_group,
             ..
         } => {
             let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
-            let (_, store) = cloud::open(&data, &["localhost".into(), "127.0.0.1".into()])?;
+            let store = match store {
+                Some(location) => std::sync::Arc::new(std::sync::Mutex::new(
+                    cloud::store::Store::open_location(&location)
+                        .with_context(|| format!("opening the store {location}"))?,
+                )),
+                None => cloud::open(&data, &["localhost".into(), "127.0.0.1".into()])?.1,
+            };
             let link = cloud::bridge::BrokerLink {
                 host: host.into(),
                 port: port.parse().context("--broker port")?,
                 ca: broker_ca.context("--broker-ca is required with --broker")?,
                 cert: cert.context("--cert is required with --broker")?,
                 key: key.context("--key is required with --broker")?,
-                client_id: "fieldgate-ingest".into(),
+                client_id,
+                share_group,
             };
             cloud::bridge::run(link, store, shutdown_on_signal()).await
         }

@@ -1,10 +1,16 @@
-//! Ingest behind an existing broker: subscribe to every device's data with QoS 1 and a
-//! persistent session, store, then acknowledge (manual acks), so the broker keeps what
-//! the ingest has not stored. The broker's ACL binds each device to its own topics.
+//! Ingest behind an existing broker, over MQTT 5: subscribe to every device's data with
+//! QoS 1 and a persistent session, store, then acknowledge (manual acks), so the broker
+//! keeps what the ingest has not stored. The broker's ACL binds each device to its own
+//! topics. With a share group, several stateless workers split the load through a
+//! shared subscription (`$share/GROUP/…`); the store's (device, seq) key makes a batch
+//! delivered twice (a worker killed before its acknowledgement) count once.
 
 use super::ingest::SharedStore;
 use crate::protocol::{self, Batch, StateMessage, Topic};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +23,22 @@ pub struct BrokerLink {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Stable per worker: the broker keeps its session (and what it did not
+    /// acknowledge) across a restart.
     pub client_id: String,
+    /// The shared-subscription group of the workers, if they share the load.
+    pub share_group: Option<String>,
 }
+
+/// How long the broker keeps a worker's session while it is away.
+const SESSION_EXPIRY_S: u32 = 3600;
+
+/// Requests the client queues for its event loop (acknowledgements among them).
+const REQUEST_QUEUE: usize = 64;
+
+/// Unacknowledged deliveries the broker may have in flight to one worker (the MQTT 5
+/// Receive Maximum).
+const RECEIVE_MAXIMUM: u16 = 32;
 
 pub async fn run(
     link: BrokerLink,
@@ -28,62 +48,58 @@ pub async fn run(
     let tls = crate::tls::client_config(&link.ca, &link.cert, &link.key)?;
     let mut opts = MqttOptions::new(link.client_id.clone(), link.host.clone(), link.port);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
-        .set_clean_session(false)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(super::ingest::MAX_PACKET, super::ingest::MAX_PACKET);
-    let (client, mut events) = AsyncClient::new(opts, 64);
+        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+        .set_max_packet_size(Some(super::ingest::MAX_PACKET as u32));
+    let prefix = match &link.share_group {
+        Some(g) => format!("$share/{g}/"),
+        None => String::new(),
+    };
+    let (client, mut events) = AsyncClient::new(opts, REQUEST_QUEUE);
+    // Storing and acknowledging run apart from the event loop: an acknowledgement waits
+    // for the event loop to take it, so the loop must keep turning meanwhile.
+    let (deliveries, mut to_store) = tokio::sync::mpsc::unbounded_channel::<Publish>();
+    let acker = client.clone();
+    let storer = tokio::spawn(async move {
+        while let Some(p) = to_store.recv().await {
+            let (st, p2) = (store.clone(), p.clone());
+            let stored = tokio::task::spawn_blocking(move || store_one(&st, &p2))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|r| r);
+            match stored {
+                Ok(()) => {
+                    if acker.ack(&p).await.is_err() {
+                        return;
+                    }
+                }
+                // Not acknowledged: the broker delivers it again after a reconnect.
+                Err(e) => tracing::error!(error = %e, "could not store; leaving unacknowledged"),
+            }
+        }
+    });
     let mut failures = 0;
-    loop {
+    let outcome = 'events: loop {
         let ev = tokio::select! {
             ev = events.poll() => ev,
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break 'events Ok(()),
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
-                tracing::info!(host = %link.host, port = link.port, "ingest subscribed to the broker");
-                client
-                    .subscribe(format!("{}/+/data", protocol::TOPIC_ROOT), QoS::AtLeastOnce)
-                    .await?;
-                client
-                    .subscribe(
-                        format!("{}/+/state", protocol::TOPIC_ROOT),
-                        QoS::AtLeastOnce,
-                    )
-                    .await?;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let (st, topic, payload) = (store.clone(), p.topic.clone(), p.payload.to_vec());
-                let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    let mut s = st
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-                    match protocol::parse_topic(&topic) {
-                        Some(Topic::Data(dev)) => match Batch::decode(&payload) {
-                            Ok(b) => {
-                                s.insert(dev, &b)?;
-                            }
-                            Err(e) => s.reject(Some(dev), &topic, &e.to_string(), &payload)?,
-                        },
-                        Some(Topic::State(dev)) => {
-                            match serde_json::from_slice::<StateMessage>(&payload) {
-                                Ok(m) => s.set_state(dev, &m)?,
-                                Err(e) => s.reject(Some(dev), &topic, &e.to_string(), &payload)?,
-                            }
-                        }
-                        None => s.reject(None, &topic, "not a fieldgate topic", &payload)?,
-                    }
-                    Ok(())
-                })
-                .await?;
-                match stored {
-                    Ok(()) => client.ack(&p).await?,
-                    // Not acknowledged: the broker delivers it again after a reconnect.
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not store; leaving unacknowledged")
+                tracing::info!(host = %link.host, port = link.port, group = ?link.share_group, "ingest subscribed to the broker");
+                for kind in ["data", "state"] {
+                    let filter = format!("{prefix}{}/+/{kind}", protocol::TOPIC_ROOT);
+                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                        break 'events anyhow::Result::Err(e.into());
                     }
                 }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let _ = deliveries.send(p);
             }
             Ok(_) => {}
             Err(e) => {
@@ -96,9 +112,36 @@ pub async fn run(
                 failures += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => break 'events Ok(()),
                 }
             }
         }
+    };
+    drop(deliveries);
+    storer.abort();
+    let _ = storer.await;
+    outcome
+}
+
+/// Stores one delivery: a batch, a state message, or a payload refused with its reason.
+fn store_one(store: &SharedStore, p: &Publish) -> anyhow::Result<()> {
+    let topic = String::from_utf8_lossy(&p.topic);
+    let payload = &p.payload[..];
+    let mut s = store
+        .lock()
+        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+    match protocol::parse_topic(&topic) {
+        Some(Topic::Data(dev)) => match Batch::decode(payload) {
+            Ok(b) => {
+                s.insert(dev, &b)?;
+            }
+            Err(e) => s.reject(Some(dev), &topic, &e.to_string(), payload)?,
+        },
+        Some(Topic::State(dev)) => match serde_json::from_slice::<StateMessage>(payload) {
+            Ok(m) => s.set_state(dev, &m)?,
+            Err(e) => s.reject(Some(dev), &topic, &e.to_string(), payload)?,
+        },
+        None => s.reject(None, &topic, "not a fieldgate topic", payload)?,
     }
+    Ok(())
 }

@@ -18,6 +18,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("sample store (PostgreSQL): {0}")]
     Postgres(#[from] ::postgres::Error),
+    #[error("sample store (PostgreSQL): {0}")]
+    Closed(String),
 }
 
 /// One stored sample, as `fieldgate-cloud query` prints it.

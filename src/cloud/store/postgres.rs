@@ -3,12 +3,15 @@
 //! of multi-row inserts (`UNNEST` of arrays) with `ON CONFLICT DO NOTHING`, so two
 //! workers that receive the same batch store it once; the commit is durable
 //! (`synchronous_commit` on) before the worker acknowledges to the broker.
+//!
+//! The client lives on a thread of its own: the blocking `postgres` client runs its own
+//! small runtime, which must be neither made nor dropped inside the async ingest.
 
 use super::{quality_text, subtract_stored, Bucket, History, Inserted, Row, StoreError};
 use crate::protocol::{Batch, Gap, StateMessage};
 use crate::sample::Value;
 use postgres::{Client, NoTls};
-use std::cell::RefCell;
+use std::sync::mpsc;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS samples(
@@ -35,10 +38,10 @@ CREATE TABLE IF NOT EXISTS identity_events(
 /// The columns a `Row` is read from, in order.
 const ROW: &str = "seq, point, ts_ns, kind, fval, ival, sval, bval, quality, time";
 
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
 pub struct PgStore {
-    // The client needs `&mut` for every query; the store is used by one thread at a
-    // time (behind the ingest's mutex), so a RefCell keeps the `&self` API of `Store`.
-    db: RefCell<Client>,
+    jobs: mpsc::Sender<Job>,
 }
 
 fn row(device: &str, r: &postgres::Row) -> Row {
@@ -91,14 +94,54 @@ impl PgStore {
     /// Connects to `url` and makes the tables (once, under an advisory lock: several
     /// workers may start together).
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let mut db = Client::connect(url, NoTls)?;
-        let mut tx = db.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock(7316)", &[])?;
-        tx.batch_execute(SCHEMA)?;
-        tx.commit()?;
-        Ok(PgStore {
-            db: RefCell::new(db),
-        })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, started) = mpsc::channel();
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let opened = Client::connect(&url, NoTls).and_then(|mut db| {
+                    let mut tx = db.transaction()?;
+                    tx.execute("SELECT pg_advisory_xact_lock(7316)", &[])?;
+                    tx.batch_execute(SCHEMA)?;
+                    tx.commit()?;
+                    Ok(db)
+                });
+                let mut db = match opened {
+                    Ok(db) => {
+                        let _ = ready.send(Ok(()));
+                        db
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                for job in queue {
+                    job(&mut db);
+                }
+            })
+            .map_err(|e| StoreError::Closed(e.to_string()))?;
+        started
+            .recv()
+            .map_err(|_| StoreError::Closed("the connection thread ended".into()))??;
+        Ok(PgStore { jobs })
+    }
+
+    /// Runs `f` with the client on its thread and waits for the answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |db| {
+                let _ = answer.send(f(db));
+            }))
+            .map_err(|_| StoreError::Closed("the connection thread ended".into()))?;
+        answered
+            .recv()
+            .map_err(|_| StoreError::Closed("the connection thread ended".into()))?
     }
 
     pub fn insert(&mut self, device: &str, batch: &Batch) -> Result<Inserted, StoreError> {
@@ -120,7 +163,7 @@ impl PgStore {
         for s in &batch.samples {
             let (k, f, i, t, b) = columns(&s.sample.value);
             seq.push(s.seq as i64);
-            point.push(s.sample.point.as_str());
+            point.push(s.sample.point.clone());
             ts.push(s.sample.ts_ns);
             kind.push(k);
             fv.push(f);
@@ -130,7 +173,13 @@ impl PgStore {
             quality.push(serde_json::to_string(&s.sample.quality).unwrap_or_default());
             time.push(s.sample.time.to_string());
         }
-        let db = self.db.get_mut();
+        let device = device.to_string();
+        let gap_rows: Vec<(i64, i64)> = batch
+            .gaps
+            .iter()
+            .map(|g| (g.first as i64, g.last as i64))
+            .collect();
+        self.run(move |db| {
         let mut tx = db.transaction()?;
         let new = tx.execute(
             "INSERT INTO samples(device, seq, point, ts_ns, kind, fval, ival, sval, bval, quality, time, received_ns)
@@ -142,11 +191,11 @@ impl PgStore {
             ],
         )? as usize;
         let mut gaps = 0;
-        for g in &batch.gaps {
+        for (first, last) in &gap_rows {
             gaps += tx.execute(
                 "INSERT INTO gaps(device, first, last, received_ns) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
-                &[&device, &(g.first as i64), &(g.last as i64), &now],
+                &[&device, first, last, &now],
             )? as usize;
         }
         tx.commit()?;
@@ -155,31 +204,32 @@ impl PgStore {
             duplicates: n - new,
             gaps,
         })
+        })
     }
 
     pub fn set_state(&self, device: &str, state: &StateMessage) -> Result<(), StoreError> {
-        self.db.borrow_mut().execute(
-            "INSERT INTO device_state(device, state, detail, updated_ns) VALUES ($1, $2, $3, $4)
-             ON CONFLICT(device) DO UPDATE SET state = $2, detail = $3, updated_ns = $4",
-            &[
-                &device,
-                &state.state,
-                &serde_json::to_string(state).unwrap_or_default(),
-                &crate::sample::now_ns(),
-            ],
-        )?;
-        Ok(())
+        let (device, name) = (device.to_string(), state.state.clone());
+        let detail = serde_json::to_string(state).unwrap_or_default();
+        self.run(move |db| {
+            db.execute(
+                "INSERT INTO device_state(device, state, detail, updated_ns) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(device) DO UPDATE SET state = $2, detail = $3, updated_ns = $4",
+                &[&device, &name, &detail, &crate::sample::now_ns()],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn state(&self, device: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .db
-            .borrow_mut()
-            .query_opt(
-                "SELECT state FROM device_state WHERE device = $1",
-                &[&device],
-            )?
-            .map(|r| r.get(0)))
+        let device = device.to_string();
+        self.run(move |db| {
+            Ok(db
+                .query_opt(
+                    "SELECT state FROM device_state WHERE device = $1",
+                    &[&device],
+                )?
+                .map(|r| r.get(0)))
+        })
     }
 
     pub fn reject(
@@ -189,11 +239,19 @@ impl PgStore {
         reason: &str,
         payload: &[u8],
     ) -> Result<(), StoreError> {
-        self.db.borrow_mut().execute(
-            "INSERT INTO rejected(device, topic, reason, payload, received_ns) VALUES ($1, $2, $3, $4, $5)",
-            &[&device, &topic, &reason, &&payload[..payload.len().min(65536)], &crate::sample::now_ns()],
-        )?;
-        Ok(())
+        let (device, topic, reason) = (
+            device.map(str::to_string),
+            topic.to_string(),
+            reason.to_string(),
+        );
+        let payload = payload[..payload.len().min(65536)].to_vec();
+        self.run(move |db| {
+            db.execute(
+                "INSERT INTO rejected(device, topic, reason, payload, received_ns) VALUES ($1, $2, $3, $4, $5)",
+                &[&device, &topic, &reason, &payload, &crate::sample::now_ns()],
+            )?;
+            Ok(())
+        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -201,16 +259,16 @@ impl PgStore {
         &self,
         limit: usize,
     ) -> Result<Vec<(Option<String>, String, String)>, StoreError> {
-        Ok(self
-            .db
-            .borrow_mut()
-            .query(
-                "SELECT device, topic, reason FROM rejected ORDER BY id DESC LIMIT $1",
-                &[&(limit as i64)],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        self.run(move |db| {
+            Ok(db
+                .query(
+                    "SELECT device, topic, reason FROM rejected ORDER BY id DESC LIMIT $1",
+                    &[&clamp(limit)],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
     }
 
     pub fn query(
@@ -220,45 +278,52 @@ impl PgStore {
         since_ns: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Row>, StoreError> {
-        let rows = self.db.borrow_mut().query(
-            &format!(
-                "SELECT {ROW} FROM samples
-                 WHERE device = $1 AND ($2::TEXT IS NULL OR point = $2) AND ts_ns >= $3
-                 ORDER BY ts_ns, seq LIMIT $4"
-            ),
-            &[
-                &device,
-                &point,
-                &since_ns.unwrap_or(i64::MIN),
-                &(limit.min(i64::MAX as usize) as i64),
-            ],
-        )?;
-        Ok(rows.iter().map(|r| row(device, r)).collect())
+        let (device, point) = (device.to_string(), point.map(str::to_string));
+        self.run(move |db| {
+            let rows = db.query(
+                &format!(
+                    "SELECT {ROW} FROM samples
+                     WHERE device = $1 AND ($2::TEXT IS NULL OR point = $2) AND ts_ns >= $3
+                     ORDER BY ts_ns, seq LIMIT $4"
+                ),
+                &[
+                    &device,
+                    &point,
+                    &since_ns.unwrap_or(i64::MIN),
+                    &clamp(limit),
+                ],
+            )?;
+            Ok(rows.iter().map(|r| row(&device, r)).collect())
+        })
     }
 
     pub fn streams(&self, device: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
-        Ok(self
-            .db
-            .borrow_mut()
-            .query(
-                "SELECT point, count(*), max(ts_ns) FROM samples WHERE device = $1
-                 GROUP BY point ORDER BY point",
-                &[&device],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2)))
-            .collect())
+        let device = device.to_string();
+        self.run(move |db| {
+            Ok(db
+                .query(
+                    "SELECT point, count(*), max(ts_ns) FROM samples WHERE device = $1
+                     GROUP BY point ORDER BY point",
+                    &[&device],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2)))
+                .collect())
+        })
     }
 
     pub fn latest(&self, device: &str) -> Result<Vec<Row>, StoreError> {
-        let rows = self.db.borrow_mut().query(
-            &format!(
-                "SELECT DISTINCT ON (point) {ROW} FROM samples WHERE device = $1
-                 ORDER BY point, ts_ns DESC, seq DESC"
-            ),
-            &[&device],
-        )?;
-        Ok(rows.iter().map(|r| row(device, r)).collect())
+        let device = device.to_string();
+        self.run(move |db| {
+            let rows = db.query(
+                &format!(
+                    "SELECT DISTINCT ON (point) {ROW} FROM samples WHERE device = $1
+                     ORDER BY point, ts_ns DESC, seq DESC"
+                ),
+                &[&device],
+            )?;
+            Ok(rows.iter().map(|r| row(&device, r)).collect())
+        })
     }
 
     pub fn history(
@@ -270,39 +335,40 @@ impl PgStore {
         bucket_ns: Option<i64>,
         limit: usize,
     ) -> Result<History, StoreError> {
-        let limit = limit.min(i64::MAX as usize) as i64;
-        let mut db = self.db.borrow_mut();
-        let Some(bucket) = bucket_ns.filter(|b| *b > 0) else {
+        let (device, stream, limit) = (device.to_string(), stream.to_string(), clamp(limit));
+        self.run(move |db| {
+            let Some(bucket) = bucket_ns.filter(|b| *b > 0) else {
+                let rows = db.query(
+                    &format!(
+                        "SELECT {ROW} FROM samples
+                         WHERE device = $1 AND point = $2 AND ts_ns BETWEEN $3 AND $4
+                         ORDER BY ts_ns, seq LIMIT $5"
+                    ),
+                    &[&device, &stream, &from_ns, &to_ns, &limit],
+                )?;
+                return Ok(History::Raw(rows.iter().map(|r| row(&device, r)).collect()));
+            };
             let rows = db.query(
-                &format!(
-                    "SELECT {ROW} FROM samples
-                     WHERE device = $1 AND point = $2 AND ts_ns BETWEEN $3 AND $4
-                     ORDER BY ts_ns, seq LIMIT $5"
-                ),
-                &[&device, &stream, &from_ns, &to_ns, &limit],
+                "SELECT (ts_ns / $5::BIGINT) * $5::BIGINT AS t, avg(coalesce(fval, ival::FLOAT8)),
+                        min(coalesce(fval, ival::FLOAT8)), max(coalesce(fval, ival::FLOAT8)), count(*)
+                 FROM samples
+                 WHERE device = $1 AND point = $2 AND ts_ns BETWEEN $3 AND $4
+                   AND kind IN ('float', 'int', 'uint', 'bool')
+                 GROUP BY t ORDER BY t LIMIT $6",
+                &[&device, &stream, &from_ns, &to_ns, &bucket, &limit],
             )?;
-            return Ok(History::Raw(rows.iter().map(|r| row(device, r)).collect()));
-        };
-        let rows = db.query(
-            "SELECT (ts_ns / $5::BIGINT) * $5::BIGINT AS t, avg(coalesce(fval, ival::FLOAT8)),
-                    min(coalesce(fval, ival::FLOAT8)), max(coalesce(fval, ival::FLOAT8)), count(*)
-             FROM samples
-             WHERE device = $1 AND point = $2 AND ts_ns BETWEEN $3 AND $4
-               AND kind IN ('float', 'int', 'uint', 'bool')
-             GROUP BY t ORDER BY t LIMIT $6",
-            &[&device, &stream, &from_ns, &to_ns, &bucket, &limit],
-        )?;
-        Ok(History::Buckets(
-            rows.iter()
-                .map(|r| Bucket {
-                    ts_ns: r.get(0),
-                    avg: r.get(1),
-                    min: r.get(2),
-                    max: r.get(3),
-                    count: r.get::<_, i64>(4) as u64,
-                })
-                .collect(),
-        ))
+            Ok(History::Buckets(
+                rows.iter()
+                    .map(|r| Bucket {
+                        ts_ns: r.get(0),
+                        avg: r.get(1),
+                        min: r.get(2),
+                        max: r.get(3),
+                        count: r.get::<_, i64>(4) as u64,
+                    })
+                    .collect(),
+            ))
+        })
     }
 
     pub fn tail(
@@ -310,65 +376,79 @@ impl PgStore {
         after_received_ns: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Row)>, StoreError> {
-        let rows = self.db.borrow_mut().query(
-            &format!(
-                "SELECT {ROW}, received_ns, device FROM samples WHERE received_ns > $1
-                 ORDER BY received_ns, device, seq LIMIT $2"
-            ),
-            &[&after_received_ns, &(limit.min(i64::MAX as usize) as i64)],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(10), row(r.get::<_, &str>(11), r)))
-            .collect())
-    }
-
-    pub fn gaps(&self, device: &str) -> Result<Vec<Gap>, StoreError> {
-        let mut db = self.db.borrow_mut();
-        let reported: Vec<Gap> = db
-            .query(
-                "SELECT first, last FROM gaps WHERE device = $1 ORDER BY first",
-                &[&device],
-            )?
-            .iter()
-            .map(|r| Gap {
-                first: r.get::<_, i64>(0) as u64,
-                last: r.get::<_, i64>(1) as u64,
-            })
-            .collect();
-        subtract_stored(reported, |g| {
-            Ok(db
-                .query(
-                    "SELECT seq FROM samples WHERE device = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
-                    &[&device, &(g.first as i64), &(g.last as i64)],
-                )?
+        self.run(move |db| {
+            let rows = db.query(
+                &format!(
+                    "SELECT {ROW}, received_ns, device FROM samples WHERE received_ns > $1
+                     ORDER BY received_ns, device, seq LIMIT $2"
+                ),
+                &[&after_received_ns, &clamp(limit)],
+            )?;
+            Ok(rows
                 .iter()
-                .map(|r| r.get::<_, i64>(0) as u64)
+                .map(|r| (r.get(10), row(r.get::<_, &str>(11), r)))
                 .collect())
         })
     }
 
+    pub fn gaps(&self, device: &str) -> Result<Vec<Gap>, StoreError> {
+        let device = device.to_string();
+        self.run(move |db| {
+            let reported: Vec<Gap> = db
+                .query(
+                    "SELECT first, last FROM gaps WHERE device = $1 ORDER BY first",
+                    &[&device],
+                )?
+                .iter()
+                .map(|r| Gap {
+                    first: r.get::<_, i64>(0) as u64,
+                    last: r.get::<_, i64>(1) as u64,
+                })
+                .collect();
+            subtract_stored(reported, |g| {
+                Ok(db
+                    .query(
+                        "SELECT seq FROM samples WHERE device = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+                        &[&device, &(g.first as i64), &(g.last as i64)],
+                    )?
+                    .iter()
+                    .map(|r| r.get::<_, i64>(0) as u64)
+                    .collect())
+            })
+        })
+    }
+
     pub fn revoked(&self, device: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .db
-            .borrow_mut()
-            .query_opt("SELECT reason FROM revoked WHERE device = $1", &[&device])?
-            .map(|r| r.get(0)))
+        let device = device.to_string();
+        self.run(move |db| {
+            Ok(db
+                .query_opt("SELECT reason FROM revoked WHERE device = $1", &[&device])?
+                .map(|r| r.get(0)))
+        })
     }
 
     pub fn record_refusal(&self, device: &str, detail: &str, peer: &str) -> Result<(), StoreError> {
-        self.db.borrow_mut().execute(
-            "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES ($1, $2, 'refused', $3, $4)",
-            &[&crate::sample::now_ns(), &device, &detail, &peer],
-        )?;
-        Ok(())
+        let (device, detail, peer) = (device.to_string(), detail.to_string(), peer.to_string());
+        self.run(move |db| {
+            db.execute(
+                "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES ($1, $2, 'refused', $3, $4)",
+                &[&crate::sample::now_ns(), &device, &detail, &peer],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn count(&self, device: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .borrow_mut()
-            .query_one("SELECT count(*) FROM samples WHERE device = $1", &[&device])?
-            .get::<_, i64>(0) as u64)
+        let device = device.to_string();
+        self.run(move |db| {
+            Ok(db
+                .query_one("SELECT count(*) FROM samples WHERE device = $1", &[&device])?
+                .get::<_, i64>(0) as u64)
+        })
     }
+}
+
+/// A row limit as PostgreSQL takes it.
+fn clamp(limit: usize) -> i64 {
+    limit.min(i64::MAX as usize) as i64
 }

@@ -1,0 +1,195 @@
+//! The scale-out mode: Mosquitto, two stateless ingest workers sharing the load through
+//! an MQTT 5 shared subscription, and PostgreSQL. Gateways flood the broker; one worker
+//! is killed (SIGKILL) mid-way and comes back (as systemd restarts it): every sample is
+//! stored, none twice, and the surviving worker kept storing while the other was down.
+
+mod common;
+use common::*;
+use fieldgate::cloud::store::Store;
+use fieldgate::protocol::{Batch, Sequenced};
+use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const DEVICES: u64 = 4;
+const BATCHES: u64 = 150;
+const PER_BATCH: u64 = 100;
+
+fn worker(dir: &Path, port: u16, pg: &str, id: &str) -> Proc {
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+            .arg("--data-dir")
+            .arg(dir.join("cloud"))
+            .args([
+                "serve",
+                "--broker",
+                &format!("127.0.0.1:{port}"),
+                "--broker-ca",
+            ])
+            .arg(dir.join("ingest/ca.crt"))
+            .arg("--cert")
+            .arg(dir.join("ingest/device.crt"))
+            .arg("--key")
+            .arg(dir.join("ingest/device.key"))
+            .args(["--store", pg, "--client-id", id, "--share-group", "ingest"])
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(dir.join(format!("{id}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// One gateway's flood: `BATCHES` batches of `PER_BATCH` samples, QoS 1, as fast as the
+/// broker takes them.
+async fn flood(dir: &Path, port: u16, device: String) {
+    let certs = dir.join(&device);
+    let (client, mut ev) = mqtt_client(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &device,
+        &certs.join("ca.crt"),
+        Some((&certs.join("device.crt"), &certs.join("device.key"))),
+    );
+    let acks = tokio::spawn(async move {
+        let mut n = 0;
+        while n < BATCHES {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => n += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher connection failed: {e}"),
+            }
+        }
+    });
+    let topic = format!("fg/v1/{device}/data");
+    for b in 0..BATCHES {
+        let batch = Batch {
+            samples: (0..PER_BATCH)
+                .map(|i| {
+                    let seq = b * PER_BATCH + i + 1;
+                    Sequenced {
+                        seq,
+                        sample: Sample {
+                            point: format!("meter/p{}", i % 10),
+                            ts_ns: fieldgate::sample::now_ns(),
+                            value: Value::Float(seq as f64),
+                            quality: Quality::Good,
+                            time: TimeQuality::Synced,
+                        },
+                    }
+                })
+                .collect(),
+            gaps: vec![],
+        };
+        client
+            .publish(&topic, rumqttc::QoS::AtLeastOnce, false, batch.encode())
+            .await
+            .unwrap();
+    }
+    acks.await.unwrap();
+}
+
+/// Waits up to 60 s for `done`; on failure shows the workers' and the broker's logs.
+fn until(dir: &Path, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if Instant::now() > deadline {
+            for f in ["ingest-1.log", "ingest-2.log", "broker/mosquitto.log"] {
+                let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                eprintln!("--- {f} (last lines)");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+            if let Ok(keep) = std::env::var("FIELDGATE_KEEP_FAILED") {
+                let _ = std::process::Command::new("cp")
+                    .args(["-r"])
+                    .arg(dir)
+                    .arg(keep)
+                    .status();
+            }
+            panic!("timed out after 60 s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = Postgres::start(&d.join("pg"));
+    let (pki, _) =
+        fieldgate::cloud::open(&d.join("cloud"), &["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    let devices: Vec<String> = (1..=DEVICES).map(|i| format!("flood-{i}")).collect();
+    for dev in &devices {
+        pki.dev_cert(dev, &d.join(dev)).unwrap();
+    }
+    let broker = Mosquitto::start(
+        &d.join("broker"),
+        &pki,
+        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
+    );
+    let url = pg.url();
+    let mut w1 = worker(d, broker.port, &url, "ingest-1");
+    let _w2 = worker(d, broker.port, &url, "ingest-2");
+    let store = Store::postgres(&url).unwrap();
+    let stored = || -> u64 { devices.iter().map(|dev| store.count(dev).unwrap()).sum() };
+    // Both workers subscribed (the table exists once one has connected).
+    std::thread::sleep(Duration::from_secs(2));
+
+    let total = DEVICES * BATCHES * PER_BATCH;
+    let started = Instant::now();
+    let floods: Vec<_> = devices
+        .iter()
+        .map(|dev| {
+            let (dir, port, dev) = (d.to_path_buf(), broker.port, dev.clone());
+            tokio::spawn(async move { flood(&dir, port, dev).await })
+        })
+        .collect();
+
+    // Mid-way, worker 1 dies without a word.
+    until(d, "a third of the flood stored", || stored() >= total / 3);
+    w1.0.kill().unwrap();
+    let _ = w1.0.wait();
+    let at_kill = stored();
+    std::thread::sleep(Duration::from_secs(2));
+    let while_down = stored() - at_kill;
+    // It comes back with the same client id: the broker resumes its session.
+    let _w1 = worker(d, broker.port, &url, "ingest-1");
+    for f in floods {
+        f.await.unwrap();
+    }
+    until(d, "every sample stored", || stored() >= total);
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+
+    assert!(
+        while_down > 0,
+        "worker 2 kept storing while worker 1 was down"
+    );
+    for dev in &devices {
+        assert_eq!(store.count(dev).unwrap(), BATCHES * PER_BATCH, "{dev}");
+        assert!(store.gaps(dev).unwrap().is_empty());
+    }
+    let u = url.clone();
+    let db_total: i64 = std::thread::spawn(move || {
+        postgres::Client::connect(&u, postgres::NoTls)
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM (SELECT DISTINCT device, seq FROM samples) s",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(db_total as u64, total, "nothing lost, nothing twice");
+    println!(
+        "{total} samples from {DEVICES} gateways through 2 workers in {secs:.1} s \
+         ({:.0}/s), {while_down} stored by worker 2 in the 2 s worker 1 was down",
+        total as f64 / secs
+    );
+}
