@@ -9,6 +9,7 @@
 
 mod access;
 mod data;
+mod embed;
 mod enrollment;
 
 use super::enroll::Enrollment;
@@ -237,14 +238,59 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     out
 }
 
+/// Cross-origin use from web pages. Credentials here are bearer tokens, never cookies, so
+/// a page can only use a key it was given; the key's own origin list decides (a key with
+/// origins is refused from any other). Preflights are answered for GET with an
+/// `Authorization` header; answers carry the asking origin back.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    match origin {
+        Some(o) if preflight => (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, o),
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    axum::http::HeaderValue::from_static("GET"),
+                ),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    axum::http::HeaderValue::from_static("authorization"),
+                ),
+                (
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    axum::http::HeaderValue::from_static("600"),
+                ),
+                (header::VARY, axum::http::HeaderValue::from_static("Origin")),
+            ],
+        )
+            .into_response(),
+        Some(o) => {
+            let mut res = next.run(req).await;
+            res.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            res.headers_mut()
+                .append(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+            res
+        }
+        None => next.run(req).await,
+    }
+}
+
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .merge(enrollment::routes())
         .merge(access::routes())
         .merge(data::routes())
+        .merge(embed::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(cors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
