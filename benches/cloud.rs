@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench cloud` (about half a minute; starts a private PostgreSQL).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use common::api::{system_account, Auth, Client, PASSWORD};

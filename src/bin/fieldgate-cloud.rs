@@ -427,8 +427,20 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
             .replace("@CLOUD@", &cloud_addr.to_string())
             .replace("@SIM@", &format!("127.0.0.1:{sim_port}")),
     )?;
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_addr = api_listener.local_addr()?;
+    let access = demo_access(data)?;
     let (d, s) = (data.to_path_buf(), shutdown.clone());
-    let cloud_task = tokio::spawn(async move { cloud::run(&d, cloud_listener, s).await });
+    let cloud_task = tokio::spawn(async move {
+        cloud::run_with(
+            &d,
+            cloud_listener,
+            Some(api_listener),
+            cloud::Settings::default(),
+            s,
+        )
+        .await
+    });
     let mut sim = tokio::process::Command::new(&gw_bin)
         .args(["sim", "modbus", "--map"])
         .arg(root.join("sim.toml"))
@@ -443,6 +455,15 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     println!("demo: cloud on {cloud_addr}, simulated power meter on 127.0.0.1:{sim_port}, a replayed J1939 genset bus, gateway demo-gw");
+    println!(
+        "demo: the HTTPS API on https://{api_addr} (CA: {}):",
+        data.join("pki/ca.crt").display()
+    );
+    println!(
+        "        log in as demo@fieldgate.example, password {}",
+        access.password
+    );
+    println!("        live values page: https://{api_addr}/v1/embed/live.html#tenant=demo&device=demo-gw&key={}", access.key);
     println!("demo: samples as they are stored in the cloud (Ctrl-C to stop):");
     let mut seen = fieldgate::sample::now_ns();
     while !shutdown.is_cancelled() {
@@ -471,6 +492,65 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     let _ = sim.start_kill();
     let _ = cloud_task.await;
     Ok(())
+}
+
+/// What the demo prints for the API: the demo owner's password and a read-only key.
+struct DemoAccess {
+    password: String,
+    key: String,
+}
+
+/// The demo tenant: its owner (a fresh password each run), the demo gateway registered
+/// and claimed, and a read-only key for it, valid for a day.
+fn demo_access(data: &Path) -> anyhow::Result<DemoAccess> {
+    use cloud::iam::access::Iam;
+    use cloud::iam::keys::{Action, Scope};
+    use cloud::iam::users::UserError;
+    let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
+    let iam = Iam::open(&cloud::store_path(data)).map_err(err)?;
+    let password: String = rand::random::<[u8; 9]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let email = "demo@fieldgate.example";
+    let users = iam.users();
+    match users.register(email, &password, "demo") {
+        Ok(()) => {}
+        Err(UserError::Conflict(_)) => {
+            let token = users.reset_token(email).map_err(|e| err(e.into()))?;
+            users
+                .reset_password(&token.unwrap_or_default(), &password)
+                .map_err(|e| err(e.into()))?;
+        }
+        Err(e) => return Err(err(e.into())),
+    }
+    let devices = iam.devices();
+    let code = "DEMO-GW-CLAIM";
+    match devices.register("demo-gw", code) {
+        Ok(()) | Err(UserError::Conflict(_)) => {}
+        Err(e) => return Err(err(e.into())),
+    }
+    match devices.claim_for("demo", "demo-gw", code) {
+        Ok(()) | Err(UserError::Conflict(_)) => {}
+        Err(e) => return Err(err(e.into())),
+    }
+    let now = fieldgate::sample::now_ns();
+    let (_, key) = iam
+        .keys()
+        .create(&Scope {
+            tenant: "demo".into(),
+            devices: vec!["demo-gw".into()],
+            streams: vec!["*".into()],
+            actions: vec![Action::Read],
+            cidrs: vec![],
+            origins: vec![],
+            not_before_ns: now,
+            not_after_ns: now + 86_400_000_000_000,
+            min_resolution_s: 0,
+            may_delegate: false,
+        })
+        .map_err(|e| anyhow::anyhow!("demo key: {e}"))?;
+    Ok(DemoAccess { password, key })
 }
 
 async fn free_port() -> anyhow::Result<u16> {
