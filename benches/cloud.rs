@@ -12,7 +12,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::api::{system_account, Auth, Client, PASSWORD};
+use common::api::acme_with_pump;
 use common::{Cloud, Postgres};
 use fieldgate::cloud::store::Store;
 use fieldgate::protocol::{Batch, Sequenced};
@@ -198,31 +198,7 @@ fn main() {
         .unwrap();
     let (api_reads, direct_reads) = rt.block_on(async {
         let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
-        let api = Client::new(&cloud);
-        system_account(&cloud, "factory@fieldgate.example");
-        let sys = api.login("factory@fieldgate.example").await;
-        api.ok(
-            "POST",
-            "/v1/users",
-            &Auth::None,
-            Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-        )
-        .await;
-        let owner = api.login("owner@acme.example").await;
-        api.ok(
-            "POST",
-            "/v1/system/devices",
-            &sys,
-            Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
-        )
-        .await;
-        api.ok(
-            "POST",
-            "/v1/tenants/acme/devices",
-            &owner,
-            Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
-        )
-        .await;
+        let (api, owner) = acme_with_pump(&cloud).await;
         // A day of one stream at one sample a second.
         let t0 = now_ns() - 86_400_000_000_000;
         let mut store = cloud.store();

@@ -3,9 +3,8 @@
 //! no 5xx, and every answer matches the document (status codes, content types, schemas).
 
 mod common;
-use common::api::{system_account, Auth, Client, PASSWORD};
+use common::api::{acme_with_pump, Auth};
 use common::*;
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,33 +17,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
-    let api = Client::new(&cloud);
-    system_account(&cloud, "factory@fieldgate.example");
-    let sys = api.login("factory@fieldgate.example").await;
-    api.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-    )
-    .await;
-    let Auth::Bearer(session) = api.login("owner@acme.example").await else {
+    let (_api, owner) = acme_with_pump(&cloud).await;
+    let Auth::Bearer(session) = owner else {
         unreachable!()
     };
-    api.ok(
-        "POST",
-        "/v1/system/devices",
-        &sys,
-        Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
-    )
-    .await;
-    api.ok(
-        "POST",
-        "/v1/tenants/acme/devices",
-        &Auth::Bearer(session.clone()),
-        Some(json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"})),
-    )
-    .await;
 
     let url = format!("{}/v1/openapi.json", cloud.api_url());
     let ca = cloud.data.join("pki/ca.crt");

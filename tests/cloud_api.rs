@@ -622,7 +622,7 @@ async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
         .await;
     assert_eq!(r.0, 403, "only system accounts register: {r:?}");
     let cfg = file_key_gateway(d, "gw-7", &cloud);
-    let token = cloud_token(&cloud, "gw-7");
+    let token = cloud.token("gw-7");
     std::fs::write(d.join("bootstrap.token"), &token).unwrap();
     let out = fieldgate_out(&[
         "enroll",
@@ -750,63 +750,20 @@ async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
     assert_eq!(r.0, 404, "a revoked device is out of every tenant: {r:?}");
 }
 
-/// A gateway config with a file key that enrolls itself with `bootstrap.token`, and the
-/// demo's genset capture as its source.
+/// A gateway config with a file key (made here) that enrolls itself with
+/// `bootstrap.token`.
 fn file_key_gateway(dir: &Path, device: &str, cloud: &Cloud) -> PathBuf {
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     std::fs::write(certs.join("device.key"), key.serialize_pem()).unwrap();
-    let fixtures = root().join("config");
-    let text = format!(
-        r#"[gateway]
-device_id = "{device}"
-state_dir = "state"
-status_socket = "state/status.sock"
-
-[identity]
-backend = "file"
-enroll_url = "{url}"
-token_file = "bootstrap.token"
-
-[uplink]
-brokers = ["{broker}"]
-ca = "certs/ca.crt"
-cert = "state/device.crt"
-key = "certs/device.key"
-batch_max_age = "100ms"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[clock]
-synced = "always"
-
-[[can]]
-name = "engine"
-replay = {{ file = "{log}", speed = "realtime", repeat = true }}
-dbc = ["{dbc}"]
-j1939 = true
-"#,
-        url = cloud.api_url(),
-        broker = cloud.addr,
-        log = fixtures.join("demo-engine.log").display(),
-        dbc = fixtures.join("demo-engine.dbc").display(),
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn cloud_token(cloud: &Cloud, device: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-        .arg("--data-dir")
-        .arg(&cloud.data)
-        .args(["token", "--device", device, "--valid", "1h"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    enrolling_gateway(
+        dir,
+        device,
+        cloud,
+        "backend = \"file\"",
+        "key = \"certs/device.key\"",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -890,4 +847,142 @@ async fn hostile_requests_get_json_4xx() {
     let (status, doc) = api.call("GET", "/v1/openapi.json", &Auth::None, None).await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"].as_str().unwrap().get(..2), Some("3."));
+}
+
+/// A webhook receiver on loopback: each POST's signature header and body, answered 200.
+async fn receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body_start) = loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..i]).to_lowercase(), i + 4);
+                }
+            };
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                    .unwrap_or_default()
+            };
+            let len: usize = header("content-length").parse().unwrap();
+            while buf.len() < body_start + len {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = tx.send((
+                header("x-fieldgate-signature"),
+                buf[body_start..body_start + len].to_vec(),
+            ));
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_events_reach_the_tenants_webhook_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_settings(
+        &dir.path().join("cloud"),
+        fieldgate::cloud::Settings {
+            webhook_allow_http: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let api = Client::new(&cloud);
+    system_account(&cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+    let w = tenant(&api, &sys, "acme", "pump-1").await;
+    let (owner, viewer) = (&w.users[0].2, &w.users[3].2);
+    let (port, mut events) = receiver().await;
+
+    // Only admins set webhooks, and only https ones unless the cloud allows http.
+    let url = format!("http://127.0.0.1:{port}/hooks/fieldgate");
+    let r = api
+        .call(
+            "PUT",
+            "/v1/tenants/acme/webhook",
+            viewer,
+            Some(json!({"url": url})),
+        )
+        .await;
+    assert_eq!(r.0, 403, "{r:?}");
+    let r = api
+        .call(
+            "PUT",
+            "/v1/tenants/acme/webhook",
+            owner,
+            Some(json!({"url": "ftp://x.example/"})),
+        )
+        .await;
+    assert_eq!(r.0, 400, "{r:?}");
+    let set = api
+        .ok(
+            "PUT",
+            "/v1/tenants/acme/webhook",
+            owner,
+            Some(json!({"url": url})),
+        )
+        .await;
+    let secret = set["secret"].as_str().unwrap().to_string();
+    let shown = api.ok("GET", "/v1/tenants/acme/webhook", owner, None).await;
+    assert_eq!(shown, json!({"url": url}), "the secret is shown once");
+
+    // A key used from outside its networks, five times: out-of-CIDR and a burst.
+    let now = fieldgate::sample::now_ns();
+    let key = api
+        .ok(
+            "POST",
+            "/v1/tenants/acme/keys",
+            owner,
+            Some(json!({"actions": ["read"], "cidrs": ["10.0.0.0/8"], "not_after_ns": now + 3_600_000_000_000})),
+        )
+        .await;
+    let key = Auth::Bearer(key["token"].as_str().unwrap().into());
+    for _ in 0..5 {
+        let r = api
+            .call("GET", "/v1/tenants/acme/devices", &key, None)
+            .await;
+        assert_eq!(r.0, 403);
+    }
+    let mut kinds = Vec::new();
+    while !(kinds.contains(&"key_outside_cidr".to_string())
+        && kinds.contains(&"failure_burst".to_string()))
+    {
+        let (signature, body) = tokio::time::timeout(Duration::from_secs(15), events.recv())
+            .await
+            .expect("the webhook got the events within 15 s")
+            .unwrap();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let want = fieldgate::enrollment::hex(ring::hmac::sign(&key, &body).as_ref());
+        assert_eq!(
+            signature,
+            format!("sha256={want}"),
+            "signed with the secret"
+        );
+        let event: Json = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event["tenant"], "acme");
+        kinds.push(event["kind"].as_str().unwrap().to_string());
+    }
+    // Removed: no more deliveries.
+    let r = api
+        .call("DELETE", "/v1/tenants/acme/webhook", owner, None)
+        .await;
+    assert_eq!(r.0, 204);
+    let r = api
+        .call("GET", "/v1/tenants/acme/webhook", owner, None)
+        .await;
+    assert_eq!(r.0, 404);
 }

@@ -4,7 +4,7 @@
 //! expired key, show the cloud's refusal instead.
 
 mod common;
-use common::api::{system_account, Auth, Client, PASSWORD};
+use common::api::acme_with_pump;
 use common::*;
 use fieldgate::protocol::{Batch, Sequenced};
 use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
@@ -76,34 +76,7 @@ async fn a_page_elsewhere_shows_live_values_and_a_clear_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
-    let api = Client::new(&cloud);
-    system_account(&cloud, "factory@fieldgate.example");
-    let sys = api.login("factory@fieldgate.example").await;
-    api.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-    )
-    .await;
-    let owner = api.login("owner@acme.example").await;
-    for (path, body) in [
-        (
-            "/v1/system/devices",
-            json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"}),
-        ),
-        (
-            "/v1/tenants/acme/devices",
-            json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"}),
-        ),
-    ] {
-        let auth = if path.starts_with("/v1/system") {
-            &sys
-        } else {
-            &owner
-        };
-        api.ok("POST", path, auth, Some(body)).await;
-    }
+    let (api, owner) = acme_with_pump(&cloud).await;
     let now = fieldgate::sample::now_ns();
     cloud
         .store()

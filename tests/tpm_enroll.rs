@@ -13,53 +13,13 @@ use std::time::Duration;
 /// A gateway config with a TPM identity that enrolls itself, and a CAN replay as its
 /// data source (realtime, looping: data keeps coming).
 fn tpm_gateway(dir: &Path, device: &str, cloud: &Cloud, tpm: &Swtpm) -> std::path::PathBuf {
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
-    // The demo's 10-second genset capture, looping: data keeps coming.
-    let fixtures = root().join("config");
-    let text = format!(
-        r#"[gateway]
-device_id = "{device}"
-state_dir = "state"
-status_socket = "state/status.sock"
-
-[identity]
-backend = "tpm"
-tcti = "{tcti}"
-enroll_url = "{url}"
-token_file = "bootstrap.token"
-
-[uplink]
-brokers = ["{broker}"]
-ca = "certs/ca.crt"
-cert = "state/device.crt"
-batch_max_age = "100ms"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[clock]
-synced = "always"
-
-[[can]]
-name = "engine"
-replay = {{ file = "{log}", speed = "realtime", repeat = true }}
-dbc = ["{dbc}"]
-j1939 = true
-[can.emit]
-min_interval = "0s"
-heartbeat = "0s"
-on_change = false
-"#,
-        tcti = tpm.tcti(),
-        url = cloud.api_url(),
-        broker = cloud.addr,
-        log = fixtures.join("demo-engine.log").display(),
-        dbc = fixtures.join("demo-engine.dbc").display(),
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    enrolling_gateway(
+        dir,
+        device,
+        cloud,
+        &format!("backend = \"tpm\"\ntcti = \"{}\"", tpm.tcti()),
+        "",
+    )
 }
 
 /// A TPM gateway on 9-second certificates (renewal due 6 s after issue), run until it
@@ -84,7 +44,7 @@ async fn renewing(d: &Path, device: &str, rotate: bool) -> Renewing {
         );
         std::fs::write(&config, text).unwrap();
     }
-    std::fs::write(d.join("bootstrap.token"), cloud_token(&cloud, device)).unwrap();
+    std::fs::write(d.join("bootstrap.token"), cloud.token(device)).unwrap();
     let gateway = gateway(&config);
     wait_for("enrollment", Duration::from_secs(30), || {
         d.join("state/device.crt").exists()
@@ -106,17 +66,6 @@ async fn renewing(d: &Path, device: &str, rotate: bool) -> Renewing {
         first_cert,
         first_fingerprint,
     }
-}
-
-fn cloud_token(cloud: &Cloud, device: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-        .arg("--data-dir")
-        .arg(&cloud.data)
-        .args(["token", "--device", device, "--valid", "1h"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn identity_json(cfg: &Path) -> serde_json::Value {
@@ -156,7 +105,7 @@ async fn first_power_on_enrolls_and_sends_over_a_tpm_signed_handshake() {
     let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
     let mut tpm = Swtpm::start(&d.join("tpm"));
     let cfg = tpm_gateway(d, "tpm-gw", &cloud, &tpm);
-    let token = cloud_token(&cloud, "tpm-gw");
+    let token = cloud.token("tpm-gw");
     std::fs::write(d.join("bootstrap.token"), &token).unwrap();
 
     let mut gw = gateway(&cfg);
@@ -251,7 +200,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
         Err(EnrollError::Refused { code, message }) => format!("{code}: {message}"),
         other => panic!("{other:?}"),
     };
-    let token = cloud_token(&cloud, "gw-a");
+    let token = cloud.token("gw-a");
     // A forged token.
     let r = post_enroll(
         &cloud.api_url(),
@@ -297,7 +246,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
         "{m}"
     );
     // Garbage for a CSR.
-    let t2 = cloud_token(&cloud, "gw-a");
+    let t2 = cloud.token("gw-a");
     let r = post_enroll(
         &cloud.api_url(),
         &ca,
@@ -450,7 +399,7 @@ async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
         .output()
         .unwrap();
     assert!(reg.status.success(), "{reg:?}");
-    let token = cloud_token(&cloud, "pump-7");
+    let token = cloud.token("pump-7");
 
     // 1. The clone, with the right token, shows its own TPM: refused.
     let out = fieldgate_out(&[
@@ -572,7 +521,7 @@ async fn expired_and_corrupted_certificates_are_named() {
     let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(2)).await;
     let tpm = Swtpm::start(&d.join("tpm"));
     let cfg = tpm_gateway(d, "old-gw", &cloud, &tpm);
-    let token = cloud_token(&cloud, "old-gw");
+    let token = cloud.token("old-gw");
     let out = fieldgate_out(&[
         "enroll",
         "--config",

@@ -63,6 +63,9 @@ enum Command {
         /// Enroll only gateways that prove their key is in the TPM registered for them.
         #[arg(long)]
         require_tpm: bool,
+        /// Let tenants set plain http:// webhooks (a lab without certificates).
+        #[arg(long)]
+        webhook_allow_http: bool,
     },
     /// Register a gateway's TPM endorsement key at manufacture (`fieldgate identity ek`).
     Register {
@@ -189,6 +192,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             api,
             cert_lifetime,
             require_tpm,
+            webhook_allow_http,
             ..
         } => {
             let l = tokio::net::TcpListener::bind(&listen)
@@ -205,6 +209,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let settings = cloud::Settings {
                 cert_lifetime,
                 require_tpm,
+                webhook_allow_http,
             };
             cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await
         }

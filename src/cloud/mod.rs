@@ -47,6 +47,8 @@ pub struct Settings {
     /// Enrollment needs proof (credential activation) that the key is in the TPM whose
     /// endorsement key was registered for the device.
     pub require_tpm: bool,
+    /// Tenants' webhooks may be plain http:// (a lab without certificates).
+    pub webhook_allow_http: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
         Settings {
             cert_lifetime: std::time::Duration::from_secs(90 * 86400),
             require_tpm: false,
+            webhook_allow_http: false,
         }
     }
 }
@@ -86,10 +89,16 @@ pub async fn run_with(
                 require_tpm: settings.require_tpm,
             });
             tracing::info!(addr = %l.local_addr()?, "API listening (HTTPS)");
+            let api = Arc::new(api::Api::open(
+                enrollment,
+                &store_path(data_dir),
+                settings.webhook_allow_http,
+            )?);
+            tokio::spawn(api::webhook::deliver(api.clone(), shutdown.clone()));
             Some(tokio::spawn(api::serve(
                 l,
                 api_tls,
-                api::router(Arc::new(api::Api::open(enrollment, &store_path(data_dir))?)),
+                api::router(api),
                 shutdown.clone(),
             )))
         }

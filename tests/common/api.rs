@@ -125,3 +125,25 @@ pub fn system_account(cloud: &Cloud, email: &str) {
     writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
 }
+
+/// A cloud's API with a system account, tenant `acme` owned by owner@acme.example, and
+/// device `pump-1` registered and claimed by it: (client, owner's session).
+pub async fn acme_with_pump(cloud: &Cloud) -> (Client, Auth) {
+    let api = Client::new(cloud);
+    system_account(cloud, "factory@fieldgate.example");
+    let sys = api.login("factory@fieldgate.example").await;
+    api.ok(
+        "POST",
+        "/v1/users",
+        &Auth::None,
+        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
+    )
+    .await;
+    let owner = api.login("owner@acme.example").await;
+    let device = json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"});
+    api.ok("POST", "/v1/system/devices", &sys, Some(device.clone()))
+        .await;
+    api.ok("POST", "/v1/tenants/acme/devices", &owner, Some(device))
+        .await;
+    (api, owner)
+}

@@ -261,6 +261,18 @@ impl Cloud {
         pki.dev_cert(device, dir).unwrap();
     }
 
+    /// A one-time bootstrap token for `device`, valid for an hour (by the CLI).
+    pub fn token(&self, device: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["token", "--device", device, "--valid", "1h"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn store(&self) -> Store {
         Store::open(&fieldgate::cloud::store_path(&self.data)).unwrap()
     }
@@ -302,6 +314,63 @@ reconnect_max = "1s"
         ca = certs.join("ca.crt").display(),
         cert = certs.join("device.crt").display(),
         key = certs.join("device.key").display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A gateway config for `device` that enrolls itself with `bootstrap.token` against
+/// `cloud`'s API, with `identity` (the backend's lines) and `uplink_key` (a key line
+/// for the file backend), and the demo's genset capture looping as its data source.
+pub fn enrolling_gateway(
+    dir: &Path,
+    device: &str,
+    cloud: &Cloud,
+    identity: &str,
+    uplink_key: &str,
+) -> PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
+    let fixtures = root().join("config");
+    let text = format!(
+        r#"[gateway]
+device_id = "{device}"
+state_dir = "state"
+status_socket = "state/status.sock"
+
+[identity]
+{identity}
+enroll_url = "{url}"
+token_file = "bootstrap.token"
+
+[uplink]
+brokers = ["{broker}"]
+ca = "certs/ca.crt"
+cert = "state/device.crt"
+{uplink_key}
+batch_max_age = "100ms"
+reconnect_min = "100ms"
+reconnect_max = "1s"
+
+[clock]
+synced = "always"
+
+[[can]]
+name = "engine"
+replay = {{ file = "{log}", speed = "realtime", repeat = true }}
+dbc = ["{dbc}"]
+j1939 = true
+[can.emit]
+min_interval = "0s"
+heartbeat = "0s"
+on_change = false
+"#,
+        url = cloud.api_url(),
+        broker = cloud.addr,
+        log = fixtures.join("demo-engine.log").display(),
+        dbc = fixtures.join("demo-engine.dbc").display(),
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();

@@ -11,6 +11,7 @@ mod access;
 mod data;
 mod embed;
 mod enrollment;
+pub mod webhook;
 
 use super::enroll::Enrollment;
 use super::iam::access::{Caller, Denied, Iam, Origin};
@@ -41,14 +42,23 @@ pub struct Api {
     /// Reads of samples and gaps, on another connection (WAL: readers do not wait for
     /// the ingest).
     pub reads: Mutex<Store>,
+    /// Webhooks may be plain http:// (a lab without certificates).
+    pub webhook_allow_http: bool,
 }
 
 impl Api {
-    pub fn open(enrollment: Arc<Enrollment>, db: &std::path::Path) -> anyhow::Result<Api> {
+    pub fn open(
+        enrollment: Arc<Enrollment>,
+        db: &std::path::Path,
+        webhook_allow_http: bool,
+    ) -> anyhow::Result<Api> {
+        let iam = Iam::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        iam.db().execute_batch(webhook::SCHEMA)?;
         Ok(Api {
             enrollment,
-            iam: Mutex::new(Iam::open(db).map_err(|e| anyhow::anyhow!("{e}"))?),
+            iam: Mutex::new(iam),
             reads: Mutex::new(Store::open(db)?),
+            webhook_allow_http,
         })
     }
 
@@ -288,6 +298,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(access::routes())
         .merge(data::routes())
         .merge(embed::routes())
+        .merge(webhook::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(cors))

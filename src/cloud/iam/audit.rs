@@ -77,9 +77,11 @@ pub fn open(db: &Connection) -> rusqlite::Result<()> {
     db.execute_batch(SCHEMA)
 }
 
-/// Appends `e` to the chain (in one transaction with the head).
+/// Appends `e` to the chain (in one transaction with the head). The transaction takes
+/// the write lock before it reads the head: a deferred one that read first could not
+/// wait for another connection's write (SQLite answers "database is locked" at once).
 pub fn append(db: &mut Connection, e: &Entry) -> rusqlite::Result<i64> {
-    let tx = db.transaction()?;
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (last, prev): (i64, Vec<u8>) = tx
         .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
