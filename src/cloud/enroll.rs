@@ -104,7 +104,7 @@ impl Enrollment {
             ));
         }
         self.refuse_if_revoked(device, peer)?;
-        if self.registry().lifecycle(device).ok().flatten().as_deref() == Some("registered") {
+        if self.registry().lifecycle(device).as_deref() == Some("registered") {
             return Err(self.refuse(
                 device,
                 peer,

@@ -291,15 +291,11 @@ impl Registry {
 
     /// The device's place in the lifecycle (`registered`, `claimed`, `enrolled`,
     /// `revoked`), if it was registered at manufacture.
-    pub fn lifecycle(&self, device: &str) -> Result<Option<String>, RegistryError> {
-        Ok(self
-            .db
-            .query_row(
-                "SELECT state FROM devices WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )
-            .optional()?)
+    pub fn lifecycle(&self, device: &str) -> Option<String> {
+        super::iam::devices::Devices::open(&self.db)
+            .and_then(|d| d.state(device))
+            .ok()
+            .flatten()
     }
 
     /// A claimed device got its certificate.

@@ -308,35 +308,31 @@ impl<'a> Users<'a> {
 
     /// The tenants a user has a role in.
     pub fn memberships(&self, email: &str) -> Result<Vec<(String, Role)>, UserError> {
-        let mut st = self
-            .db
-            .prepare("SELECT tenant, role FROM memberships WHERE email = ?1 ORDER BY tenant")?;
-        let rows = st.query_map(params![email.to_lowercase()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, r) = row?;
-            if let Some(role) = Role::parse(&r) {
-                out.push((t, role));
-            }
-        }
-        Ok(out)
+        self.pairs(
+            "SELECT tenant, role FROM memberships WHERE email = ?1 ORDER BY tenant",
+            &email.to_lowercase(),
+        )
     }
 
     /// The members of a tenant.
     pub fn members(&self, tenant: &str) -> Result<Vec<(String, Role)>, UserError> {
-        let mut st = self
-            .db
-            .prepare("SELECT email, role FROM memberships WHERE tenant = ?1 ORDER BY email")?;
-        let rows = st.query_map(params![tenant], |r| {
+        self.pairs(
+            "SELECT email, role FROM memberships WHERE tenant = ?1 ORDER BY email",
+            tenant,
+        )
+    }
+
+    /// (name, role) rows of `sql` with one parameter.
+    fn pairs(&self, sql: &str, param: &str) -> Result<Vec<(String, Role)>, UserError> {
+        let mut st = self.db.prepare(sql)?;
+        let rows = st.query_map(params![param], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (e, r) = row?;
+            let (name, r) = row?;
             if let Some(role) = Role::parse(&r) {
-                out.push((e, role));
+                out.push((name, role));
             }
         }
         Ok(out)
