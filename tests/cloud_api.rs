@@ -671,6 +671,16 @@ async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
     wait_for("data from gw-7", Duration::from_secs(30), || {
         cloud.rows("gw-7").len() > 3
     });
+    // The ingest's watch knows the network it came from.
+    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
+    let network: String = db
+        .query_row(
+            "SELECT network FROM device_networks WHERE device = 'gw-7'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(network, "127.0.0.0/24");
     let detail = api
         .ok("GET", "/v1/tenants/plant-a/devices/gw-7", owner_a, None)
         .await;

@@ -101,6 +101,11 @@ pub async fn serve(
                 // Closing before CONNACK: the client sees the connection refused.
                 return tracing::warn!(%peer, device = %device, reason = %reason, "refused: the device is revoked");
             }
+            if let Ok(s) = store.lock() {
+                if let Err(e) = s.watch_connect(&device, peer.ip()) {
+                    tracing::warn!(device = %device, error = %e, "device watch failed");
+                }
+            }
             let result = tokio::select! {
                 r = session(&device, store, tls) => r,
                 _ = shutdown.cancelled() => Ok(()),
@@ -239,6 +244,15 @@ impl Session {
                 Ok(batch) => {
                     let n = s.insert(&dev, &batch).map_err(|e| SessionError::Store(e.to_string()))?;
                     tracing::debug!(device = %dev, new = n.new, duplicates = n.duplicates, gaps = n.gaps, "batch stored");
+                    let now = crate::sample::now_ns();
+                    let live = batch
+                        .samples
+                        .iter()
+                        .filter(|s| (now - s.sample.ts_ns).abs() <= crate::cloud::watch::LIVE_NS)
+                        .count() as u64;
+                    if let Err(e) = s.watch_samples(&dev, live) {
+                        tracing::warn!(device = %dev, error = %e, "device watch failed");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(device = %dev, error = %e, "payload refused");

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod pki;
 pub mod registry;
 pub mod store;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -129,17 +129,32 @@ async fn remove(
     .await
 }
 
-/// Delivers the security events the decision point raises, until `shutdown`.
+/// Delivers the security events raised from now on (by the API's decision point and by
+/// the ingest's device watch), until `shutdown`.
 pub async fn deliver(api: Arc<Api>, shutdown: CancellationToken) {
+    let a = api.clone();
+    let mut seen: i64 = tokio::task::spawn_blocking(move || {
+        a.iam()
+            .db()
+            .query_row(
+                "SELECT coalesce(max(id), 0) FROM security_events",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0)
+    })
+    .await
+    .unwrap_or(0);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.cancelled() => return,
         }
         let a = api.clone();
-        let due = tokio::task::spawn_blocking(move || {
-            let mut iam = a.iam();
-            let events = iam.take_events();
+        let (due, last) = tokio::task::spawn_blocking(move || {
+            let iam = a.iam();
+            let events = crate::cloud::iam::audit::events_after(iam.db(), seen).unwrap_or_default();
+            let last = events.last().map(|e| e.id).unwrap_or(seen);
             let mut due = Vec::new();
             for e in events {
                 let hook: Option<(String, String)> = iam
@@ -156,10 +171,11 @@ pub async fn deliver(api: Arc<Api>, shutdown: CancellationToken) {
                     due.push((url, secret, e));
                 }
             }
-            due
+            (due, last)
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or((Vec::new(), seen));
+        seen = last;
         for (url, secret, event) in due {
             tokio::spawn(send_with_retries(url, secret, event));
         }

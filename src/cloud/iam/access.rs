@@ -5,7 +5,7 @@
 //! A [`Grant`] is the only way to a tenant's data: handlers take the tenant and the
 //! device from the grant, never from the request, so a handler cannot forget to scope.
 
-use super::audit::{self, Entry, SecurityEvent};
+use super::audit::{self, Entry};
 use super::devices::Devices;
 use super::keys::{Action, KeyError, Keys, Refused, Request, Scope};
 use super::users::{Permission, Role, UserError, Users};
@@ -238,8 +238,6 @@ fn key_actions(role: Role) -> &'static [Action] {
 /// Identity and access over one SQLite connection (the cloud's database).
 pub struct Iam {
     keys: Keys,
-    /// Security events raised since the last `take_events` (for webhooks).
-    raised: Vec<SecurityEvent>,
 }
 
 impl Iam {
@@ -255,7 +253,6 @@ impl Iam {
         Devices::open(&db)?;
         Ok(Iam {
             keys: Keys::open(db)?,
-            raised: Vec::new(),
         })
     }
 
@@ -273,11 +270,6 @@ impl Iam {
 
     pub fn db(&self) -> &Connection {
         self.keys.connection()
-    }
-
-    /// Security events raised since the last call.
-    pub fn take_events(&mut self) -> Vec<SecurityEvent> {
-        std::mem::take(&mut self.raised)
     }
 
     /// Appends one decision to the audit chain (and watches refusals).
@@ -307,8 +299,7 @@ impl Iam {
                 .map(|d| d.code.to_string())
                 .unwrap_or_default(),
         };
-        let raised = audit::record(self.keys.connection_mut(), tenant, &entry)?;
-        self.raised.extend(raised);
+        audit::record(self.keys.connection_mut(), tenant, &entry)?;
         Ok(())
     }
 

@@ -26,7 +26,7 @@ pub struct SecurityEvent {
     pub ts_ns: i64,
     /// The tenant whose resource was asked for (empty: none named).
     pub tenant: String,
-    /// `failure_burst` or `key_outside_cidr`.
+    /// `failure_burst`, `key_outside_cidr`, `device_new_network`, `data_rate_anomaly`.
     pub kind: String,
     pub actor: String,
     pub source: String,
@@ -109,24 +109,28 @@ pub fn append(db: &mut Connection, e: &Entry) -> rusqlite::Result<i64> {
 /// Appends a decision about a resource of `tenant` and, for a refusal, raises the
 /// security events it calls for: a key used from outside its networks at once, and a
 /// burst of refusals for one actor or from one address (once per window).
-pub fn record(
-    db: &mut Connection,
-    tenant: &str,
-    e: &Entry,
-) -> rusqlite::Result<Vec<SecurityEvent>> {
+pub fn record(db: &mut Connection, tenant: &str, e: &Entry) -> rusqlite::Result<()> {
     append(db, e)?;
-    let mut raised = Vec::new();
     if e.outcome == "allowed" {
-        return Ok(raised);
+        return Ok(());
     }
+    let event = |kind: &str, detail: &str| SecurityEvent {
+        id: 0,
+        ts_ns: e.ts_ns,
+        tenant: tenant.into(),
+        kind: kind.into(),
+        actor: e.actor.clone(),
+        source: e.source.clone(),
+        detail: detail.into(),
+    };
     if e.reason == "key_source_refused" {
-        raised.push(raise(
+        raise(
             db,
-            e,
-            tenant,
-            "key_outside_cidr",
-            "a key was used from outside its networks",
-        )?);
+            &event(
+                "key_outside_cidr",
+                "a key was used from outside its networks",
+            ),
+        )?;
     }
     let since = e.ts_ns - BURST_WINDOW_NS;
     for (column, who) in [("actor", &e.actor), ("source", &e.source)] {
@@ -142,39 +146,48 @@ pub fn record(
         )?;
         if n >= BURST_THRESHOLD && before == 0 {
             let detail = format!("{n} refusals within a minute for {column} {who}");
-            raised.push(raise(db, e, tenant, "failure_burst", &detail)?);
+            raise(db, &event("failure_burst", &detail))?;
         }
     }
-    Ok(raised)
+    Ok(())
 }
 
-fn raise(
-    db: &Connection,
-    e: &Entry,
-    tenant: &str,
-    kind: &str,
-    detail: &str,
-) -> rusqlite::Result<SecurityEvent> {
+/// Writes a security event (its `id` is given by the table) and logs it.
+pub fn raise(db: &Connection, e: &SecurityEvent) -> rusqlite::Result<()> {
     tracing::warn!(
-        kind,
+        kind = e.kind,
         actor = e.actor,
         source = e.source,
-        tenant,
-        detail,
+        tenant = e.tenant,
+        detail = e.detail,
         "security event"
     );
     db.execute(
         "INSERT INTO security_events(ts_ns, tenant, kind, actor, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![e.ts_ns, tenant, kind, e.actor, e.source, detail],
+        params![e.ts_ns, e.tenant, e.kind, e.actor, e.source, e.detail],
     )?;
+    Ok(())
+}
+
+/// Security events after `after_id`, oldest first (for webhooks).
+pub fn events_after(db: &Connection, after_id: i64) -> rusqlite::Result<Vec<SecurityEvent>> {
+    let mut st = db.prepare(
+        "SELECT id, ts_ns, tenant, kind, actor, source, detail FROM security_events
+         WHERE id > ?1 ORDER BY id LIMIT 1000",
+    )?;
+    let rows = st.query_map(params![after_id], event_row)?;
+    rows.collect()
+}
+
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<SecurityEvent> {
     Ok(SecurityEvent {
-        id: db.last_insert_rowid(),
-        ts_ns: e.ts_ns,
-        tenant: tenant.into(),
-        kind: kind.into(),
-        actor: e.actor.clone(),
-        source: e.source.clone(),
-        detail: detail.into(),
+        id: r.get(0)?,
+        ts_ns: r.get(1)?,
+        tenant: r.get(2)?,
+        kind: r.get(3)?,
+        actor: r.get(4)?,
+        source: r.get(5)?,
+        detail: r.get(6)?,
     })
 }
 
@@ -187,17 +200,7 @@ pub fn security_events(
         "SELECT id, ts_ns, tenant, kind, actor, source, detail FROM security_events
          WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id",
     )?;
-    let rows = st.query_map(params![tenant], |r| {
-        Ok(SecurityEvent {
-            id: r.get(0)?,
-            ts_ns: r.get(1)?,
-            tenant: r.get(2)?,
-            kind: r.get(3)?,
-            actor: r.get(4)?,
-            source: r.get(5)?,
-            detail: r.get(6)?,
-        })
-    })?;
+    let rows = st.query_map(params![tenant], event_row)?;
     rows.collect()
 }
 

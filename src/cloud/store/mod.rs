@@ -193,6 +193,24 @@ impl Store {
         each!(self, s => s.record_refusal(device, detail, peer))
     }
 
+    /// The device watch (`cloud::watch`): `device` connected from `peer`. Done by the
+    /// single node's embedded ingest; behind a broker the workers do not see devices'
+    /// addresses, and the PostgreSQL store does not watch yet.
+    pub fn watch_connect(&self, device: &str, peer: std::net::IpAddr) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.watch_connect(device, peer),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// The device watch: `device` sent `live` live samples now.
+    pub fn watch_samples(&self, device: &str, live: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.watch_samples(device, live),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     /// How many samples of `device` are stored.
     pub fn count(&self, device: &str) -> Result<u64, StoreError> {
         each!(self, s => s.count(device))

@@ -77,6 +77,9 @@ impl SqliteStore {
                  payload BLOB, received_ns INTEGER NOT NULL);",
         )?;
         conn.execute_batch(crate::cloud::registry::SCHEMA)?;
+        conn.execute_batch(crate::cloud::iam::audit::SCHEMA)?;
+        conn.execute_batch(crate::cloud::iam::devices::SCHEMA)?;
+        conn.execute_batch(crate::cloud::watch::SCHEMA)?;
         Ok(SqliteStore { conn })
     }
 
@@ -334,6 +337,24 @@ impl SqliteStore {
             rusqlite::params![crate::sample::now_ns(), device, detail, peer],
         )?;
         Ok(())
+    }
+
+    pub fn watch_connect(&self, device: &str, peer: std::net::IpAddr) -> Result<(), StoreError> {
+        Ok(crate::cloud::watch::connected(
+            &self.conn,
+            device,
+            peer,
+            crate::sample::now_ns(),
+        )?)
+    }
+
+    pub fn watch_samples(&self, device: &str, live: u64) -> Result<(), StoreError> {
+        Ok(crate::cloud::watch::samples(
+            &self.conn,
+            device,
+            live,
+            crate::sample::now_ns(),
+        )?)
     }
 
     /// How many samples of `device` are stored.
