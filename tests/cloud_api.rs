@@ -853,6 +853,44 @@ async fn hostile_requests_get_json_4xx() {
             "{e}"
         ),
     }
+    // Guessing passwords: after ten refusals within a minute, logins from this address
+    // are refused without a password check, the right password included.
+    let api_auth = Auth::None;
+    api.ok(
+        "POST",
+        "/v1/users",
+        &api_auth,
+        Some(json!({"email": "target@b.example", "password": PASSWORD, "tenant": "target"})),
+    )
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let r = api
+            .call(
+                "POST",
+                "/v1/sessions",
+                &api_auth,
+                Some(json!({"email": "target@b.example", "password": format!("guess number {i}")})),
+            )
+            .await;
+        codes.push(r.0);
+    }
+    // One refused login from this address came above (the SQL-looking one).
+    assert!(codes[..9].iter().all(|c| *c == 401), "{codes:?}");
+    assert!(codes[9..].iter().all(|c| *c == 429), "{codes:?}");
+    let r = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            &api_auth,
+            Some(json!({"email": "target@b.example", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str().unwrap()),
+        (429, "too_many_attempts")
+    );
+
     // The OpenAPI document is served.
     let (status, doc) = api.call("GET", "/v1/openapi.json", &Auth::None, None).await;
     assert_eq!(status, 200);

@@ -136,22 +136,7 @@ async fn login(
 ) -> Result<(StatusCode, Json<Session>), Refusal> {
     let l: Login = parse(&body)?;
     blocking(move || {
-        let mut iam = api.iam();
-        let outcome = iam.users().login(&l.email, &l.password);
-        let actor = format!("user:{}", l.email.to_lowercase());
-        let denied = outcome
-            .clone()
-            .map_err(crate::cloud::iam::access::Denied::from);
-        iam.audit(
-            "",
-            &actor,
-            "login",
-            "",
-            ctx.from(),
-            denied.as_ref().map(|_| ()),
-        )?;
-        denied?;
-        let token = iam.users().start_session(&l.email).map_err(into)?;
+        let token = api.iam().login(&l.email, &l.password, ctx.from())?;
         Ok((
             StatusCode::CREATED,
             Json(Session {

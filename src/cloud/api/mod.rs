@@ -98,6 +98,7 @@ impl From<Denied> for Refusal {
             "not_found" => StatusCode::NOT_FOUND,
             "bad_request" | "token_invalid" => StatusCode::BAD_REQUEST,
             "conflict" => StatusCode::CONFLICT,
+            "too_many_attempts" => StatusCode::TOO_MANY_REQUESTS,
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         };

@@ -235,6 +235,10 @@ fn key_actions(role: Role) -> &'static [Action] {
     }
 }
 
+/// Refused logins within a minute, per account or per address, before logins are
+/// refused without a password check.
+pub const LOGIN_LIMIT: i64 = 10;
+
 /// Identity and access over one SQLite connection (the cloud's database).
 pub struct Iam {
     keys: Keys,
@@ -301,6 +305,31 @@ impl Iam {
         };
         audit::record(self.keys.connection_mut(), tenant, &entry)?;
         Ok(())
+    }
+
+    /// Checks a password and starts a session (audited either way). After
+    /// `LOGIN_LIMIT` refused logins within a minute for the account or from the address,
+    /// further attempts are refused (`too_many_attempts`) without looking at the password.
+    pub fn login(&mut self, email: &str, password: &str, from: Origin) -> Result<String, Denied> {
+        let actor = format!("user:{}", email.to_lowercase());
+        let since = from.now_ns - 60_000_000_000;
+        let refused: i64 = self.db().query_row(
+            "SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'refused'
+             AND ts_ns > ?1 AND (actor = ?2 OR source = ?3)",
+            rusqlite::params![since, actor, from.source.to_string()],
+            |r| r.get(0),
+        )?;
+        let outcome = if refused >= LOGIN_LIMIT {
+            Err(denied(
+                "too_many_attempts",
+                "too many failed logins for this account or from this address: wait a minute",
+            ))
+        } else {
+            self.users().login(email, password).map_err(Denied::from)
+        };
+        self.audit("", &actor, "login", "", from, outcome.as_ref().map(|_| ()))?;
+        outcome?;
+        Ok(self.users().start_session(email)?)
     }
 
     /// Who `bearer` (an `Authorization: Bearer` token) or the client certificate's
