@@ -31,7 +31,11 @@ fn exposure(unit: &std::path::Path) -> f64 {
 #[test]
 fn units_are_hardened_and_verify_clean() {
     need("systemd-analyze");
-    for unit in ["fieldgate.service", "fieldgate-cloud.service"] {
+    for unit in [
+        "fieldgate.service",
+        "fieldgate-cloud.service",
+        "fieldgate-cloud-ingest@.service",
+    ] {
         let e = exposure(&root().join("systemd").join(unit));
         assert!(e <= 2.0, "{unit}: exposure {e}");
     }
@@ -40,6 +44,10 @@ fn units_are_hardened_and_verify_clean() {
         ("fieldgate.service", env!("CARGO_BIN_EXE_fieldgate")),
         (
             "fieldgate-cloud.service",
+            env!("CARGO_BIN_EXE_fieldgate-cloud"),
+        ),
+        (
+            "fieldgate-cloud-ingest@.service",
             env!("CARGO_BIN_EXE_fieldgate-cloud"),
         ),
     ] {
@@ -51,12 +59,15 @@ fn units_are_hardened_and_verify_clean() {
         let text = std::fs::read_to_string(root().join("systemd").join(unit))
             .unwrap()
             .replace(name, &format!("{bin} "));
-        std::fs::write(dir.path().join(unit), text).unwrap();
+        // A template is verified as an instance of it.
+        let file = unit.replace("@.", "@1.");
+        std::fs::write(dir.path().join(file), text).unwrap();
     }
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.path().join("fieldgate.service"))
         .arg(dir.path().join("fieldgate-cloud.service"))
+        .arg(dir.path().join("fieldgate-cloud-ingest@1.service"))
         .output()
         .unwrap();
     let said =
