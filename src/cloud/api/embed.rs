@@ -32,6 +32,13 @@ pub fn routes() -> Router<Arc<Api>> {
                     [
                         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                        // Its own script and the API only; it may be framed anywhere
+                        // (the key's origin list is what binds it to a site).
+                        (
+                            header::CONTENT_SECURITY_POLICY,
+                            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+                        ),
+                        (header::REFERRER_POLICY, "no-referrer"),
                     ],
                     include_str!("embed/live.html"),
                 )
