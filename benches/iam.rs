@@ -1,10 +1,13 @@
-//! Authorization decisions per second: a key checked (ancestry walk, scope) and the
-//! decision appended to the hash-chained audit log, beside a plain insert of the same
-//! rows into the same kind of database in the same run (the audit write is the cost).
+//! Authorization decisions per second at the API's decision point
+//! (`iam::access::Iam::authorize`): a key three levels deep resolved (secret, ancestry),
+//! its scope checked, the device's owner read, and the decision appended to the
+//! hash-chained audit log; beside a plain insert of the same rows into the same kind of
+//! database in the same run (the audit write is the cost).
 //!
 //! Run: `cargo bench --bench iam` (a few seconds).
 
-use fieldgate::cloud::iam::keys::{Action, Keys, Request, Scope};
+use fieldgate::cloud::iam::access::{Caller, Iam, Op, Origin, Target};
+use fieldgate::cloud::iam::keys::{Action, Scope};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -12,7 +15,13 @@ fn main() {
     let db = rusqlite::Connection::open(dir.path().join("iam.db")).unwrap();
     db.pragma_update(None, "journal_mode", "WAL").unwrap();
     db.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    let mut keys = Keys::open(db).unwrap();
+    let mut iam = Iam::with(db).unwrap();
+    iam.devices()
+        .register("plant1-gw07", "CLAIM-CODE-07")
+        .unwrap();
+    iam.devices()
+        .claim_for("acme", "plant1-gw07", "CLAIM-CODE-07")
+        .unwrap();
     let now = fieldgate::sample::now_ns();
     let scope = Scope {
         tenant: "acme".into(),
@@ -26,25 +35,25 @@ fn main() {
         min_resolution_s: 0,
         may_delegate: true,
     };
-    let (_, root) = keys.create(&scope).unwrap();
     let src = "10.1.2.3".parse().unwrap();
+    let (_, root) = iam.keys().create(&scope).unwrap();
     // A key three levels down: every check walks two ancestors.
-    let (_, child) = keys.delegate(&root, &scope, src, now).unwrap();
-    let (_, leaf) = keys.delegate(&child, &scope, src, now).unwrap();
-    let req = Request {
-        action: Action::Read,
-        tenant: "acme",
-        device: Some("plant1-gw07"),
+    let (_, child) = iam.keys().delegate(&root, &scope, src, now).unwrap();
+    let (id, leaf) = iam.keys().delegate(&child, &scope, src, now).unwrap();
+    let caller = Caller::Key { id, token: leaf };
+    let target = Target {
         stream: Some("meter/voltage_l1"),
+        ..Target::device("acme", "plant1-gw07")
+    };
+    let from = Origin {
         source: src,
-        origin: None,
-        resolution_s: 0,
+        web: None,
         now_ns: now,
     };
     let t = Instant::now();
     let mut n = 0u64;
     while t.elapsed() < Duration::from_secs(3) {
-        keys.authorize(&leaf, &req).unwrap();
+        iam.authorize(&caller, Op::Read, target, from).unwrap();
         n += 1;
     }
     let decisions = n as f64 / t.elapsed().as_secs_f64();
@@ -69,7 +78,7 @@ fn main() {
     let inserts = m as f64 / t.elapsed().as_secs_f64();
     println!("IAM benchmarks (SQLite, WAL, synchronous=NORMAL)");
     println!(
-        "  authorization decisions, each audited      {decisions:>10.0}/s (key 3 levels deep)"
+        "  authorization decisions, each audited      {decisions:>10.0}/s (key 3 levels deep, device owner read)"
     );
     println!("  plain single-row inserts, same database     {inserts:>10.0}/s (the floor the audit write sets)");
 }
