@@ -187,7 +187,7 @@ fn main() {
     let sqlite_store = store_rate(&mut sqlite, "bench");
     let sqlite_plain = plain_sqlite_rate(&d.join("plain.db"));
     let pg = Postgres::start(&d.join("pg"));
-    let mut pg_store = Store::postgres(&pg.url()).unwrap();
+    let mut pg_store = Store::postgres(&pg.url(), None).unwrap();
     let pg_rate = store_rate(&mut pg_store, "bench");
     let pg_plain = plain_postgres_rate(&pg.url());
 

@@ -134,7 +134,7 @@ async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
     let url = pg.url();
     let mut w1 = worker(d, broker.port, &url, "ingest-1");
     let _w2 = worker(d, broker.port, &url, "ingest-2");
-    let store = Store::postgres(&url).unwrap();
+    let store = Store::postgres(&url, None).unwrap();
     let stored = || -> u64 { devices.iter().map(|dev| store.count(dev).unwrap()).sum() };
     // Both workers subscribed (the table exists once one has connected).
     std::thread::sleep(Duration::from_secs(2));

@@ -270,5 +270,41 @@ fn postgresql_passes_the_storage_suite() {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(&dir.path().join("pg"));
     let url = pg.url();
-    suite(&|| Store::postgres(&url).unwrap());
+    suite(&|| Store::postgres(&url, None).unwrap());
+}
+
+#[test]
+fn postgresql_over_tls_passes_the_storage_suite_and_plain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's certificate from a CA of our own (it names 127.0.0.1).
+    let pki =
+        fieldgate::cloud::pki::Pki::open_or_create(&dir.path().join("pki"), &["127.0.0.1".into()])
+            .unwrap();
+    let pg = Postgres::start_with(
+        &dir.path().join("pg"),
+        Some((&pki.server_cert(), &pki.server_key())),
+    );
+    let url = format!("{}&sslmode=require", pg.url());
+    let ca = pki.ca_cert();
+    suite(&|| Store::postgres(&url, Some(&ca)).unwrap());
+
+    // Without TLS the server refuses; without our CA the client refuses the server.
+    let plain = format!("{}&sslmode=disable", pg.url());
+    let err = Store::postgres(&plain, None).err().expect("refused");
+    assert!(
+        err.to_string().contains("no encryption") || err.to_string().contains("pg_hba"),
+        "{err}"
+    );
+    let other = fieldgate::cloud::pki::Pki::open_or_create(
+        &dir.path().join("other-pki"),
+        &["127.0.0.1".into()],
+    )
+    .unwrap();
+    let err = Store::postgres(&url, Some(&other.ca_cert()))
+        .err()
+        .expect("an unknown CA is refused");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 }

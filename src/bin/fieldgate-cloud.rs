@@ -46,6 +46,10 @@ enum Command {
         /// a SQLite file (default: the data directory's).
         #[arg(long, requires = "broker", env = "FIELDGATE_CLOUD_STORE")]
         store: Option<String>,
+        /// With --store postgres://…: a CA file the database server's certificate may
+        /// chain to, besides the system's roots (add `sslmode=require` to the URL).
+        #[arg(long, requires = "store", env = "FIELDGATE_CLOUD_STORE_CA")]
+        store_ca: Option<PathBuf>,
         /// With --broker: this worker's MQTT client id; keep it stable per worker, so
         /// the broker resumes its session (and redelivers what it did not acknowledge).
         #[arg(long, requires = "broker", default_value = "fieldgate-ingest")]
@@ -297,6 +301,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             cert,
             key,
             store,
+            store_ca,
             client_id,
             share_group,
             ..
@@ -304,7 +309,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
             let store = match store {
                 Some(location) => std::sync::Arc::new(std::sync::Mutex::new(
-                    cloud::store::Store::open_location(&location)
+                    cloud::store::Store::open_location(&location, store_ca.as_deref())
                         .with_context(|| format!("opening the store {location}"))?,
                 )),
                 None => cloud::open(&data, &["localhost".into(), "127.0.0.1".into()])?.1,

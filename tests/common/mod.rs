@@ -654,6 +654,12 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start(dir: &Path) -> Postgres {
+        Postgres::start_with(dir, None)
+    }
+
+    /// With `tls` (certificate and key files), a server that accepts TLS connections
+    /// only (`hostssl` in pg_hba.conf, plain ones rejected).
+    pub fn start_with(dir: &Path, tls: Option<(&Path, &Path)>) -> Postgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|d| {
@@ -720,12 +726,37 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {out:?}");
+        let mut settings = vec![];
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::copy(cert, data.join("server.crt")).unwrap();
+            std::fs::copy(key, data.join("server.key")).unwrap();
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            if root {
+                Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap();
+            }
+            settings = vec!["-c", "ssl=on"];
+        }
         let port = free_port();
         let proc = as_owner("postgres")
             .arg("-D")
             .arg(&data)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
             .arg(dir)
+            .args(&settings)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -737,13 +768,10 @@ impl Postgres {
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
             || {
-                // The blocking client runs its own runtime: off any async thread.
-                let url = pg.url();
-                std::thread::spawn(move || {
-                    ::postgres::Client::connect(&url, ::postgres::NoTls).is_ok()
-                })
-                .join()
-                .unwrap()
+                Command::new(bin.join("pg_isready"))
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
             },
         );
         pg

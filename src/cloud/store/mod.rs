@@ -16,8 +16,9 @@ use std::path::Path;
 pub enum StoreError {
     #[error("sample store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// With the causes (the client's own message is a bare "db error").
     #[error("sample store (PostgreSQL): {0}")]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(String),
     #[error("sample store (PostgreSQL): {0}")]
     Closed(String),
 }
@@ -32,6 +33,18 @@ pub struct Row {
     pub value: serde_json::Value,
     pub quality: String,
     pub time: String,
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> StoreError {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        StoreError::Postgres(text)
+    }
 }
 
 /// A datastream's history: raw samples or aggregated buckets.
@@ -81,16 +94,18 @@ impl Store {
         Ok(Store::Sqlite(SqliteStore::open(path)?))
     }
 
-    /// The PostgreSQL store at `url` (`postgres://user@host:port/db`; tables made on
-    /// first use).
-    pub fn postgres(url: &str) -> Result<Store, StoreError> {
-        Ok(Store::Postgres(PgStore::connect(url)?))
+    /// The PostgreSQL store at `url` (`postgres://user@host:port/db?sslmode=require`;
+    /// tables made on first use); the server's certificate must chain to the system's
+    /// roots or to `ca`.
+    pub fn postgres(url: &str, ca: Option<&Path>) -> Result<Store, StoreError> {
+        Ok(Store::Postgres(PgStore::connect(url, ca)?))
     }
 
-    /// Opens `location`: a `postgres://` or `postgresql://` URL, or a SQLite file.
-    pub fn open_location(location: &str) -> Result<Store, StoreError> {
+    /// Opens `location`: a `postgres://` or `postgresql://` URL (TLS trusting `ca` too),
+    /// or a SQLite file.
+    pub fn open_location(location: &str, ca: Option<&Path>) -> Result<Store, StoreError> {
         if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-            Store::postgres(location)
+            Store::postgres(location, ca)
         } else {
             Store::open(Path::new(location))
         }

@@ -10,7 +10,7 @@
 use super::{quality_text, subtract_stored, Bucket, History, Inserted, Row, StoreError};
 use crate::protocol::{Batch, Gap, StateMessage};
 use crate::sample::Value;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use std::sync::mpsc;
 
 const SCHEMA: &str = "
@@ -92,15 +92,33 @@ fn columns(
 
 impl PgStore {
     /// Connects to `url` and makes the tables (once, under an advisory lock: several
-    /// workers may start together).
-    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+    /// workers may start together). TLS as the URL's `sslmode` says (`require` to insist);
+    /// the server's certificate must chain to the system's roots or to `ca`.
+    pub fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<PgStore, StoreError> {
+        crate::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        if let Some(ca) = ca {
+            for c in crate::tls::load_certs(ca).map_err(|e| StoreError::Closed(e.to_string()))? {
+                roots
+                    .add(c)
+                    .map_err(|e| StoreError::Closed(format!("{}: {e}", ca.display())))?;
+            }
+        }
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, started) = mpsc::channel();
         let url = url.to_string();
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
-                let opened = Client::connect(&url, NoTls).and_then(|mut db| {
+                let opened = Client::connect(&url, tls).and_then(|mut db| {
                     let mut tx = db.transaction()?;
                     tx.execute("SELECT pg_advisory_xact_lock(7316)", &[])?;
                     tx.batch_execute(SCHEMA)?;
