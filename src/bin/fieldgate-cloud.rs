@@ -518,10 +518,7 @@ fn demo_access(data: &Path) -> anyhow::Result<DemoAccess> {
     use cloud::iam::users::UserError;
     let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
     let iam = Iam::open(&cloud::store_path(data)).map_err(err)?;
-    let password: String = rand::random::<[u8; 9]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());
     let email = "demo@fieldgate.example";
     let users = iam.users();
     match users.register(email, &password, "demo") {

@@ -167,10 +167,7 @@ impl Pki {
         };
         let fingerprint: String = {
             use sha2::Digest;
-            sha2::Sha256::digest(&spki)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
+            crate::enrollment::hex(&sha2::Sha256::digest(&spki))
         };
         let serial: [u8; 16] = rand::random();
         let mut p = CertificateParams::default();
@@ -192,7 +189,7 @@ impl Pki {
         let cert = csr
             .signed_by(&issuer, &self.ca_key)
             .map_err(|e| CsrProblem::Invalid(e.to_string()))?;
-        let serial_hex = serial.iter().map(|b| format!("{b:02x}")).collect();
+        let serial_hex = crate::enrollment::hex(&serial);
         Ok((cert.pem(), serial_hex, fingerprint))
     }
 

@@ -99,7 +99,7 @@ impl Registry {
         ttl: std::time::Duration,
     ) -> Result<String, RegistryError> {
         let bytes: [u8; 24] = rand::random();
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token: String = crate::enrollment::hex(&bytes);
         let now = crate::sample::now_ns();
         self.db.execute(
             "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES (?1, ?2, ?3, ?4)",
@@ -292,8 +292,8 @@ impl Registry {
     /// The device's place in the lifecycle (`registered`, `claimed`, `enrolled`,
     /// `revoked`), if it was registered at manufacture.
     pub fn lifecycle(&self, device: &str) -> Option<String> {
-        super::iam::devices::Devices::open(&self.db)
-            .and_then(|d| d.state(device))
+        super::iam::devices::Devices::new(&self.db)
+            .state(device)
             .ok()
             .flatten()
     }

@@ -644,7 +644,7 @@ async fn delegate(
         let mut iam = api.iam();
         let caller = ctx.caller(&mut iam)?;
         let tenant = match &caller {
-            Caller::Key { id, .. } => iam.keys().scope_of(id).ok().flatten().map(|s| s.tenant),
+            Caller::Key { scope, .. } => Some(scope.tenant.clone()),
             _ => None,
         }
         .unwrap_or_default();

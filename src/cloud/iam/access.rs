@@ -21,9 +21,11 @@ pub enum Caller {
         email: String,
         system: bool,
     },
+    /// A key resolved for this request (secret, ancestry, revocation checked once).
     Key {
         id: String,
         token: String,
+        scope: Box<Scope>,
     },
     /// A gateway, by its client certificate: it reaches no tenant's resources here.
     Device(String),
@@ -261,11 +263,11 @@ impl Iam {
     }
 
     pub fn users(&self) -> Users<'_> {
-        Users::open(self.keys.connection()).expect("schema made at open")
+        Users::new(self.keys.connection())
     }
 
     pub fn devices(&self) -> Devices<'_> {
-        Devices::open(self.keys.connection()).expect("schema made at open")
+        Devices::new(self.keys.connection())
     }
 
     pub fn keys(&self) -> &Keys {
@@ -354,11 +356,12 @@ impl Iam {
                 )),
             }
         } else if token.starts_with("fgk_") {
-            // Its scope, window and ancestry are checked for each request.
+            // Resolved once per request; its scope is checked by `authorize`.
             match self.keys.resolve(token) {
-                Ok((id, _)) => Ok(Caller::Key {
+                Ok((id, scope)) => Ok(Caller::Key {
                     id,
                     token: token.to_string(),
+                    scope: Box::new(scope),
                 }),
                 Err(e) => Err(e.into()),
             }
@@ -438,8 +441,7 @@ impl Iam {
                         .authorize(email, target.tenant, op.permission())?,
                 );
             }
-            Caller::Key { token, .. } => {
-                let (_, scope) = self.keys.resolve(token)?;
+            Caller::Key { scope, .. } => {
                 let action = op.key_action().ok_or_else(|| {
                     denied(
                         "action_not_granted",
@@ -456,7 +458,7 @@ impl Iam {
                     resolution_s: target.resolution_s,
                     now_ns: from.now_ns,
                 })?;
-                grant.scope = Some(scope);
+                grant.scope = Some(scope.as_ref().clone());
             }
         }
         if let Some(device) = target.device {

@@ -211,21 +211,21 @@ pub fn entries(db: &Connection, tenant: &str, limit: u32) -> rusqlite::Result<Ve
          WHERE resource = ?1 OR substr(resource, 1, length(?1) + 1) = ?1 || '/'
          ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = st.query_map(params![tenant, limit], |r| {
-        Ok((
-            r.get(0)?,
-            Entry {
-                ts_ns: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                resource: r.get(4)?,
-                source: r.get(5)?,
-                outcome: r.get(6)?,
-                reason: r.get(7)?,
-            },
-        ))
-    })?;
+    let rows = st.query_map(params![tenant, limit], |r| Ok((r.get(0)?, entry_row(r)?)))?;
     rows.collect()
+}
+
+/// An entry from the columns id, ts_ns, actor, action, resource, source, outcome, reason.
+fn entry_row(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        ts_ns: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        resource: r.get(4)?,
+        source: r.get(5)?,
+        outcome: r.get(6)?,
+        reason: r.get(7)?,
+    })
 }
 
 /// Walks the chain from the start.
@@ -238,15 +238,7 @@ pub fn verify(db: &Connection) -> rusqlite::Result<Verdict> {
     let mut prev = vec![0u8; 32];
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        let e = Entry {
-            ts_ns: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            resource: r.get(4)?,
-            source: r.get(5)?,
-            outcome: r.get(6)?,
-            reason: r.get(7)?,
-        };
+        let e = entry_row(r)?;
         let (stored_prev, stored_hash): (Vec<u8>, Vec<u8>) = (r.get(8)?, r.get(9)?);
         if id != expect_id {
             return Ok(Verdict::Broken {

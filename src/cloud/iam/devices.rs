@@ -22,10 +22,16 @@ pub struct Devices<'a> {
 }
 
 impl<'a> Devices<'a> {
+    /// Makes the tables if missing (the users' too), then as `new`.
     pub fn open(db: &'a Connection) -> Result<Devices<'a>, UserError> {
         db.execute_batch(SCHEMA)?;
         Users::open(db)?;
-        Ok(Devices { db })
+        Ok(Devices::new(db))
+    }
+
+    /// Over a connection whose tables exist (made by `open` once).
+    pub fn new(db: &'a Connection) -> Devices<'a> {
+        Devices { db }
     }
 
     /// At manufacture: the device id and its claim code.
@@ -88,7 +94,7 @@ impl<'a> Devices<'a> {
         device: &str,
         code: &str,
     ) -> Result<(), UserError> {
-        Users::open(self.db)?.authorize(user, tenant, Permission::ManageDevices)?;
+        Users::new(self.db).authorize(user, tenant, Permission::ManageDevices)?;
         self.claim_for(tenant, device, code)
     }
 
@@ -124,7 +130,7 @@ impl<'a> Devices<'a> {
     /// An owner of the device's tenant hands it to another tenant.
     pub fn transfer(&self, user: &str, device: &str, to: &str) -> Result<(), UserError> {
         let from = self.owner(device)?.ok_or(UserError::NotFound)?;
-        Users::open(self.db)?.authorize(user, &from, Permission::TransferDevices)?;
+        Users::new(self.db).authorize(user, &from, Permission::TransferDevices)?;
         self.move_to(device, to)
     }
 
@@ -151,7 +157,7 @@ impl<'a> Devices<'a> {
     /// in the tenant that owns it now.
     pub fn authorize(&self, user: &str, device: &str, what: Permission) -> Result<(), UserError> {
         let tenant = self.owner(device)?.ok_or(UserError::NotFound)?;
-        Users::open(self.db)?
+        Users::new(self.db)
             .authorize(user, &tenant, what)
             .map(|_| ())
     }

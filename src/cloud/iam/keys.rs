@@ -251,14 +251,8 @@ impl Keys {
     }
 
     fn insert(&self, parent: Option<&str>, scope: &Scope) -> Result<(String, String), KeyError> {
-        let id: String = rand::random::<[u8; 8]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let secret: String = rand::random::<[u8; 16]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id: String = crate::enrollment::hex(&rand::random::<[u8; 8]>());
+        let secret: String = crate::enrollment::hex(&rand::random::<[u8; 16]>());
         self.db.execute(
             "INSERT INTO api_keys(id, parent, secret_hash, scope, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, parent, hash(&secret), serde_json::to_string(scope)?, crate::sample::now_ns()],

@@ -139,9 +139,15 @@ pub struct Users<'a> {
 }
 
 impl<'a> Users<'a> {
+    /// Makes the tables if missing, then as `new`.
     pub fn open(db: &'a Connection) -> Result<Users<'a>, UserError> {
         db.execute_batch(SCHEMA)?;
-        Ok(Users { db })
+        Ok(Users::new(db))
+    }
+
+    /// Over a connection whose tables exist (made by `open` once).
+    pub fn new(db: &'a Connection) -> Users<'a> {
+        Users { db }
     }
 
     fn add_user(&self, email: &str, password: &str, system: bool) -> Result<(), UserError> {
@@ -260,10 +266,7 @@ impl<'a> Users<'a> {
     /// A session for a user who just logged in: `fgs_` and 48 hex digits, valid for
     /// twelve hours; only its hash is kept.
     pub fn start_session(&self, email: &str) -> Result<String, UserError> {
-        let secret: String = rand::random::<[u8; 24]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let secret: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
         let now = crate::sample::now_ns();
         self.db
             .execute("DELETE FROM sessions WHERE expires_ns < ?1", params![now])?;
@@ -413,10 +416,7 @@ impl<'a> Users<'a> {
         if exists.is_none() {
             return Ok(None);
         }
-        let token: String = rand::random::<[u8; 24]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let token: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
         self.db.execute(
             "INSERT INTO reset_tokens(token_hash, email, expires_ns) VALUES (?1, ?2, ?3)",
             params![
