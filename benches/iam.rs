@@ -15,7 +15,7 @@ fn main() {
     let db = rusqlite::Connection::open(dir.path().join("iam.db")).unwrap();
     db.pragma_update(None, "journal_mode", "WAL").unwrap();
     db.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    let mut iam = Iam::with(db).unwrap();
+    let mut iam = Iam::with(fieldgate::cloud::sql::Db::Sqlite(db)).unwrap();
     iam.devices()
         .register("plant1-gw07", "CLAIM-CODE-07")
         .unwrap();

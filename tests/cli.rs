@@ -254,7 +254,7 @@ fn audit_verify_names_the_first_tampered_entry() {
     let data = dir.path().join("cloud");
     std::fs::create_dir_all(&data).unwrap();
     let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&data)).unwrap();
-    let mut keys = Keys::open(db).unwrap();
+    let mut keys = Keys::open(fieldgate::cloud::sql::Db::Sqlite(db)).unwrap();
     let now = fieldgate::sample::now_ns();
     let (_, token) = keys
         .create(&Scope {
@@ -296,8 +296,8 @@ fn audit_verify_names_the_first_tampered_entry() {
     let ok = verify();
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 3 entries"));
-    keys.connection()
-        .execute("UPDATE audit SET resource = 'acme/gw9/p' WHERE id = 2", [])
+    keys.db()
+        .execute("UPDATE audit SET resource = 'acme/gw9/p' WHERE id = 2", &[])
         .unwrap();
     let bad = verify();
     assert!(!bad.status.success());

@@ -46,13 +46,49 @@ fn store_samples(cloud: &Cloud, device: &str, point: &str, n: u64) -> i64 {
 }
 
 fn audit_count(cloud: &Cloud, outcome: &str) -> i64 {
-    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
-    db.query_row(
-        "SELECT count(*) FROM audit WHERE outcome = ?1",
-        [outcome],
-        |r| r.get(0),
+    cloud
+        .db()
+        .query_opt(
+            "SELECT count(*) FROM audit WHERE outcome = $1",
+            fieldgate::args![outcome],
+        )
+        .unwrap()
+        .unwrap()
+        .int(0)
+        .unwrap()
+}
+
+/// Each test runs twice: on a single node's SQLite and on PostgreSQL (a private server),
+/// the database of the scale-out mode's API servers.
+macro_rules! on_both_databases {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$name(super::Backend::sqlite(), tempfile::tempdir().unwrap()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgresql() {
+                let dir = tempfile::tempdir().unwrap();
+                let backend = super::Backend::postgres(&dir.path().join("pg"));
+                super::$name(backend, dir).await
+            }
+        }
+    };
+}
+
+/// A cloud with its API on `backend`'s database, issuing certificates for an hour.
+async fn on(backend: &Backend, data: &Path) -> Cloud {
+    Cloud::with_settings(
+        data,
+        fieldgate::cloud::Settings {
+            cert_lifetime: Duration::from_secs(3600),
+            database: backend.database.clone(),
+            ..Default::default()
+        },
     )
-    .unwrap()
+    .await
 }
 
 /// Two tenants, each with an owner, admin, operator and viewer, a claimed device with
@@ -124,10 +160,12 @@ async fn tenant(api: &Client, sys: &Auth, t: &str, device: &str) -> World {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_are_isolated_from_every_kind_of_credential() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+on_both_databases!(tenants_are_isolated_from_every_kind_of_credential);
+async fn tenants_are_isolated_from_every_kind_of_credential(
+    backend: Backend,
+    dir: tempfile::TempDir,
+) {
+    let cloud = on(&backend, &dir.path().join("cloud")).await;
     let api = Client::new(&cloud);
     system_account(&cloud, "factory@fieldgate.example");
     let sys = api.login("factory@fieldgate.example").await;
@@ -290,10 +328,12 @@ fn bearer(key: &Json) -> Auth {
     Auth::Bearer(key["token"].as_str().unwrap().into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_are_refused_for_each_reason_and_work_within_their_scope() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+on_both_databases!(keys_are_refused_for_each_reason_and_work_within_their_scope);
+async fn keys_are_refused_for_each_reason_and_work_within_their_scope(
+    backend: Backend,
+    dir: tempfile::TempDir,
+) {
+    let cloud = on(&backend, &dir.path().join("cloud")).await;
     let api = Client::new(&cloud);
     system_account(&cloud, "factory@fieldgate.example");
     let sys = api.login("factory@fieldgate.example").await;
@@ -563,27 +603,22 @@ async fn keys_are_refused_for_each_reason_and_work_within_their_scope() {
     assert!(kinds.contains(&"failure_burst"), "{events}");
 
     // Every decision is in the chain, and the chain verifies; one edited row is named.
-    let verify = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-            .arg("--data-dir")
-            .arg(&cloud.data)
-            .args(["audit", "verify"])
-            .output()
-            .unwrap()
-    };
+    let verify = || cloud.cli().args(["audit", "verify"]).output().unwrap();
     let out = verify();
     assert!(out.status.success(), "{out:?}");
-    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
-    let target: i64 = db
-        .query_row(
+    let db = cloud.db();
+    let target = db
+        .query_opt(
             "SELECT min(id) FROM audit WHERE outcome = 'refused' AND reason = 'key_expired'",
-            [],
-            |r| r.get(0),
+            &[],
         )
+        .unwrap()
+        .unwrap()
+        .int(0)
         .unwrap();
     db.execute(
-        "UPDATE audit SET outcome = 'allowed', reason = '' WHERE id = ?1",
-        [target],
+        "UPDATE audit SET outcome = 'allowed', reason = '' WHERE id = $1",
+        fieldgate::args![target],
     )
     .unwrap();
     let out = verify();
@@ -592,11 +627,13 @@ async fn keys_are_refused_for_each_reason_and_work_within_their_scope() {
     assert!(err.contains(&format!("BROKEN at entry {target}")), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
-    let dir = tempfile::tempdir().unwrap();
+on_both_databases!(a_device_is_registered_claimed_enrolled_transferred_and_revoked);
+async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked(
+    backend: Backend,
+    dir: tempfile::TempDir,
+) {
     let d = dir.path();
-    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(3600)).await;
+    let cloud = on(&backend, &d.join("cloud")).await;
     let api = Client::new(&cloud);
     system_account(&cloud, "factory@fieldgate.example");
     let sys = api.login("factory@fieldgate.example").await;
@@ -672,13 +709,15 @@ async fn a_device_is_registered_claimed_enrolled_transferred_and_revoked() {
         cloud.rows("gw-7").len() > 3
     });
     // The ingest's watch knows the network it came from.
-    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&cloud.data)).unwrap();
-    let network: String = db
-        .query_row(
+    let network = cloud
+        .db()
+        .query_opt(
             "SELECT network FROM device_networks WHERE device = 'gw-7'",
-            [],
-            |r| r.get(0),
+            &[],
         )
+        .unwrap()
+        .unwrap()
+        .text(0)
         .unwrap();
     assert_eq!(network, "127.0.0.0/24");
     let detail = api
@@ -776,10 +815,9 @@ fn file_key_gateway(dir: &Path, device: &str, cloud: &Cloud) -> PathBuf {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_requests_get_json_4xx() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+on_both_databases!(hostile_requests_get_json_4xx);
+async fn hostile_requests_get_json_4xx(backend: Backend, dir: tempfile::TempDir) {
+    let cloud = on(&backend, &dir.path().join("cloud")).await;
     let api = Client::new(&cloud);
     let cases: Vec<(&str, &str, Option<Json>, u16)> = vec![
         ("GET", "/v1/nothing-here", None, 404),
@@ -938,13 +976,16 @@ async fn receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u
     (port, rx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn security_events_reach_the_tenants_webhook_signed() {
-    let dir = tempfile::tempdir().unwrap();
+on_both_databases!(security_events_reach_the_tenants_webhook_signed);
+async fn security_events_reach_the_tenants_webhook_signed(
+    backend: Backend,
+    dir: tempfile::TempDir,
+) {
     let cloud = Cloud::with_settings(
         &dir.path().join("cloud"),
         fieldgate::cloud::Settings {
             webhook_allow_http: true,
+            database: backend.database.clone(),
             ..Default::default()
         },
     )

@@ -2,6 +2,10 @@
 //! an MQTT 5 shared subscription, and PostgreSQL. Gateways flood the broker; one worker
 //! is killed (SIGKILL) mid-way and comes back (as systemd restarts it): every sample is
 //! stored, none twice, and the surviving worker kept storing while the other was down.
+//!
+//! Two API servers on the same PostgreSQL: a session, a key, a revocation and a claim
+//! made through one hold on the other at once, and the audit chain both append to at the
+//! same time verifies.
 
 mod common;
 use common::*;
@@ -16,6 +20,10 @@ const BATCHES: u64 = 150;
 const PER_BATCH: u64 = 100;
 
 fn worker(dir: &Path, port: u16, pg: &str, id: &str) -> Proc {
+    worker_with(dir, port, pg, id, &[])
+}
+
+fn worker_with(dir: &Path, port: u16, pg: &str, id: &str, extra: &[&str]) -> Proc {
     Proc(
         std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
             .arg("--data-dir")
@@ -32,11 +40,31 @@ fn worker(dir: &Path, port: u16, pg: &str, id: &str) -> Proc {
             .arg("--key")
             .arg(dir.join("ingest/device.key"))
             .args(["--store", pg, "--client-id", id, "--share-group", "ingest"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stderr(std::fs::File::create(dir.join(format!("{id}.log"))).unwrap())
             .spawn()
             .unwrap(),
     )
+}
+
+/// The scale-out's parts: PostgreSQL, the cloud's CA with certificates for the ingest
+/// and `devices`, and Mosquitto admitting them.
+fn cluster(d: &Path, devices: &[String]) -> (Postgres, Mosquitto) {
+    let pg = Postgres::start(&d.join("pg"));
+    let (pki, _) =
+        fieldgate::cloud::open(&d.join("cloud"), &["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    for dev in devices {
+        pki.dev_cert(dev, &d.join(dev)).unwrap();
+    }
+    let broker = Mosquitto::start(
+        &d.join("broker"),
+        &pki,
+        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
+    );
+    (pg, broker)
 }
 
 /// One gateway's flood: `BATCHES` batches of `PER_BATCH` samples, QoS 1, as fast as the
@@ -117,20 +145,8 @@ fn until(dir: &Path, what: &str, mut done: impl FnMut() -> bool) {
 async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let pg = Postgres::start(&d.join("pg"));
-    let (pki, _) =
-        fieldgate::cloud::open(&d.join("cloud"), &["localhost".into(), "127.0.0.1".into()])
-            .unwrap();
-    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
     let devices: Vec<String> = (1..=DEVICES).map(|i| format!("flood-{i}")).collect();
-    for dev in &devices {
-        pki.dev_cert(dev, &d.join(dev)).unwrap();
-    }
-    let broker = Mosquitto::start(
-        &d.join("broker"),
-        &pki,
-        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
-    );
+    let (pg, broker) = cluster(d, &devices);
     let url = pg.url();
     let mut w1 = worker(d, broker.port, &url, "ingest-1");
     let _w2 = worker(d, broker.port, &url, "ingest-2");
@@ -192,4 +208,164 @@ async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
          ({:.0}/s), {while_down} stored by worker 2 in the 2 s worker 1 was down",
         total as f64 / secs
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
+    use common::api::{Auth, Client, PASSWORD};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (pg, broker) = cluster(d, &["flood-1".to_string()]);
+    let url = pg.url();
+    let (p1, p2) = (free_port(), free_port());
+    let _w1 = worker_with(
+        d,
+        broker.port,
+        &url,
+        "ingest-1",
+        &["--api", &format!("127.0.0.1:{p1}")],
+    );
+    let _w2 = worker_with(
+        d,
+        broker.port,
+        &url,
+        "ingest-2",
+        &["--api", &format!("127.0.0.1:{p2}")],
+    );
+    let client = |port: u16| Client {
+        url: format!("https://127.0.0.1:{port}"),
+        ca: d.join("cloud/pki/ca.crt"),
+    };
+    let (a1, a2) = (client(p1), client(p2));
+    for a in [&a1, &a2] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fieldgate::identity::enroll::https_request(
+            http::Method::GET,
+            &a.url,
+            "/v1/openapi.json",
+            &a.ca,
+            None,
+            &[],
+            None,
+        )
+        .await
+        .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the API server on {} did not answer",
+                a.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let cli = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"));
+        c.arg("--data-dir")
+            .arg(d.join("cloud"))
+            .args(["--store", &url]);
+        c
+    };
+    let mut sys = cli()
+        .args(["system-account", "--email", "factory@fieldgate.example"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(sys.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(sys.wait().unwrap().success());
+
+    // Registered on one server, logged in on the other, the session good on the first.
+    a1.ok(
+        "POST",
+        "/v1/users",
+        &Auth::None,
+        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
+    )
+    .await;
+    let owner = a2.login("owner@acme.example").await;
+    let me = a1.ok("GET", "/v1/me", &owner, None).await;
+    assert_eq!(me["email"], "owner@acme.example", "{me}");
+
+    // The device registered through one, claimed through the other; its data (stored by
+    // the workers) read through either.
+    let sys = a1.login("factory@fieldgate.example").await;
+    let device = json!({"device": "flood-1", "claim_code": "FLOOD-1-CODE"});
+    a1.ok("POST", "/v1/system/devices", &sys, Some(device.clone()))
+        .await;
+    a2.ok("POST", "/v1/tenants/acme/devices", &owner, Some(device))
+        .await;
+    std::thread::sleep(Duration::from_secs(1));
+    flood(d, broker.port, "flood-1".into()).await;
+    let store = fieldgate::cloud::store::Store::postgres(&url, None).unwrap();
+    until(d, "the flood stored", || {
+        store.count("flood-1").unwrap() >= BATCHES * PER_BATCH
+    });
+    let streams = a2
+        .ok(
+            "GET",
+            "/v1/tenants/acme/devices/flood-1/streams",
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(streams.as_array().unwrap().len(), 10, "{streams}");
+
+    // A key minted on one server works on the other; revoked there, refused here at once.
+    let now = fieldgate::sample::now_ns();
+    let key = a1
+        .ok(
+            "POST",
+            "/v1/tenants/acme/keys",
+            &owner,
+            Some(json!({"actions": ["read"], "not_after_ns": now + 3_600_000_000_000i64})),
+        )
+        .await;
+    let bearer = Auth::Bearer(key["token"].as_str().unwrap().into());
+    let latest = "/v1/tenants/acme/devices/flood-1/latest";
+    a2.ok("GET", latest, &bearer, None).await;
+    let id = key["id"].as_str().unwrap();
+    a2.ok(
+        "DELETE",
+        &format!("/v1/tenants/acme/keys/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    let r = a1.call("GET", latest, &bearer, None).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (403, Some("key_revoked")),
+        "{r:?}"
+    );
+
+    // Both servers append to one audit chain at the same time; it stays whole.
+    let hammer = |a: Client, owner: Auth| async move {
+        for i in 0..40 {
+            let path = if i % 4 == 0 {
+                "/v1/tenants/globex/devices".to_string()
+            } else {
+                "/v1/tenants/acme/devices/flood-1/latest".to_string()
+            };
+            let (status, _) = a.call("GET", &path, &owner, None).await;
+            assert!(status == 200 || status == 404, "{status}");
+        }
+    };
+    let (h1, h2) = (
+        tokio::spawn(hammer(client(p1), owner.clone())),
+        tokio::spawn(hammer(client(p2), owner.clone())),
+    );
+    h1.await.unwrap();
+    h2.await.unwrap();
+    let out = cli().args(["audit", "verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    let entries: u64 = text
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(entries >= 80, "{text}");
+    println!("two API servers on one PostgreSQL: {text}");
 }

@@ -21,6 +21,15 @@ struct Cli {
         env = "FIELDGATE_CLOUD_DATA"
     )]
     data_dir: PathBuf,
+    /// Where samples, identities and access live: a `postgres://` URL (the scale-out
+    /// mode, shared by ingest workers and API servers; add `sslmode=require` for TLS),
+    /// or by default the data directory's SQLite file.
+    #[arg(long, global = true, env = "FIELDGATE_CLOUD_STORE")]
+    store: Option<String>,
+    /// With --store postgres://…: a CA file the database server's certificate may chain
+    /// to, besides the system's roots.
+    #[arg(long, global = true, env = "FIELDGATE_CLOUD_STORE_CA")]
+    store_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,14 +51,6 @@ enum Command {
         cert: Option<PathBuf>,
         #[arg(long, requires = "broker")]
         key: Option<PathBuf>,
-        /// With --broker: where samples go, a `postgres://` URL (the scale-out mode) or
-        /// a SQLite file (default: the data directory's).
-        #[arg(long, requires = "broker", env = "FIELDGATE_CLOUD_STORE")]
-        store: Option<String>,
-        /// With --store postgres://…: a CA file the database server's certificate may
-        /// chain to, besides the system's roots (add `sslmode=require` to the URL).
-        #[arg(long, requires = "store", env = "FIELDGATE_CLOUD_STORE_CA")]
-        store_ca: Option<PathBuf>,
         /// With --broker: this worker's MQTT client id; keep it stable per worker, so
         /// the broker resumes its session (and redelivers what it did not acknowledge).
         #[arg(long, requires = "broker", default_value = "fieldgate-ingest")]
@@ -58,7 +59,8 @@ enum Command {
         /// shared subscription).
         #[arg(long, requires = "broker")]
         share_group: Option<String>,
-        /// Also serve the HTTPS API (enrollment, renewal) on this address.
+        /// Also serve the HTTPS API on this address (with --broker and a PostgreSQL
+        /// --store: one of any number of API servers).
         #[arg(long)]
         api: Option<String>,
         /// Lifetime of the certificates enrollment and renewal issue.
@@ -189,6 +191,16 @@ fn shutdown_on_signal() -> CancellationToken {
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
     let data = cli.data_dir;
+    let database = cloud::Database {
+        url: cli.store,
+        ca: cli.store_ca,
+    };
+    // Admin commands: one connection on this (blocking) thread.
+    let db =
+        || -> anyhow::Result<cloud::sql::Db> { tokio::task::block_in_place(|| database.db(&data)) };
+    let registry = || -> anyhow::Result<cloud::registry::Registry> {
+        Ok(cloud::registry::Registry::with(db()?)?)
+    };
     match cli.command {
         Command::Serve {
             listen,
@@ -214,6 +226,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 cert_lifetime,
                 require_tpm,
                 webhook_allow_http,
+                database: database.clone(),
             };
             cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await
         }
@@ -225,8 +238,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &data,
                 &["localhost".into(), "127.0.0.1".into(), "::1".into()],
             )?;
-            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
-            println!("{}", reg.create_token(&device, valid)?);
+            println!("{}", registry()?.create_token(&device, valid)?);
             eprintln!(
                 "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
                 humantime::format_duration(valid)
@@ -244,8 +256,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 &data,
                 &["localhost".into(), "127.0.0.1".into(), "::1".into()],
             )?;
-            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
-            reg.register_ek(&device, &point)?;
+            registry()?.register_ek(&device, &point)?;
             println!("registered the endorsement key of {device}");
             Ok(())
         }
@@ -254,7 +265,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             std::io::stdin()
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
-            let db = rusqlite::Connection::open(cloud::store_path(&data))?;
+            let db = db()?;
             let users = cloud::iam::users::Users::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
             users
                 .create_system_account(&email, password.trim_end_matches(['\r', '\n']))
@@ -263,13 +274,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Revoke { device, reason } => {
-            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
-            reg.revoke(&device, &reason)?;
+            registry()?.revoke(&device, &reason)?;
             println!("{device} revoked: refused from its next connection on");
             Ok(())
         }
         Command::Audit(AuditCmd::Verify) => {
-            let db = rusqlite::Connection::open(cloud::store_path(&data))?;
+            let db = db()?;
             cloud::iam::audit::open(&db)?;
             match cloud::iam::audit::verify(&db)? {
                 cloud::iam::audit::Verdict::Intact { entries } => {
@@ -282,8 +292,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Identities { device } => {
-            let reg = cloud::registry::Registry::open(&cloud::store_path(&data))?;
-            for e in reg.events(device.as_deref())? {
+            for e in registry()?.events(device.as_deref())? {
                 println!(
                     "{}  {:<20} {:<13} {:<22} {}",
                     rfc3339(e.ts_ns),
@@ -300,19 +309,34 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             broker_ca,
             cert,
             key,
-            store,
-            store_ca,
             client_id,
             share_group,
+            api,
+            cert_lifetime,
+            require_tpm,
+            webhook_allow_http,
             ..
         } => {
             let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
-            let store = match store {
-                Some(location) => std::sync::Arc::new(std::sync::Mutex::new(
-                    cloud::store::Store::open_location(&location, store_ca.as_deref())
-                        .with_context(|| format!("opening the store {location}"))?,
-                )),
-                None => cloud::open(&data, &["localhost".into(), "127.0.0.1".into()])?.1,
+            let store =
+                std::sync::Arc::new(std::sync::Mutex::new(tokio::task::block_in_place(|| {
+                    database.store(&data)
+                })?));
+            let shutdown = shutdown_on_signal();
+            let api_task = match api {
+                Some(a) => {
+                    let l = tokio::net::TcpListener::bind(&a)
+                        .await
+                        .with_context(|| format!("cannot listen on {a}"))?;
+                    let settings = cloud::Settings {
+                        cert_lifetime,
+                        require_tpm,
+                        webhook_allow_http,
+                        database: database.clone(),
+                    };
+                    Some(cloud::serve_api(&data, l, &settings, shutdown.clone()).await?)
+                }
+                None => None,
             };
             let link = cloud::bridge::BrokerLink {
                 host: host.into(),
@@ -323,7 +347,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 client_id,
                 share_group,
             };
-            cloud::bridge::run(link, store, shutdown_on_signal()).await
+            let ran = cloud::bridge::run(link, store, shutdown).await;
+            if let Some(t) = api_task {
+                let _ = t.await;
+            }
+            ran
         }
         Command::DevCert { device_id, out } => {
             let (pki, _) = cloud::open(
@@ -344,7 +372,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             format,
             limit,
         } => {
-            let store = cloud::store::Store::open(&cloud::store_path(&data))?;
+            let store = tokio::task::block_in_place(|| database.store(&data))?;
             let since_ns = since.as_deref().map(parse_since).transpose()?;
             let rows = store.query(&device, point.as_deref(), since_ns, limit)?;
             for r in rows {
@@ -367,7 +395,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Gaps { device } => {
-            let store = cloud::store::Store::open(&cloud::store_path(&data))?;
+            let store = tokio::task::block_in_place(|| database.store(&data))?;
             for g in store.gaps(&device)? {
                 println!(
                     "{}..={} ({} samples)",
@@ -517,7 +545,9 @@ fn demo_access(data: &Path) -> anyhow::Result<DemoAccess> {
     use cloud::iam::keys::{Action, Scope};
     use cloud::iam::users::UserError;
     let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
-    let iam = Iam::open(&cloud::store_path(data)).map_err(err)?;
+    let db = cloud::sql::Db::sqlite(&cloud::store_path(data))
+        .map_err(|e| anyhow::anyhow!("demo tenant: {e}"))?;
+    let iam = Iam::with(db).map_err(err)?;
     let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());
     let email = "demo@fieldgate.example";
     let users = iam.users();

@@ -8,6 +8,7 @@ pub mod iam;
 pub mod ingest;
 pub mod pki;
 pub mod registry;
+pub mod sql;
 pub mod store;
 pub mod watch;
 
@@ -20,13 +21,79 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cloud.db")
 }
 
+/// Where the cloud keeps samples, identities and access: the data directory's SQLite
+/// file (a single node), or a PostgreSQL database that scale-out workers and API servers
+/// share.
+#[derive(Debug, Clone, Default)]
+pub struct Database {
+    /// A `postgres://` URL (with `sslmode=require` for TLS); `None`: SQLite.
+    pub url: Option<String>,
+    /// A CA the PostgreSQL server's certificate may chain to, besides the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+impl Database {
+    pub fn postgres(url: &str) -> Database {
+        Database {
+            url: Some(url.to_string()),
+            ca: None,
+        }
+    }
+
+    fn location(&self, data_dir: &Path) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => store_path(data_dir).display().to_string(),
+        }
+    }
+
+    /// A connection for identity, access and the registry.
+    pub fn db(&self, data_dir: &Path) -> anyhow::Result<sql::Db> {
+        let location = self.location(data_dir);
+        sql::Db::open(&location, self.ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("opening the database {}: {e}", redact(&location)))
+    }
+
+    /// A connection to the sample store.
+    pub fn store(&self, data_dir: &Path) -> anyhow::Result<store::Store> {
+        let location = self.location(data_dir);
+        store::Store::open_location(&location, self.ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("opening the store {}: {e}", redact(&location)))
+    }
+}
+
+/// A database location without its password, for messages.
+pub fn redact(location: &str) -> String {
+    match (location.find("://"), location.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &location[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}{user}:***{}", &location[..scheme + 3], &location[at..])
+                }
+                None => location.to_string(),
+            }
+        }
+        _ => location.to_string(),
+    }
+}
+
 /// Opens (creating on first use) the CA and the store of `data_dir`.
 pub fn open(
     data_dir: &Path,
     server_names: &[String],
 ) -> anyhow::Result<(pki::Pki, ingest::SharedStore)> {
+    open_with(data_dir, server_names, &Database::default())
+}
+
+/// Opens the CA of `data_dir` and the store `database` names.
+pub fn open_with(
+    data_dir: &Path,
+    server_names: &[String],
+    database: &Database,
+) -> anyhow::Result<(pki::Pki, ingest::SharedStore)> {
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), server_names)?;
-    let store = store::Store::open(&store_path(data_dir))?;
+    let store = database.store(data_dir)?;
     Ok((pki, Arc::new(Mutex::new(store))))
 }
 
@@ -50,6 +117,8 @@ pub struct Settings {
     pub require_tpm: bool,
     /// Tenants' webhooks may be plain http:// (a lab without certificates).
     pub webhook_allow_http: bool,
+    /// Where data, identities and access live.
+    pub database: Database,
 }
 
 impl Default for Settings {
@@ -58,6 +127,7 @@ impl Default for Settings {
             cert_lifetime: std::time::Duration::from_secs(90 * 86400),
             require_tpm: false,
             webhook_allow_http: false,
+            database: Database::default(),
         }
     }
 }
@@ -70,39 +140,16 @@ pub async fn run_with(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let names = ["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    let (pki, store) = open(data_dir, &names)?;
+    let (pki, store) = open_with(
+        data_dir,
+        &SERVER_NAMES.map(String::from),
+        &settings.database,
+    )?;
     let tls =
         crate::tls::mtls_server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key())?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening (MQTT over mutual TLS)");
     let api_task = match api {
-        Some(l) => {
-            let api_tls = crate::tls::server_config(
-                &pki.ca_cert(),
-                &pki.server_cert(),
-                &pki.server_key(),
-                true,
-            )?;
-            let enrollment = Arc::new(enroll::Enrollment {
-                pki: pki::Pki::open_or_create(&data_dir.join("pki"), &names)?,
-                registry: Mutex::new(registry::Registry::open(&store_path(data_dir))?),
-                lifetime: settings.cert_lifetime,
-                require_tpm: settings.require_tpm,
-            });
-            tracing::info!(addr = %l.local_addr()?, "API listening (HTTPS)");
-            let api = Arc::new(api::Api::open(
-                enrollment,
-                &store_path(data_dir),
-                settings.webhook_allow_http,
-            )?);
-            tokio::spawn(api::webhook::deliver(api.clone(), shutdown.clone()));
-            Some(tokio::spawn(api::serve(
-                l,
-                api_tls,
-                api::router(api),
-                shutdown.clone(),
-            )))
-        }
+        Some(l) => Some(serve_api(data_dir, l, &settings, shutdown.clone()).await?),
         None => None,
     };
     drop(pki);
@@ -111,4 +158,47 @@ pub async fn run_with(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The names the cloud's server certificate carries by default.
+pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Starts the HTTPS API on `listener` (and the webhook deliverer), over the database of
+/// `settings`: one of any number of API servers when that is PostgreSQL.
+pub async fn serve_api(
+    data_dir: &Path,
+    listener: tokio::net::TcpListener,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let names = SERVER_NAMES.map(String::from);
+    let pki = pki::Pki::open_or_create(&data_dir.join("pki"), &names)?;
+    let api_tls =
+        crate::tls::server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key(), true)?;
+    // The PostgreSQL client must not be made on an async thread.
+    let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
+    let (registry, iam_db, reads) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((database.db(&d)?, database.db(&d)?, database.store(&d)?))
+    })
+    .await??;
+    let enrollment = Arc::new(enroll::Enrollment {
+        pki,
+        registry: Mutex::new(registry::Registry::with(registry)?),
+        lifetime: settings.cert_lifetime,
+        require_tpm: settings.require_tpm,
+    });
+    tracing::info!(addr = %listener.local_addr()?, "API listening (HTTPS)");
+    let api = Arc::new(api::Api::open(
+        enrollment,
+        iam_db,
+        reads,
+        settings.webhook_allow_http,
+    )?);
+    tokio::spawn(api::webhook::deliver(api.clone(), shutdown.clone()));
+    Ok(tokio::spawn(api::serve(
+        listener,
+        api_tls,
+        api::router(api),
+        shutdown,
+    )))
 }

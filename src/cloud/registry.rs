@@ -1,9 +1,9 @@
 //! The cloud's record of device identities: one-time bootstrap tokens (stored as
 //! SHA-256 hashes only), every enrollment, renewal and refusal, and revocations. In the
-//! same SQLite file as the samples.
+//! same database as the samples (a SQLite file, or PostgreSQL in the scale-out mode).
 
-use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use crate::args;
+use crate::cloud::sql::{Db, DbError, Row};
 
 /// Tables shared with the sample store (which checks revocations at connect).
 pub const SCHEMA: &str = "
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS certificates(
 
 #[derive(Debug, thiserror::Error)]
 #[error("registry: {0}")]
-pub struct RegistryError(#[from] rusqlite::Error);
+pub struct RegistryError(#[from] DbError);
 
 /// A token accepted: spent now, or spent before by the same key (a gateway that lost
 /// power between the cloud's answer and storing its certificate asks again).
@@ -69,7 +69,7 @@ pub struct Certificate {
 }
 
 pub struct Registry {
-    db: Connection,
+    db: Db,
 }
 
 fn hash(token: &str) -> Vec<u8> {
@@ -83,12 +83,10 @@ fn key_hash(key: &[u8]) -> Vec<u8> {
 }
 
 impl Registry {
-    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.execute_batch(SCHEMA)?;
-        db.execute_batch(super::iam::devices::SCHEMA)?;
+    /// Makes the tables if they are missing.
+    pub fn with(db: Db) -> Result<Registry, RegistryError> {
+        db.schema(SCHEMA)?;
+        db.schema(super::iam::devices::SCHEMA)?;
         Ok(Registry { db })
     }
 
@@ -102,8 +100,8 @@ impl Registry {
         let token: String = crate::enrollment::hex(&bytes);
         let now = crate::sample::now_ns();
         self.db.execute(
-            "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES (?1, ?2, ?3, ?4)",
-            params![hash(&token), device, now, now.saturating_add(ttl.as_nanos() as i64)],
+            "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES ($1, $2, $3, $4)",
+            args![hash(&token), device, now, now.saturating_add(ttl.as_nanos() as i64)],
         )?;
         self.record(
             device,
@@ -122,19 +120,16 @@ impl Registry {
     }
 
     fn check_token_hash(&self, token_hash: &[u8], device: &str, key: &[u8]) -> TokenOutcome {
-        // (device, expires, used, the hash of the key that spent it)
-        type TokenRow = (String, i64, Option<i64>, Option<Vec<u8>>);
-        let row: Option<TokenRow> = self
-            .db
-            .query_row(
-                "SELECT device, expires_ns, used_ns, spent_key FROM enroll_tokens WHERE token_hash = ?1",
-                params![token_hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((owner, expires, used, spent_key)) = row else {
+        let row = self.db.query_opt(
+            "SELECT device, expires_ns, used_ns, spent_key FROM enroll_tokens WHERE token_hash = $1",
+            args![token_hash],
+        )?;
+        let Some(r) = row else {
             return Ok(Err(TokenProblem::Unknown));
         };
+        // (device, expires, used, the hash of the key that spent it)
+        let (owner, expires, used, spent_key) =
+            (r.text(0)?, r.int(1)?, r.opt_int(2)?, r.opt_blob(3)?);
         Ok(if owner != device {
             Err(TokenProblem::OtherDevice(owner))
         } else if expires < crate::sample::now_ns() {
@@ -151,8 +146,9 @@ impl Registry {
     /// Registers a device's endorsement key (at manufacture).
     pub fn register_ek(&self, device: &str, ek: &[u8]) -> Result<(), RegistryError> {
         self.db.execute(
-            "INSERT OR REPLACE INTO device_ek(device, ek, registered_ns) VALUES (?1, ?2, ?3)",
-            params![device, ek, crate::sample::now_ns()],
+            "INSERT INTO device_ek(device, ek, registered_ns) VALUES ($1, $2, $3)
+             ON CONFLICT(device) DO UPDATE SET ek = excluded.ek, registered_ns = excluded.registered_ns",
+            args![device, ek, crate::sample::now_ns()],
         )?;
         self.record(
             device,
@@ -163,14 +159,11 @@ impl Registry {
     }
 
     pub fn ek(&self, device: &str) -> Result<Option<Vec<u8>>, RegistryError> {
-        Ok(self
-            .db
-            .query_row(
-                "SELECT ek FROM device_ek WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.one(
+            "SELECT ek FROM device_ek WHERE device = $1",
+            device,
+            Row::blob,
+        )
     }
 
     /// Keeps an open credential challenge for five minutes.
@@ -184,8 +177,8 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         use sha2::Digest;
         self.db.execute(
-            "INSERT INTO challenges(id, device, credential_hash, csr, token_hash, expires_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, device, sha2::Sha256::digest(credential).to_vec(), csr, hash(token), crate::sample::now_ns() + 300_000_000_000],
+            "INSERT INTO challenges(id, device, credential_hash, csr, token_hash, expires_ns) VALUES ($1, $2, $3, $4, $5, $6)",
+            args![id, device, sha2::Sha256::digest(credential).to_vec(), csr, hash(token), crate::sample::now_ns() + 300_000_000_000],
         )?;
         Ok(())
     }
@@ -197,21 +190,20 @@ impl Registry {
         &self,
         id: &str,
     ) -> Result<Option<(String, Vec<u8>, String, Vec<u8>)>, RegistryError> {
-        let row: Option<(String, Vec<u8>, String, Vec<u8>, i64)> = self
-            .db
-            .query_row(
-                "SELECT device, credential_hash, csr, token_hash, expires_ns FROM challenges WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
-        self.db.execute(
-            "DELETE FROM challenges WHERE id = ?1 OR expires_ns < ?2",
-            params![id, crate::sample::now_ns()],
+        let row = self.db.query_opt(
+            "DELETE FROM challenges WHERE id = $1
+             RETURNING device, credential_hash, csr, token_hash, expires_ns",
+            args![id],
         )?;
-        Ok(row
-            .filter(|r| r.4 >= crate::sample::now_ns())
-            .map(|r| (r.0, r.1, r.2, r.3)))
+        let now = crate::sample::now_ns();
+        self.db
+            .execute("DELETE FROM challenges WHERE expires_ns < $1", args![now])?;
+        match row {
+            Some(r) if r.int(4)? >= now => {
+                Ok(Some((r.text(0)?, r.blob(1)?, r.text(2)?, r.blob(3)?)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Spends `token` for `device` and the CSR's public `key`: it must exist, name
@@ -228,8 +220,8 @@ impl Registry {
             other => return Ok(other),
         }
         let n = self.db.execute(
-            "UPDATE enroll_tokens SET used_ns = ?1, spent_key = ?2 WHERE token_hash = ?3 AND used_ns IS NULL",
-            params![crate::sample::now_ns(), key_hash(key), token_hash],
+            "UPDATE enroll_tokens SET used_ns = $1, spent_key = $2 WHERE token_hash = $3 AND used_ns IS NULL",
+            args![crate::sample::now_ns(), key_hash(key), token_hash],
         )?;
         Ok(if n == 1 {
             Ok(Spent::First)
@@ -246,47 +238,59 @@ impl Registry {
         peer: &str,
     ) -> Result<(), RegistryError> {
         self.db.execute(
-            "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![crate::sample::now_ns(), device, event, detail, peer],
+            "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES ($1, $2, $3, $4, $5)",
+            args![crate::sample::now_ns(), device, event, detail, peer],
         )?;
         Ok(())
     }
 
     pub fn events(&self, device: Option<&str>) -> Result<Vec<Event>, RegistryError> {
-        let mut st = self.db.prepare(
+        let rows = self.db.query(
             "SELECT ts_ns, device, event, detail, peer FROM identity_events
-             WHERE ?1 IS NULL OR device = ?1 ORDER BY id",
+             WHERE CAST($1 AS TEXT) IS NULL OR device = $1 ORDER BY id",
+            args![device],
         )?;
-        let rows = st.query_map(params![device], |r| {
+        let event = |r: &Row| {
             Ok(Event {
-                ts_ns: r.get(0)?,
-                device: r.get(1)?,
-                event: r.get(2)?,
-                detail: r.get(3)?,
-                peer: r.get(4)?,
+                ts_ns: r.int(0)?,
+                device: r.text(1)?,
+                event: r.text(2)?,
+                detail: r.text(3)?,
+                peer: r.text(4)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        };
+        Ok(rows.iter().map(event).collect::<Result<_, DbError>>()?)
     }
 
     pub fn revoke(&self, device: &str, reason: &str) -> Result<(), RegistryError> {
         self.db.execute(
-            "INSERT OR REPLACE INTO revoked(device, ts_ns, reason) VALUES (?1, ?2, ?3)",
-            params![device, crate::sample::now_ns(), reason],
+            "INSERT INTO revoked(device, ts_ns, reason) VALUES ($1, $2, $3)
+             ON CONFLICT(device) DO UPDATE SET ts_ns = excluded.ts_ns, reason = excluded.reason",
+            args![device, crate::sample::now_ns(), reason],
         )?;
         self.record(device, "revoked", reason, "admin")
     }
 
     /// The reason a device was revoked, if it was.
     pub fn revoked(&self, device: &str) -> Result<Option<String>, RegistryError> {
-        Ok(self
-            .db
-            .query_row(
-                "SELECT reason FROM revoked WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.one(
+            "SELECT reason FROM revoked WHERE device = $1",
+            device,
+            Row::text,
+        )
+    }
+
+    /// The one column of the row `sql` finds for `device`, if any.
+    fn one<T>(
+        &self,
+        sql: &str,
+        device: &str,
+        column: impl Fn(&Row, usize) -> Result<T, DbError>,
+    ) -> Result<Option<T>, RegistryError> {
+        match self.db.query_opt(sql, args![device])? {
+            Some(r) => Ok(Some(column(&r, 0)?)),
+            None => Ok(None),
+        }
     }
 
     /// The device's place in the lifecycle (`registered`, `claimed`, `enrolled`,
@@ -301,27 +305,31 @@ impl Registry {
     /// A claimed device got its certificate.
     pub fn mark_enrolled(&self, device: &str) -> Result<(), RegistryError> {
         self.db.execute(
-            "UPDATE devices SET state = 'enrolled', updated_ns = ?2 WHERE device = ?1 AND state = 'claimed'",
-            params![device, crate::sample::now_ns()],
+            "UPDATE devices SET state = 'enrolled', updated_ns = $2 WHERE device = $1 AND state = 'claimed'",
+            args![device, crate::sample::now_ns()],
         )?;
         Ok(())
     }
 
     /// The certificates issued to `device`, newest first.
     pub fn certificates(&self, device: &str) -> Result<Vec<Certificate>, RegistryError> {
-        let mut st = self.db.prepare(
+        let rows = self.db.query(
             "SELECT serial, key_fingerprint, issued_ns, not_after_ns FROM certificates
-             WHERE device = ?1 ORDER BY issued_ns DESC",
+             WHERE device = $1 ORDER BY issued_ns DESC",
+            args![device],
         )?;
-        let rows = st.query_map(params![device], |r| {
+        let certificate = |r: &Row| {
             Ok(Certificate {
-                serial: r.get(0)?,
-                key_fingerprint: r.get(1)?,
-                issued_ns: r.get(2)?,
-                not_after_ns: r.get(3)?,
+                serial: r.text(0)?,
+                key_fingerprint: r.text(1)?,
+                issued_ns: r.int(2)?,
+                not_after_ns: r.int(3)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        };
+        Ok(rows
+            .iter()
+            .map(certificate)
+            .collect::<Result<_, DbError>>()?)
     }
 
     pub fn add_certificate(
@@ -332,8 +340,11 @@ impl Registry {
         not_after_ns: i64,
     ) -> Result<(), RegistryError> {
         self.db.execute(
-            "INSERT OR REPLACE INTO certificates(serial, device, key_fingerprint, not_after_ns, issued_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![serial, device, key_fingerprint, not_after_ns, crate::sample::now_ns()],
+            "INSERT INTO certificates(serial, device, key_fingerprint, not_after_ns, issued_ns) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(serial) DO UPDATE SET device = excluded.device,
+                 key_fingerprint = excluded.key_fingerprint, not_after_ns = excluded.not_after_ns,
+                 issued_ns = excluded.issued_ns",
+            args![serial, device, key_fingerprint, not_after_ns, crate::sample::now_ns()],
         )?;
         Ok(())
     }

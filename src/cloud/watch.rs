@@ -6,7 +6,8 @@
 //! draining its buffer after an outage sends old samples fast, and that is not news.
 
 use super::iam::audit::{raise, SecurityEvent};
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::args;
+use crate::cloud::sql::{DbError, Exec};
 use std::net::IpAddr;
 
 pub const SCHEMA: &str = "
@@ -16,6 +17,9 @@ CREATE TABLE IF NOT EXISTS device_networks(
 CREATE TABLE IF NOT EXISTS device_rates(
     device TEXT PRIMARY KEY, minute INTEGER NOT NULL, count INTEGER NOT NULL, normal REAL,
     minutes INTEGER NOT NULL);";
+
+/// Serializes the rate's read-and-update across ingest workers sharing PostgreSQL.
+pub const RATE_LOCK: i64 = 0x7261_7465;
 
 /// Minutes of history before a rate counts as normal.
 pub const WARM_UP_MINUTES: i64 = 5;
@@ -43,32 +47,31 @@ pub fn network_of(ip: IpAddr) -> String {
     }
 }
 
-fn tenant_of(db: &Connection, device: &str) -> rusqlite::Result<String> {
-    Ok(db
-        .query_row(
-            "SELECT tenant FROM devices WHERE device = ?1",
-            params![device],
-            |r| r.get::<_, Option<String>>(0),
-        )
-        .optional()?
-        .flatten()
-        .unwrap_or_default())
+fn tenant_of(db: &mut dyn Exec, device: &str) -> Result<String, DbError> {
+    match db.query_opt(
+        "SELECT tenant FROM devices WHERE device = $1",
+        args![device],
+    )? {
+        Some(r) => Ok(r.opt_text(0)?.unwrap_or_default()),
+        None => Ok(String::new()),
+    }
 }
 
 fn event(
-    db: &Connection,
+    db: &mut dyn Exec,
     device: &str,
     source: &str,
     kind: &str,
     detail: String,
     now_ns: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
+    let tenant = tenant_of(db, device)?;
     raise(
         db,
         &SecurityEvent {
             id: 0,
             ts_ns: now_ns,
-            tenant: tenant_of(db, device)?,
+            tenant,
             kind: kind.into(),
             actor: format!("device:{device}"),
             source: source.into(),
@@ -78,12 +81,21 @@ fn event(
 }
 
 /// A device connected from `peer`.
-pub fn connected(db: &Connection, device: &str, peer: IpAddr, now_ns: i64) -> rusqlite::Result<()> {
+pub fn connected(
+    db: &mut dyn Exec,
+    device: &str,
+    peer: IpAddr,
+    now_ns: i64,
+) -> Result<(), DbError> {
     let network = network_of(peer);
-    let known: Vec<String> = db
-        .prepare_cached("SELECT network FROM device_networks WHERE device = ?1")?
-        .query_map(params![device], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let known = db
+        .query(
+            "SELECT network FROM device_networks WHERE device = $1 ORDER BY first_ns",
+            args![device],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<Vec<_>, _>>()?;
     if !known.is_empty() && !known.contains(&network) {
         event(
             db,
@@ -98,34 +110,35 @@ pub fn connected(db: &Connection, device: &str, peer: IpAddr, now_ns: i64) -> ru
         )?;
     }
     db.execute(
-        "INSERT INTO device_networks(device, network, first_ns, last_ns) VALUES (?1, ?2, ?3, ?3)
-         ON CONFLICT(device, network) DO UPDATE SET last_ns = ?3",
-        params![device, network, now_ns],
+        "INSERT INTO device_networks(device, network, first_ns, last_ns) VALUES ($1, $2, $3, $3)
+         ON CONFLICT(device, network) DO UPDATE SET last_ns = excluded.last_ns",
+        args![device, network, now_ns],
     )?;
     Ok(())
 }
 
 /// A device sent `live` live samples at `now_ns`.
-pub fn samples(db: &Connection, device: &str, live: u64, now_ns: i64) -> rusqlite::Result<()> {
+/// Several ingest workers may call it for one device at once: run it serialized
+/// (`Db::serialized` with `RATE_LOCK`) where they share a database.
+pub fn samples(db: &mut dyn Exec, device: &str, live: u64, now_ns: i64) -> Result<(), DbError> {
     let minute = now_ns.div_euclid(MINUTE_NS);
-    let row: Option<(i64, i64, Option<f64>, i64)> = db
-        .query_row(
-            "SELECT minute, count, normal, minutes FROM device_rates WHERE device = ?1",
-            params![device],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((at, count, normal, minutes)) = row else {
+    let row = db.query_opt(
+        "SELECT minute, count, normal, minutes FROM device_rates WHERE device = $1",
+        args![device],
+    )?;
+    let Some(row) = row else {
         db.execute(
-            "INSERT INTO device_rates(device, minute, count, normal, minutes) VALUES (?1, ?2, ?3, NULL, 0)",
-            params![device, minute, live as i64],
+            "INSERT INTO device_rates(device, minute, count, normal, minutes) VALUES ($1, $2, $3, NULL, 0)",
+            args![device, minute, live as i64],
         )?;
         return Ok(());
     };
+    let (at, count, minutes) = (row.int(0)?, row.int(1)?, row.int(3)?);
+    let normal = row.opt_real(2)?;
     if at >= minute {
         db.execute(
-            "UPDATE device_rates SET count = count + ?2 WHERE device = ?1",
-            params![device, live as i64],
+            "UPDATE device_rates SET count = count + $2 WHERE device = $1",
+            args![device, live as i64],
         )?;
         return Ok(());
     }
@@ -154,8 +167,8 @@ pub fn samples(db: &Connection, device: &str, live: u64, now_ns: i64) -> rusqlit
         learned *= 0.8;
     }
     db.execute(
-        "UPDATE device_rates SET minute = ?2, count = ?3, normal = ?4, minutes = minutes + ?5 WHERE device = ?1",
-        params![device, minute, live as i64, learned, (minute - at).min(60)],
+        "UPDATE device_rates SET minute = $2, count = $3, normal = $4, minutes = minutes + $5 WHERE device = $1",
+        args![device, minute, live as i64, learned, (minute - at).min(60)],
     )?;
     Ok(())
 }
@@ -164,21 +177,22 @@ pub fn samples(db: &Connection, device: &str, live: u64, now_ns: i64) -> rusqlit
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let db = Connection::open_in_memory().unwrap();
-        db.execute_batch(SCHEMA).unwrap();
-        db.execute_batch(crate::cloud::iam::audit::SCHEMA).unwrap();
-        db.execute_batch(crate::cloud::iam::devices::SCHEMA)
-            .unwrap();
+    use crate::cloud::sql::Db;
+
+    fn db() -> Db {
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        db.schema(SCHEMA).unwrap();
+        db.schema(crate::cloud::iam::audit::SCHEMA).unwrap();
+        db.schema(crate::cloud::iam::devices::SCHEMA).unwrap();
         db.execute(
             "INSERT INTO devices(device, claim_hash, tenant, state, updated_ns) VALUES ('gw', x'00', 'acme', 'enrolled', 0)",
-            [],
+            &[],
         )
         .unwrap();
         db
     }
 
-    fn kinds(db: &Connection) -> Vec<String> {
+    fn kinds(db: &Db) -> Vec<String> {
         crate::cloud::iam::audit::security_events(db, Some("acme"))
             .unwrap()
             .into_iter()
@@ -202,10 +216,10 @@ mod tests {
     #[test]
     fn a_new_network_raises_an_event_for_the_owner() {
         let db = db();
-        connected(&db, "gw", "192.0.2.10".parse().unwrap(), 1).unwrap();
-        connected(&db, "gw", "192.0.2.99".parse().unwrap(), 2).unwrap();
+        connected(&mut &db, "gw", "192.0.2.10".parse().unwrap(), 1).unwrap();
+        connected(&mut &db, "gw", "192.0.2.99".parse().unwrap(), 2).unwrap();
         assert!(kinds(&db).is_empty(), "the first network and the same /24");
-        connected(&db, "gw", "198.51.100.4".parse().unwrap(), 3).unwrap();
+        connected(&mut &db, "gw", "198.51.100.4".parse().unwrap(), 3).unwrap();
         assert_eq!(kinds(&db), ["device_new_network"]);
         let e = &crate::cloud::iam::audit::security_events(&db, None).unwrap()[0];
         assert!(
@@ -213,7 +227,7 @@ mod tests {
             "{e:?}"
         );
         assert_eq!((e.actor.as_str(), e.tenant.as_str()), ("device:gw", "acme"));
-        connected(&db, "gw", "198.51.100.5".parse().unwrap(), 4).unwrap();
+        connected(&mut &db, "gw", "198.51.100.5".parse().unwrap(), 4).unwrap();
         assert_eq!(kinds(&db).len(), 1, "known now");
     }
 
@@ -224,14 +238,14 @@ mod tests {
         // Ten minutes at 60 samples a minute (one batch of 10 every 10 s).
         for m in 0..10 {
             for s in 0..6 {
-                samples(&db, "gw", 10, t0 + m * MINUTE_NS + s * 10_000_000_000).unwrap();
+                samples(&mut &db, "gw", 10, t0 + m * MINUTE_NS + s * 10_000_000_000).unwrap();
             }
         }
         // A minute at 60: normal. Then one at 6,000: far off.
-        samples(&db, "gw", 60, t0 + 10 * MINUTE_NS).unwrap();
-        samples(&db, "gw", 6_000, t0 + 11 * MINUTE_NS).unwrap();
+        samples(&mut &db, "gw", 60, t0 + 10 * MINUTE_NS).unwrap();
+        samples(&mut &db, "gw", 6_000, t0 + 11 * MINUTE_NS).unwrap();
         assert!(kinds(&db).is_empty(), "raised when the minute is complete");
-        samples(&db, "gw", 60, t0 + 12 * MINUTE_NS).unwrap();
+        samples(&mut &db, "gw", 60, t0 + 12 * MINUTE_NS).unwrap();
         assert_eq!(kinds(&db), ["data_rate_anomaly"]);
         let e = &crate::cloud::iam::audit::security_events(&db, None).unwrap()[0];
         assert!(e.detail.contains("6000 live samples"), "{e:?}");

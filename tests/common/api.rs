@@ -114,9 +114,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn system_account(cloud: &Cloud, email: &str) {
     use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-        .arg("--data-dir")
-        .arg(&cloud.data)
+    let mut child = cloud
+        .cli()
         .args(["system-account", "--email", email])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -209,8 +209,22 @@ impl Cloud {
     }
 
     pub fn registry(&self) -> fieldgate::cloud::registry::Registry {
-        fieldgate::cloud::registry::Registry::open(&fieldgate::cloud::store_path(&self.data))
-            .unwrap()
+        fieldgate::cloud::registry::Registry::with(self.db()).unwrap()
+    }
+
+    /// A connection to the cloud's database (its SQLite file or PostgreSQL).
+    pub fn db(&self) -> fieldgate::cloud::sql::Db {
+        self.settings.database.db(&self.data).unwrap()
+    }
+
+    /// `fieldgate-cloud` on this cloud's data directory and database.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"));
+        c.arg("--data-dir").arg(&self.data);
+        if let Some(url) = &self.settings.database.url {
+            c.args(["--store", url]);
+        }
+        c
     }
 
     pub async fn restart(&mut self) {
@@ -263,9 +277,8 @@ impl Cloud {
 
     /// A one-time bootstrap token for `device`, valid for an hour (by the CLI).
     pub fn token(&self, device: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-            .arg("--data-dir")
-            .arg(&self.data)
+        let out = self
+            .cli()
             .args(["token", "--device", device, "--valid", "1h"])
             .output()
             .unwrap();
@@ -274,7 +287,7 @@ impl Cloud {
     }
 
     pub fn store(&self) -> Store {
-        Store::open(&fieldgate::cloud::store_path(&self.data)).unwrap()
+        self.settings.database.store(&self.data).unwrap()
     }
 
     pub fn rows(&self, device: &str) -> Vec<Row> {
@@ -642,6 +655,39 @@ pub fn rerun_in_vm(name: &str, files: &[PathBuf], timeout_s: u32) -> String {
         "{name} failed in the VM (see the guest's output above)"
     );
     stdout
+}
+
+/// The database a test's cloud runs on: its SQLite file, or a private PostgreSQL server
+/// (kept running as long as this lives).
+pub struct Backend {
+    pub database: fieldgate::cloud::Database,
+    _server: Option<Postgres>,
+}
+
+impl Backend {
+    pub fn sqlite() -> Backend {
+        Backend {
+            database: Default::default(),
+            _server: None,
+        }
+    }
+
+    /// A PostgreSQL server with its data under `dir`.
+    pub fn postgres(dir: &Path) -> Backend {
+        let pg = Postgres::start(dir);
+        Backend {
+            database: fieldgate::cloud::Database::postgres(&pg.url()),
+            _server: Some(pg),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.database.url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
 }
 
 /// A private PostgreSQL server (Debian's package) on a loopback port, with its data in

@@ -47,17 +47,20 @@ pub struct Api {
 }
 
 impl Api {
+    /// Over `db` (identity and access) and `reads` (samples), connections to the same
+    /// database; makes the tables if they are missing.
     pub fn open(
         enrollment: Arc<Enrollment>,
-        db: &std::path::Path,
+        db: crate::cloud::sql::Db,
+        reads: Store,
         webhook_allow_http: bool,
     ) -> anyhow::Result<Api> {
-        let iam = Iam::open(db).map_err(|e| anyhow::anyhow!("{e}"))?;
-        iam.db().execute_batch(webhook::SCHEMA)?;
+        let iam = Iam::with(db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        iam.db().schema(webhook::SCHEMA)?;
         Ok(Api {
             enrollment,
             iam: Mutex::new(iam),
-            reads: Mutex::new(Store::open(db)?),
+            reads: Mutex::new(reads),
             webhook_allow_http,
         })
     }

@@ -6,6 +6,7 @@
 
 use super::access::grant;
 use super::{blocking, parse, Api, Ctx, Refusal};
+use crate::args;
 use crate::cloud::iam::access::{Op, Target};
 use crate::cloud::iam::audit::SecurityEvent;
 use axum::extract::{Path, State};
@@ -13,7 +14,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,9 +73,10 @@ async fn set(
         let secret = crate::enrollment::hex(&rand::random::<[u8; 24]>());
         iam.db()
             .execute(
-                "INSERT INTO webhooks(tenant, url, secret, updated_ns) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(tenant) DO UPDATE SET url = ?2, secret = ?3, updated_ns = ?4",
-                params![g.tenant(), r.url, secret, crate::sample::now_ns()],
+                "INSERT INTO webhooks(tenant, url, secret, updated_ns) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(tenant) DO UPDATE SET url = excluded.url, secret = excluded.secret,
+                     updated_ns = excluded.updated_ns",
+                args![g.tenant(), &r.url, &secret, crate::sample::now_ns()],
             )
             .map_err(|e| Refusal::internal(&e.to_string()))?;
         Ok(Json(Webhook {
@@ -94,16 +95,14 @@ async fn show(
     blocking(move || {
         let mut iam = api.iam();
         let g = grant(&mut iam, &ctx, Op::ReadAudit, Target::tenant(&tenant))?;
-        let url: Option<String> = iam
+        let url = iam
             .db()
-            .query_row(
-                "SELECT url FROM webhooks WHERE tenant = ?1",
-                params![g.tenant()],
-                |r| r.get(0),
+            .query_opt(
+                "SELECT url FROM webhooks WHERE tenant = $1",
+                args![g.tenant()],
             )
-            .optional()
-            .map_err(|e| Refusal::internal(&e.to_string()))?;
-        let url = url
+            .and_then(|r| r.map(|r| r.text(0)).transpose())
+            .map_err(|e| Refusal::internal(&e.to_string()))?
             .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "not_found", "no webhook is set"))?;
         Ok(Json(Webhook { url, secret: None }))
     })
@@ -119,10 +118,7 @@ async fn remove(
         let mut iam = api.iam();
         let g = grant(&mut iam, &ctx, Op::ReadAudit, Target::tenant(&tenant))?;
         iam.db()
-            .execute(
-                "DELETE FROM webhooks WHERE tenant = ?1",
-                params![g.tenant()],
-            )
+            .execute("DELETE FROM webhooks WHERE tenant = $1", args![g.tenant()])
             .map_err(|e| Refusal::internal(&e.to_string()))?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -136,11 +132,10 @@ pub async fn deliver(api: Arc<Api>, shutdown: CancellationToken) {
     let mut seen: i64 = tokio::task::spawn_blocking(move || {
         a.iam()
             .db()
-            .query_row(
-                "SELECT coalesce(max(id), 0) FROM security_events",
-                [],
-                |r| r.get(0),
-            )
+            .query_opt("SELECT coalesce(max(id), 0) FROM security_events", &[])
+            .ok()
+            .flatten()
+            .and_then(|r| r.int(0).ok())
             .unwrap_or(0)
     })
     .await
@@ -157,16 +152,15 @@ pub async fn deliver(api: Arc<Api>, shutdown: CancellationToken) {
             let last = events.last().map(|e| e.id).unwrap_or(seen);
             let mut due = Vec::new();
             for e in events {
-                let hook: Option<(String, String)> = iam
+                let hook = iam
                     .db()
-                    .query_row(
-                        "SELECT url, secret FROM webhooks WHERE tenant = ?1",
-                        params![e.tenant],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    .query_opt(
+                        "SELECT url, secret FROM webhooks WHERE tenant = $1",
+                        args![&e.tenant],
                     )
-                    .optional()
                     .ok()
-                    .flatten();
+                    .flatten()
+                    .and_then(|r| Some((r.text(0).ok()?, r.text(1).ok()?)));
                 if let Some((url, secret)) = hook {
                     due.push((url, secret, e));
                 }

@@ -9,9 +9,9 @@ use super::audit::{self, Entry};
 use super::devices::Devices;
 use super::keys::{Action, KeyError, Keys, Refused, Request, Scope};
 use super::users::{Permission, Role, UserError, Users};
-use rusqlite::Connection;
+use crate::args;
+use crate::cloud::sql::{Db, DbError};
 use std::net::IpAddr;
-use std::path::Path;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
@@ -216,8 +216,8 @@ impl From<KeyError> for Denied {
     }
 }
 
-impl From<rusqlite::Error> for Denied {
-    fn from(e: rusqlite::Error) -> Denied {
+impl From<DbError> for Denied {
+    fn from(e: DbError) -> Denied {
         denied("internal", format!("store: {e}"))
     }
 }
@@ -241,20 +241,15 @@ fn key_actions(role: Role) -> &'static [Action] {
 /// refused without a password check.
 pub const LOGIN_LIMIT: i64 = 10;
 
-/// Identity and access over one SQLite connection (the cloud's database).
+/// Identity and access over one connection to the cloud's database (SQLite, or
+/// PostgreSQL shared by several API servers).
 pub struct Iam {
     keys: Keys,
 }
 
 impl Iam {
-    pub fn open(path: &Path) -> Result<Iam, Denied> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        Iam::with(db)
-    }
-
-    pub fn with(db: Connection) -> Result<Iam, Denied> {
+    /// Makes the tables if they are missing.
+    pub fn with(db: Db) -> Result<Iam, Denied> {
         Users::open(&db)?;
         Devices::open(&db)?;
         Ok(Iam {
@@ -263,19 +258,19 @@ impl Iam {
     }
 
     pub fn users(&self) -> Users<'_> {
-        Users::new(self.keys.connection())
+        Users::new(self.keys.db())
     }
 
     pub fn devices(&self) -> Devices<'_> {
-        Devices::new(self.keys.connection())
+        Devices::new(self.keys.db())
     }
 
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    pub fn db(&self) -> &Connection {
-        self.keys.connection()
+    pub fn db(&self) -> &Db {
+        self.keys.db()
     }
 
     /// Appends one decision to the audit chain (and watches refusals).
@@ -305,7 +300,7 @@ impl Iam {
                 .map(|d| d.code.to_string())
                 .unwrap_or_default(),
         };
-        audit::record(self.keys.connection_mut(), tenant, &entry)?;
+        audit::record(self.keys.db(), tenant, &entry)?;
         Ok(())
     }
 
@@ -315,12 +310,14 @@ impl Iam {
     pub fn login(&mut self, email: &str, password: &str, from: Origin) -> Result<String, Denied> {
         let actor = format!("user:{}", email.to_lowercase());
         let since = from.now_ns - 60_000_000_000;
-        let refused: i64 = self.db().query_row(
+        let refused = match self.db().query_opt(
             "SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'refused'
-             AND ts_ns > ?1 AND (actor = ?2 OR source = ?3)",
-            rusqlite::params![since, actor, from.source.to_string()],
-            |r| r.get(0),
-        )?;
+             AND ts_ns > $1 AND (actor = $2 OR source = $3)",
+            args![since, &actor, from.source.to_string()],
+        )? {
+            Some(r) => r.int(0)?,
+            None => 0,
+        };
         let outcome = if refused >= LOGIN_LIMIT {
             Err(denied(
                 "too_many_attempts",

@@ -2,7 +2,8 @@
 //! head kept beside it, so editing, deleting or truncating is found by `verify`
 //! (`fieldgate-cloud audit verify`), which names the first broken entry.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::args;
+use crate::cloud::sql::{Db, DbError, Exec, Row};
 use sha2::{Digest, Sha256};
 
 pub const SCHEMA: &str = "
@@ -73,43 +74,48 @@ pub enum Verdict {
     Broken { id: i64, why: String },
 }
 
-pub fn open(db: &Connection) -> rusqlite::Result<()> {
-    db.execute_batch(SCHEMA)
+pub fn open(db: &Db) -> Result<(), DbError> {
+    db.schema(SCHEMA)
 }
 
+/// Appends to the chain are serialized across servers by this lock (PostgreSQL's
+/// advisory lock; SQLite's write lock).
+const CHAIN_LOCK: i64 = 0x0061_7564_6974;
+
 /// Appends `e` to the chain (in one transaction with the head). The transaction takes
-/// the write lock before it reads the head: a deferred one that read first could not
-/// wait for another connection's write (SQLite answers "database is locked" at once).
-pub fn append(db: &mut Connection, e: &Entry) -> rusqlite::Result<i64> {
-    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (last, prev): (i64, Vec<u8>) = tx
-        .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?
-        .unwrap_or((0, vec![0u8; 32]));
-    let hash = chain(&prev, e);
-    let id = last + 1;
-    tx.execute(
-        "INSERT INTO audit(id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id, e.ts_ns, e.actor, e.action, e.resource, e.source, e.outcome, e.reason, prev, hash
-        ],
-    )?;
-    tx.execute(
-        "INSERT INTO audit_head(one, id, hash) VALUES (1, ?1, ?2)
-         ON CONFLICT(one) DO UPDATE SET id = excluded.id, hash = excluded.hash",
-        params![id, hash],
-    )?;
-    tx.commit()?;
-    Ok(id)
+/// the write lock before it reads the head: on SQLite a deferred one that read first
+/// could not wait for another connection's write ("database is locked" at once); on
+/// PostgreSQL two servers would both extend the same head.
+pub fn append(db: &Db, e: &Entry) -> Result<i64, DbError> {
+    let e = e.clone();
+    db.serialized(CHAIN_LOCK, move |tx| {
+        let (last, prev) = match tx.query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])? {
+            Some(r) => (r.int(0)?, r.blob(1)?),
+            None => (0, vec![0u8; 32]),
+        };
+        let hash = chain(&prev, &e);
+        let id = last + 1;
+        tx.execute(
+            "INSERT INTO audit(id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            args![
+                id, e.ts_ns, &e.actor, &e.action, &e.resource, &e.source, &e.outcome, &e.reason,
+                prev, hash.clone()
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO audit_head(one, id, hash) VALUES (1, $1, $2)
+             ON CONFLICT(one) DO UPDATE SET id = excluded.id, hash = excluded.hash",
+            args![id, hash],
+        )?;
+        Ok(id)
+    })
 }
 
 /// Appends a decision about a resource of `tenant` and, for a refusal, raises the
 /// security events it calls for: a key used from outside its networks at once, and a
 /// burst of refusals for one actor or from one address (once per window).
-pub fn record(db: &mut Connection, tenant: &str, e: &Entry) -> rusqlite::Result<()> {
+pub fn record(db: &Db, tenant: &str, e: &Entry) -> Result<(), DbError> {
     append(db, e)?;
     if e.outcome == "allowed" {
         return Ok(());
@@ -125,7 +131,7 @@ pub fn record(db: &mut Connection, tenant: &str, e: &Entry) -> rusqlite::Result<
     };
     if e.reason == "key_source_refused" {
         raise(
-            db,
+            &mut { db },
             &event(
                 "key_outside_cidr",
                 "a key was used from outside its networks",
@@ -134,26 +140,36 @@ pub fn record(db: &mut Connection, tenant: &str, e: &Entry) -> rusqlite::Result<
     }
     let since = e.ts_ns - BURST_WINDOW_NS;
     for (column, who) in [("actor", &e.actor), ("source", &e.source)] {
-        let n: i64 = db.query_row(
-            &format!("SELECT count(*) FROM audit WHERE outcome = 'refused' AND ts_ns > ?1 AND {column} = ?2"),
-            params![since, who],
-            |row| row.get(0),
+        let n = count(
+            db,
+            &format!("SELECT count(*) FROM audit WHERE outcome = 'refused' AND ts_ns > $1 AND {column} = $2"),
+            since,
+            who,
         )?;
-        let before: i64 = db.query_row(
-            &format!("SELECT count(*) FROM security_events WHERE kind = 'failure_burst' AND ts_ns > ?1 AND {column} = ?2"),
-            params![since, who],
-            |row| row.get(0),
+        let before = count(
+            db,
+            &format!("SELECT count(*) FROM security_events WHERE kind = 'failure_burst' AND ts_ns > $1 AND {column} = $2"),
+            since,
+            who,
         )?;
         if n >= BURST_THRESHOLD && before == 0 {
             let detail = format!("{n} refusals within a minute for {column} {who}");
-            raise(db, &event("failure_burst", &detail))?;
+            raise(&mut { db }, &event("failure_burst", &detail))?;
         }
     }
     Ok(())
 }
 
+/// The count `sql` answers for a time and a name.
+fn count(db: &Db, sql: &str, since: i64, who: &str) -> Result<i64, DbError> {
+    match db.query_opt(sql, args![since, who])? {
+        Some(r) => r.int(0),
+        None => Ok(0),
+    }
+}
+
 /// Writes a security event (its `id` is given by the table) and logs it.
-pub fn raise(db: &Connection, e: &SecurityEvent) -> rusqlite::Result<()> {
+pub fn raise(db: &mut dyn Exec, e: &SecurityEvent) -> Result<(), DbError> {
     tracing::warn!(
         kind = e.kind,
         actor = e.actor,
@@ -163,83 +179,87 @@ pub fn raise(db: &Connection, e: &SecurityEvent) -> rusqlite::Result<()> {
         "security event"
     );
     db.execute(
-        "INSERT INTO security_events(ts_ns, tenant, kind, actor, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![e.ts_ns, e.tenant, e.kind, e.actor, e.source, e.detail],
+        "INSERT INTO security_events(ts_ns, tenant, kind, actor, source, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![e.ts_ns, &e.tenant, &e.kind, &e.actor, &e.source, &e.detail],
     )?;
     Ok(())
 }
 
 /// Security events after `after_id`, oldest first (for webhooks).
-pub fn events_after(db: &Connection, after_id: i64) -> rusqlite::Result<Vec<SecurityEvent>> {
-    let mut st = db.prepare(
+pub fn events_after(db: &Db, after_id: i64) -> Result<Vec<SecurityEvent>, DbError> {
+    db.query(
         "SELECT id, ts_ns, tenant, kind, actor, source, detail FROM security_events
-         WHERE id > ?1 ORDER BY id LIMIT 1000",
-    )?;
-    let rows = st.query_map(params![after_id], event_row)?;
-    rows.collect()
+         WHERE id > $1 ORDER BY id LIMIT 1000",
+        args![after_id],
+    )?
+    .iter()
+    .map(event_row)
+    .collect()
 }
 
-fn event_row(r: &rusqlite::Row) -> rusqlite::Result<SecurityEvent> {
+fn event_row(r: &Row) -> Result<SecurityEvent, DbError> {
     Ok(SecurityEvent {
-        id: r.get(0)?,
-        ts_ns: r.get(1)?,
-        tenant: r.get(2)?,
-        kind: r.get(3)?,
-        actor: r.get(4)?,
-        source: r.get(5)?,
-        detail: r.get(6)?,
+        id: r.int(0)?,
+        ts_ns: r.int(1)?,
+        tenant: r.text(2)?,
+        kind: r.text(3)?,
+        actor: r.text(4)?,
+        source: r.text(5)?,
+        detail: r.text(6)?,
     })
 }
 
 /// Security events, of one tenant or all, oldest first.
-pub fn security_events(
-    db: &Connection,
-    tenant: Option<&str>,
-) -> rusqlite::Result<Vec<SecurityEvent>> {
-    let mut st = db.prepare(
+pub fn security_events(db: &Db, tenant: Option<&str>) -> Result<Vec<SecurityEvent>, DbError> {
+    db.query(
         "SELECT id, ts_ns, tenant, kind, actor, source, detail FROM security_events
-         WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id",
-    )?;
-    let rows = st.query_map(params![tenant], event_row)?;
-    rows.collect()
+         WHERE CAST($1 AS TEXT) IS NULL OR tenant = $1 ORDER BY id",
+        args![tenant],
+    )?
+    .iter()
+    .map(event_row)
+    .collect()
 }
 
 /// The latest `limit` entries about resources of `tenant` (newest first).
-pub fn entries(db: &Connection, tenant: &str, limit: u32) -> rusqlite::Result<Vec<(i64, Entry)>> {
-    let mut st = db.prepare(
+pub fn entries(db: &Db, tenant: &str, limit: u32) -> Result<Vec<(i64, Entry)>, DbError> {
+    let prefix = format!("{tenant}/");
+    db.query(
         "SELECT id, ts_ns, actor, action, resource, source, outcome, reason FROM audit
-         WHERE resource = ?1 OR substr(resource, 1, length(?1) + 1) = ?1 || '/'
-         ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![tenant, limit], |r| Ok((r.get(0)?, entry_row(r)?)))?;
-    rows.collect()
+         WHERE resource = $1 OR substr(resource, 1, $2) = $3
+         ORDER BY id DESC LIMIT $4",
+        args![tenant, prefix.chars().count() as i64, prefix, limit],
+    )?
+    .iter()
+    .map(|r| Ok((r.int(0)?, entry_row(r)?)))
+    .collect()
 }
 
 /// An entry from the columns id, ts_ns, actor, action, resource, source, outcome, reason.
-fn entry_row(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
+fn entry_row(r: &Row) -> Result<Entry, DbError> {
     Ok(Entry {
-        ts_ns: r.get(1)?,
-        actor: r.get(2)?,
-        action: r.get(3)?,
-        resource: r.get(4)?,
-        source: r.get(5)?,
-        outcome: r.get(6)?,
-        reason: r.get(7)?,
+        ts_ns: r.int(1)?,
+        actor: r.text(2)?,
+        action: r.text(3)?,
+        resource: r.text(4)?,
+        source: r.text(5)?,
+        outcome: r.text(6)?,
+        reason: r.text(7)?,
     })
 }
 
 /// Walks the chain from the start.
-pub fn verify(db: &Connection) -> rusqlite::Result<Verdict> {
-    let mut st = db.prepare(
+pub fn verify(db: &Db) -> Result<Verdict, DbError> {
+    let rows = db.query(
         "SELECT id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash FROM audit ORDER BY id",
+        &[],
     )?;
-    let mut rows = st.query([])?;
     let mut expect_id = 1i64;
     let mut prev = vec![0u8; 32];
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
+    for r in &rows {
+        let id = r.int(0)?;
         let e = entry_row(r)?;
-        let (stored_prev, stored_hash): (Vec<u8>, Vec<u8>) = (r.get(8)?, r.get(9)?);
+        let (stored_prev, stored_hash) = (r.blob(8)?, r.blob(9)?);
         if id != expect_id {
             return Ok(Verdict::Broken {
                 id: expect_id,
@@ -261,11 +281,10 @@ pub fn verify(db: &Connection) -> rusqlite::Result<Verdict> {
         prev = stored_hash;
         expect_id += 1;
     }
-    let head: Option<(i64, Vec<u8>)> = db
-        .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
+    let head = match db.query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])? {
+        Some(r) => Some((r.int(0)?, r.blob(1)?)),
+        None => None,
+    };
     let last = expect_id - 1;
     match head {
         Some((id, hash)) if id == last && hash == prev => Ok(Verdict::Intact {
@@ -299,11 +318,11 @@ mod tests {
         }
     }
 
-    fn filled() -> Connection {
-        let mut db = Connection::open_in_memory().unwrap();
+    fn filled() -> Db {
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         open(&db).unwrap();
         for i in 1..=10 {
-            append(&mut db, &entry(i)).unwrap();
+            append(&db, &entry(i)).unwrap();
         }
         db
     }
@@ -316,7 +335,7 @@ mod tests {
     #[test]
     fn edits_deletions_and_truncation_name_the_first_broken_entry() {
         let db = filled();
-        db.execute("UPDATE audit SET outcome = 'allowed' WHERE id = 6", [])
+        db.execute("UPDATE audit SET outcome = 'allowed' WHERE id = 6", &[])
             .unwrap();
         assert!(matches!(
             verify(&db).unwrap(),
@@ -324,14 +343,14 @@ mod tests {
         ));
 
         let db = filled();
-        db.execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+        db.execute("DELETE FROM audit WHERE id = 4", &[]).unwrap();
         assert!(matches!(
             verify(&db).unwrap(),
             Verdict::Broken { id: 4, .. }
         ));
 
         let db = filled();
-        db.execute("DELETE FROM audit WHERE id >= 9", []).unwrap();
+        db.execute("DELETE FROM audit WHERE id >= 9", &[]).unwrap();
         match verify(&db).unwrap() {
             Verdict::Broken { id: 9, why } => {
                 assert!(why.contains("removed from the end"), "{why}")
@@ -345,12 +364,15 @@ mod tests {
             outcome: "allowed".into(),
             ..entry(3)
         };
-        let prev: Vec<u8> = db
-            .query_row("SELECT prev FROM audit WHERE id = 3", [], |r| r.get(0))
+        let prev = db
+            .query_opt("SELECT prev FROM audit WHERE id = 3", &[])
+            .unwrap()
+            .unwrap()
+            .blob(0)
             .unwrap();
         db.execute(
-            "UPDATE audit SET outcome = 'allowed', hash = ?1 WHERE id = 3",
-            params![chain(&prev, &forged)],
+            "UPDATE audit SET outcome = 'allowed', hash = $1 WHERE id = 3",
+            args![chain(&prev, &forged)],
         )
         .unwrap();
         assert!(matches!(

@@ -5,7 +5,8 @@
 //! access away from the old tenant at once.
 
 use super::users::{Permission, UserError, Users};
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::args;
+use crate::cloud::sql::Db;
 use sha2::{Digest, Sha256};
 
 pub const SCHEMA: &str = "
@@ -18,19 +19,19 @@ fn hash(code: &str) -> Vec<u8> {
 }
 
 pub struct Devices<'a> {
-    db: &'a Connection,
+    db: &'a Db,
 }
 
 impl<'a> Devices<'a> {
     /// Makes the tables if missing (the users' too), then as `new`.
-    pub fn open(db: &'a Connection) -> Result<Devices<'a>, UserError> {
-        db.execute_batch(SCHEMA)?;
+    pub fn open(db: &'a Db) -> Result<Devices<'a>, UserError> {
+        db.schema(SCHEMA)?;
         Users::open(db)?;
         Ok(Devices::new(db))
     }
 
-    /// Over a connection whose tables exist (made by `open` once).
-    pub fn new(db: &'a Connection) -> Devices<'a> {
+    /// Over a database whose tables exist (made by `open` once).
+    pub fn new(db: &'a Db) -> Devices<'a> {
         Devices { db }
     }
 
@@ -42,8 +43,9 @@ impl<'a> Devices<'a> {
             ));
         }
         let n = self.db.execute(
-            "INSERT OR IGNORE INTO devices(device, claim_hash, state, updated_ns) VALUES (?1, ?2, 'registered', ?3)",
-            params![device, hash(claim_code), crate::sample::now_ns()],
+            "INSERT INTO devices(device, claim_hash, state, updated_ns) VALUES ($1, $2, 'registered', $3)
+             ON CONFLICT DO NOTHING",
+            args![device, hash(claim_code), crate::sample::now_ns()],
         )?;
         if n == 0 {
             return Err(UserError::Conflict(format!(
@@ -55,35 +57,35 @@ impl<'a> Devices<'a> {
 
     /// The tenant that owns `device`, if any.
     pub fn owner(&self, device: &str) -> Result<Option<String>, UserError> {
-        Ok(self
-            .db
-            .query_row(
-                "SELECT tenant FROM devices WHERE device = ?1 AND state != 'revoked'",
-                params![device],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()?
-            .flatten())
+        match self.db.query_opt(
+            "SELECT tenant FROM devices WHERE device = $1 AND state != 'revoked'",
+            args![device],
+        )? {
+            Some(r) => Ok(r.opt_text(0)?),
+            None => Ok(None),
+        }
     }
 
     /// The devices of a tenant: (id, state).
     pub fn list(&self, tenant: &str) -> Result<Vec<(String, String)>, UserError> {
-        let mut st = self.db.prepare(
-            "SELECT device, state FROM devices WHERE tenant = ?1 AND state != 'revoked' ORDER BY device",
+        let rows = self.db.query(
+            "SELECT device, state FROM devices WHERE tenant = $1 AND state != 'revoked' ORDER BY device",
+            args![tenant],
         )?;
-        let rows = st.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect::<Result<_, crate::cloud::sql::DbError>>()?)
     }
 
     pub fn state(&self, device: &str) -> Result<Option<String>, UserError> {
-        Ok(self
+        match self
             .db
-            .query_row(
-                "SELECT state FROM devices WHERE device = ?1",
-                params![device],
-                |r| r.get(0),
-            )
-            .optional()?)
+            .query_opt("SELECT state FROM devices WHERE device = $1", args![device])?
+        {
+            Some(r) => Ok(Some(r.text(0)?)),
+            None => Ok(None),
+        }
     }
 
     /// `user` claims `device` for `tenant` with the code from the box.
@@ -101,14 +103,13 @@ impl<'a> Devices<'a> {
     /// Binds `device` to `tenant` if `code` is its claim code (the caller was authorized
     /// for `tenant`).
     pub fn claim_for(&self, tenant: &str, device: &str, code: &str) -> Result<(), UserError> {
-        let row: Option<(Vec<u8>, Option<String>)> = self
-            .db
-            .query_row(
-                "SELECT claim_hash, tenant FROM devices WHERE device = ?1",
-                params![device],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let row = match self.db.query_opt(
+            "SELECT claim_hash, tenant FROM devices WHERE device = $1",
+            args![device],
+        )? {
+            Some(r) => Some((r.blob(0)?, r.opt_text(1)?)),
+            None => None,
+        };
         // An unknown device and a wrong code get the same answer.
         let wrong = || UserError::Forbidden("the device id or the claim code is wrong".into());
         let (want, owner) = row.ok_or_else(wrong)?;
@@ -121,8 +122,8 @@ impl<'a> Devices<'a> {
             )));
         }
         self.db.execute(
-            "UPDATE devices SET tenant = ?1, state = 'claimed', updated_ns = ?2 WHERE device = ?3",
-            params![tenant, crate::sample::now_ns(), device],
+            "UPDATE devices SET tenant = $1, state = 'claimed', updated_ns = $2 WHERE device = $3",
+            args![tenant, crate::sample::now_ns(), device],
         )?;
         Ok(())
     }
@@ -139,16 +140,13 @@ impl<'a> Devices<'a> {
     pub fn move_to(&self, device: &str, to: &str) -> Result<(), UserError> {
         let exists = self
             .db
-            .query_row("SELECT 1 FROM tenants WHERE id = ?1", params![to], |_| {
-                Ok(())
-            })
-            .optional()?;
+            .query_opt("SELECT 1 FROM tenants WHERE id = $1", args![to])?;
         if exists.is_none() {
             return Err(UserError::BadRequest(format!("there is no tenant `{to}`")));
         }
         self.db.execute(
-            "UPDATE devices SET tenant = ?1, updated_ns = ?2 WHERE device = ?3",
-            params![to, crate::sample::now_ns(), device],
+            "UPDATE devices SET tenant = $1, updated_ns = $2 WHERE device = $3",
+            args![to, crate::sample::now_ns(), device],
         )?;
         Ok(())
     }
@@ -173,8 +171,8 @@ impl<'a> Devices<'a> {
     /// Marks `device` revoked: no tenant reaches it any more.
     pub fn set_revoked(&self, device: &str) -> Result<(), UserError> {
         self.db.execute(
-            "UPDATE devices SET state = 'revoked', updated_ns = ?1 WHERE device = ?2",
-            params![crate::sample::now_ns(), device],
+            "UPDATE devices SET state = 'revoked', updated_ns = $1 WHERE device = $2",
+            args![crate::sample::now_ns(), device],
         )?;
         Ok(())
     }
@@ -187,7 +185,7 @@ mod tests {
 
     #[test]
     fn register_claim_transfer_revoke() {
-        let db = Connection::open_in_memory().unwrap();
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         let d = Devices::open(&db).unwrap();
         let u = Users::open(&db).unwrap();
         u.register("ann@acme.example", "acme password", "acme")

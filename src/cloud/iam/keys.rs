@@ -7,8 +7,9 @@
 //! Every decision, allowed or refused, goes to the audit chain.
 
 use super::audit;
+use crate::args;
+use crate::cloud::sql::{Db, DbError};
 use crate::pattern::glob;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -84,7 +85,7 @@ pub enum KeyError {
     #[error("{0}")]
     Refused(#[from] Refused),
     #[error("key store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] DbError),
     #[error("key store: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -212,7 +213,7 @@ pub struct KeyInfo {
 
 /// The key store and decision point.
 pub struct Keys {
-    db: Connection,
+    db: Db,
 }
 
 struct Stored {
@@ -223,28 +224,23 @@ struct Stored {
 }
 
 impl Keys {
-    pub fn open(db: Connection) -> Result<Keys, KeyError> {
-        db.execute_batch(SCHEMA)?;
+    pub fn open(db: Db) -> Result<Keys, KeyError> {
+        db.schema(SCHEMA)?;
         audit::open(&db)?;
         Ok(Keys { db })
     }
 
     fn get(&self, id: &str) -> Result<Option<Stored>, KeyError> {
-        type Row = (Option<String>, Vec<u8>, String, Option<i64>);
-        let row: Option<Row> = self
-            .db
-            .query_row(
-                "SELECT parent, secret_hash, scope, revoked_ns FROM api_keys WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        row.map(|(parent, secret_hash, scope, revoked)| {
+        let row = self.db.query_opt(
+            "SELECT parent, secret_hash, scope, revoked_ns FROM api_keys WHERE id = $1",
+            args![id],
+        )?;
+        row.map(|r| {
             Ok(Stored {
-                parent,
-                secret_hash,
-                scope: serde_json::from_str(&scope)?,
-                revoked: revoked.is_some(),
+                parent: r.opt_text(0)?,
+                secret_hash: r.blob(1)?,
+                scope: serde_json::from_str(&r.text(2)?)?,
+                revoked: r.opt_int(3)?.is_some(),
             })
         })
         .transpose()
@@ -254,8 +250,8 @@ impl Keys {
         let id: String = crate::enrollment::hex(&rand::random::<[u8; 8]>());
         let secret: String = crate::enrollment::hex(&rand::random::<[u8; 16]>());
         self.db.execute(
-            "INSERT INTO api_keys(id, parent, secret_hash, scope, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, parent, hash(&secret), serde_json::to_string(scope)?, crate::sample::now_ns()],
+            "INSERT INTO api_keys(id, parent, secret_hash, scope, created_ns) VALUES ($1, $2, $3, $4, $5)",
+            args![&id, parent, hash(&secret), serde_json::to_string(scope)?, crate::sample::now_ns()],
         )?;
         Ok((id.clone(), format!("fgk_{id}_{secret}")))
     }
@@ -333,30 +329,25 @@ impl Keys {
         self.insert(Some(&pid), child)
     }
 
-    /// The keys of a tenant (never their secrets).
+    /// The keys of a tenant (never their secrets). The tenant is read from each
+    /// scope, in the same way on both databases (keys are few; their JSON is small).
     pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
-        let mut st = self.db.prepare(
-            "SELECT id, parent, scope, created_ns, revoked_ns FROM api_keys
-             WHERE json_extract(scope, '$.tenant') = ?1 ORDER BY created_ns",
+        let rows = self.db.query(
+            "SELECT id, parent, scope, created_ns, revoked_ns FROM api_keys ORDER BY created_ns",
+            &[],
         )?;
-        let rows = st.query_map(params![tenant], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get(1)?,
-                r.get::<_, String>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, parent, scope, created_ns, revoked_ns) = row?;
+        for r in rows {
+            let scope: Scope = serde_json::from_str(&r.text(2)?)?;
+            if scope.tenant != tenant {
+                continue;
+            }
             out.push(KeyInfo {
-                id,
-                parent,
-                scope: serde_json::from_str(&scope)?,
-                created_ns,
-                revoked_ns,
+                id: r.text(0)?,
+                parent: r.opt_text(1)?,
+                scope,
+                created_ns: r.int(3)?,
+                revoked_ns: r.opt_int(4)?,
             });
         }
         Ok(out)
@@ -370,10 +361,11 @@ impl Keys {
     /// Revokes a key and with it every descendant.
     pub fn revoke(&self, id: &str) -> Result<usize, KeyError> {
         Ok(self.db.execute(
-            "WITH RECURSIVE tree(id) AS (SELECT ?1 UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id)
-             UPDATE api_keys SET revoked_ns = ?2 WHERE id IN tree AND revoked_ns IS NULL",
-            params![id, crate::sample::now_ns()],
-        )?)
+            "WITH RECURSIVE tree(id) AS (
+                 SELECT CAST($1 AS TEXT) UNION SELECT k.id FROM api_keys k JOIN tree t ON k.parent = t.id)
+             UPDATE api_keys SET revoked_ns = $2 WHERE id IN (SELECT id FROM tree) AND revoked_ns IS NULL",
+            args![id, crate::sample::now_ns()],
+        )? as usize)
     }
 
     /// Decides `r` for the key `token`, and audits the decision. Returns the key's id
@@ -397,7 +389,7 @@ impl Keys {
             .collect::<Vec<_>>()
             .join("/");
         audit::record(
-            &mut self.db,
+            &self.db,
             r.tenant,
             &audit::Entry {
                 ts_ns: r.now_ns,
@@ -425,12 +417,8 @@ impl Keys {
         Ok(audit::verify(&self.db)?)
     }
 
-    pub fn connection(&self) -> &Connection {
+    pub fn db(&self) -> &Db {
         &self.db
-    }
-
-    pub fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.db
     }
 }
 
@@ -478,7 +466,8 @@ mod tests {
 
     #[test]
     fn every_refusal_has_its_reason_and_the_allowed_cases_work() {
-        let mut k = Keys::open(Connection::open_in_memory().unwrap()).unwrap();
+        let mut k =
+            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
         let (_, t) = k.create(&scope()).unwrap();
         k.authorize(&t, &req()).unwrap();
         k.authorize(
@@ -585,7 +574,8 @@ mod tests {
 
     #[test]
     fn children_only_narrow_and_revocation_reaches_descendants() {
-        let mut k = Keys::open(Connection::open_in_memory().unwrap()).unwrap();
+        let mut k =
+            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
         let (root_id, root) = k.create(&scope()).unwrap();
         let src: IpAddr = "10.1.2.3".parse().unwrap();
         let narrow = Scope {
@@ -687,7 +677,8 @@ mod tests {
 
     #[test]
     fn a_failure_burst_and_out_of_cidr_use_raise_events() {
-        let mut k = Keys::open(Connection::open_in_memory().unwrap()).unwrap();
+        let mut k =
+            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
         let (_, t) = k.create(&scope()).unwrap();
         let _ = k.authorize(
             &t,
@@ -727,15 +718,16 @@ mod tests {
 
     #[test]
     fn an_ancestor_revoked_by_hand_in_the_database_still_stops_its_children() {
-        let mut k = Keys::open(Connection::open_in_memory().unwrap()).unwrap();
+        let mut k =
+            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
         let (root_id, root) = k.create(&scope()).unwrap();
         let (_, child) = k
             .delegate(&root, &scope(), "10.0.0.1".parse().unwrap(), NOW)
             .unwrap();
         // Only the root is marked: the check walks the ancestry anyway.
         k.db.execute(
-            "UPDATE api_keys SET revoked_ns = 1 WHERE id = ?1",
-            params![root_id],
+            "UPDATE api_keys SET revoked_ns = 1 WHERE id = $1",
+            args![root_id],
         )
         .unwrap();
         match k.authorize(&child, &req()) {

@@ -11,9 +11,10 @@
 //! | admin | also add users, set roles below owner, revoke keys and devices |
 //! | owner | also transfer devices to another tenant, make owners, delete the tenant |
 
+use crate::args;
+use crate::cloud::sql::{Db, DbError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub const SCHEMA: &str = "
@@ -107,8 +108,8 @@ pub enum UserError {
     Store(String),
 }
 
-impl From<rusqlite::Error> for UserError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<DbError> for UserError {
+    fn from(e: DbError) -> Self {
         UserError::Store(e.to_string())
     }
 }
@@ -135,18 +136,18 @@ fn valid_email(e: &str) -> bool {
 }
 
 pub struct Users<'a> {
-    db: &'a Connection,
+    db: &'a Db,
 }
 
 impl<'a> Users<'a> {
     /// Makes the tables if missing, then as `new`.
-    pub fn open(db: &'a Connection) -> Result<Users<'a>, UserError> {
-        db.execute_batch(SCHEMA)?;
+    pub fn open(db: &'a Db) -> Result<Users<'a>, UserError> {
+        db.schema(SCHEMA)?;
         Ok(Users::new(db))
     }
 
-    /// Over a connection whose tables exist (made by `open` once).
-    pub fn new(db: &'a Connection) -> Users<'a> {
+    /// Over a database whose tables exist (made by `open` once).
+    pub fn new(db: &'a Db) -> Users<'a> {
         Users { db }
     }
 
@@ -158,8 +159,9 @@ impl<'a> Users<'a> {
         }
         let hash = hash_password(password)?;
         let n = self.db.execute(
-            "INSERT OR IGNORE INTO users(email, password, system, created_ns) VALUES (?1, ?2, ?3, ?4)",
-            params![email.to_lowercase(), hash, system, crate::sample::now_ns()],
+            "INSERT INTO users(email, password, system, created_ns) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            args![email.to_lowercase(), hash, system, crate::sample::now_ns()],
         )?;
         if n == 0 {
             return Err(UserError::Conflict(format!(
@@ -178,12 +180,7 @@ impl<'a> Users<'a> {
         }
         if self
             .db
-            .query_row(
-                "SELECT 1 FROM tenants WHERE id = ?1",
-                params![tenant],
-                |_| Ok(()),
-            )
-            .optional()?
+            .query_opt("SELECT 1 FROM tenants WHERE id = $1", args![tenant])?
             .is_some()
         {
             return Err(UserError::Conflict(format!(
@@ -192,8 +189,8 @@ impl<'a> Users<'a> {
         }
         self.add_user(email, password, false)?;
         self.db.execute(
-            "INSERT INTO tenants(id, created_ns) VALUES (?1, ?2)",
-            params![tenant, crate::sample::now_ns()],
+            "INSERT INTO tenants(id, created_ns) VALUES ($1, $2)",
+            args![tenant, crate::sample::now_ns()],
         )?;
         self.set_role(email, tenant, Role::Owner)
     }
@@ -208,15 +205,13 @@ impl<'a> Users<'a> {
         tenant: &str,
         role: Role,
     ) -> Result<(), UserError> {
-        let is_system: bool = self
-            .db
-            .query_row(
-                "SELECT system FROM users WHERE email = ?1",
-                params![system.to_lowercase()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(false);
+        let is_system = match self.db.query_opt(
+            "SELECT system FROM users WHERE email = $1",
+            args![system.to_lowercase()],
+        )? {
+            Some(r) => r.int(0)? != 0,
+            None => false,
+        };
         if !is_system {
             return Err(UserError::Forbidden(
                 "only system accounts register users for others".into(),
@@ -224,8 +219,8 @@ impl<'a> Users<'a> {
         }
         self.add_user(email, password, false)?;
         self.db.execute(
-            "INSERT OR IGNORE INTO tenants(id, created_ns) VALUES (?1, ?2)",
-            params![tenant, crate::sample::now_ns()],
+            "INSERT INTO tenants(id, created_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            args![tenant, crate::sample::now_ns()],
         )?;
         self.set_role(email, tenant, role)
     }
@@ -236,23 +231,22 @@ impl<'a> Users<'a> {
 
     fn set_role(&self, email: &str, tenant: &str, role: Role) -> Result<(), UserError> {
         self.db.execute(
-            "INSERT INTO memberships(email, tenant, role) VALUES (?1, ?2, ?3)
+            "INSERT INTO memberships(email, tenant, role) VALUES ($1, $2, $3)
              ON CONFLICT(email, tenant) DO UPDATE SET role = excluded.role",
-            params![email.to_lowercase(), tenant, role.as_str()],
+            args![email.to_lowercase(), tenant, role.as_str()],
         )?;
         Ok(())
     }
 
     /// Checks a password; the same error for an unknown email and a wrong password.
     pub fn login(&self, email: &str, password: &str) -> Result<(), UserError> {
-        let stored: Option<String> = self
-            .db
-            .query_row(
-                "SELECT password FROM users WHERE email = ?1",
-                params![email.to_lowercase()],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let stored = match self.db.query_opt(
+            "SELECT password FROM users WHERE email = $1",
+            args![email.to_lowercase()],
+        )? {
+            Some(r) => Some(r.text(0)?),
+            None => None,
+        };
         // Hash anyway for an unknown user, so timing does not tell who exists.
         let stored = stored.unwrap_or_else(|| {
             "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$q4Yy6k0Ck9hC0b2gVbqX8o7fUQ1n3WcqvJZ3pJmPZk0".into()
@@ -269,10 +263,10 @@ impl<'a> Users<'a> {
         let secret: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
         let now = crate::sample::now_ns();
         self.db
-            .execute("DELETE FROM sessions WHERE expires_ns < ?1", params![now])?;
+            .execute("DELETE FROM sessions WHERE expires_ns < $1", args![now])?;
         self.db.execute(
-            "INSERT INTO sessions(token_hash, email, expires_ns) VALUES (?1, ?2, ?3)",
-            params![
+            "INSERT INTO sessions(token_hash, email, expires_ns) VALUES ($1, $2, $3)",
+            args![
                 Sha256::digest(secret.as_bytes()).to_vec(),
                 email.to_lowercase(),
                 now + SESSION_NS
@@ -286,25 +280,24 @@ impl<'a> Users<'a> {
         let Some(secret) = token.strip_prefix("fgs_") else {
             return Ok(None);
         };
-        Ok(self
-            .db
-            .query_row(
-                "SELECT s.email, u.system FROM sessions s JOIN users u ON u.email = s.email
-                 WHERE s.token_hash = ?1 AND s.expires_ns > ?2",
-                params![
-                    Sha256::digest(secret.as_bytes()).to_vec(),
-                    crate::sample::now_ns()
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        match self.db.query_opt(
+            "SELECT s.email, u.system FROM sessions s JOIN users u ON u.email = s.email
+             WHERE s.token_hash = $1 AND s.expires_ns > $2",
+            args![
+                Sha256::digest(secret.as_bytes()).to_vec(),
+                crate::sample::now_ns()
+            ],
+        )? {
+            Some(r) => Ok(Some((r.text(0)?, r.int(1)? != 0))),
+            None => Ok(None),
+        }
     }
 
     pub fn end_session(&self, token: &str) -> Result<(), UserError> {
         let secret = token.strip_prefix("fgs_").unwrap_or(token);
         self.db.execute(
-            "DELETE FROM sessions WHERE token_hash = ?1",
-            params![Sha256::digest(secret.as_bytes()).to_vec()],
+            "DELETE FROM sessions WHERE token_hash = $1",
+            args![Sha256::digest(secret.as_bytes()).to_vec()],
         )?;
         Ok(())
     }
@@ -312,7 +305,7 @@ impl<'a> Users<'a> {
     /// The tenants a user has a role in.
     pub fn memberships(&self, email: &str) -> Result<Vec<(String, Role)>, UserError> {
         self.pairs(
-            "SELECT tenant, role FROM memberships WHERE email = ?1 ORDER BY tenant",
+            "SELECT tenant, role FROM memberships WHERE email = $1 ORDER BY tenant",
             &email.to_lowercase(),
         )
     }
@@ -320,22 +313,17 @@ impl<'a> Users<'a> {
     /// The members of a tenant.
     pub fn members(&self, tenant: &str) -> Result<Vec<(String, Role)>, UserError> {
         self.pairs(
-            "SELECT email, role FROM memberships WHERE tenant = ?1 ORDER BY email",
+            "SELECT email, role FROM memberships WHERE tenant = $1 ORDER BY email",
             tenant,
         )
     }
 
     /// (name, role) rows of `sql` with one parameter.
     fn pairs(&self, sql: &str, param: &str) -> Result<Vec<(String, Role)>, UserError> {
-        let mut st = self.db.prepare(sql)?;
-        let rows = st.query_map(params![param], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (name, r) = row?;
-            if let Some(role) = Role::parse(&r) {
-                out.push((name, role));
+        for row in self.db.query(sql, args![param])? {
+            if let Some(role) = Role::parse(&row.text(1)?) {
+                out.push((row.text(0)?, role));
             }
         }
         Ok(out)
@@ -343,15 +331,13 @@ impl<'a> Users<'a> {
 
     /// The user's role in a tenant.
     pub fn role(&self, email: &str, tenant: &str) -> Result<Option<Role>, UserError> {
-        let r: Option<String> = self
-            .db
-            .query_row(
-                "SELECT role FROM memberships WHERE email = ?1 AND tenant = ?2",
-                params![email.to_lowercase(), tenant],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(r.and_then(|r| Role::parse(&r)))
+        match self.db.query_opt(
+            "SELECT role FROM memberships WHERE email = $1 AND tenant = $2",
+            args![email.to_lowercase(), tenant],
+        )? {
+            Some(r) => Ok(Role::parse(&r.text(0)?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether `email` may do `what` in `tenant`: not_found for a tenant it is not in,
@@ -387,15 +373,7 @@ impl<'a> Users<'a> {
             Permission::ManageUsers
         };
         self.authorize(actor, tenant, needed)?;
-        let known = self
-            .db
-            .query_row(
-                "SELECT 1 FROM users WHERE email = ?1",
-                params![email.to_lowercase()],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if known.is_none() {
+        if !self.exists(email)? {
             return Err(UserError::BadRequest(format!(
                 "{email} has no account: people register themselves, or a system account registers them"
             )));
@@ -403,23 +381,25 @@ impl<'a> Users<'a> {
         self.set_role(email, tenant, role)
     }
 
+    fn exists(&self, email: &str) -> Result<bool, UserError> {
+        Ok(self
+            .db
+            .query_opt(
+                "SELECT 1 FROM users WHERE email = $1",
+                args![email.to_lowercase()],
+            )?
+            .is_some())
+    }
+
     /// A one-time password reset token, valid for an hour; only its hash is kept.
     pub fn reset_token(&self, email: &str) -> Result<Option<String>, UserError> {
-        let exists = self
-            .db
-            .query_row(
-                "SELECT 1 FROM users WHERE email = ?1",
-                params![email.to_lowercase()],
-                |_| Ok(()),
-            )
-            .optional()?;
-        if exists.is_none() {
+        if !self.exists(email)? {
             return Ok(None);
         }
         let token: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
         self.db.execute(
-            "INSERT INTO reset_tokens(token_hash, email, expires_ns) VALUES (?1, ?2, ?3)",
-            params![
+            "INSERT INTO reset_tokens(token_hash, email, expires_ns) VALUES ($1, $2, $3)",
+            args![
                 Sha256::digest(token.as_bytes()).to_vec(),
                 email.to_lowercase(),
                 crate::sample::now_ns() + 3_600_000_000_000
@@ -431,18 +411,17 @@ impl<'a> Users<'a> {
     pub fn reset_password(&self, token: &str, new_password: &str) -> Result<(), UserError> {
         let hash = hash_password(new_password)?;
         let h = Sha256::digest(token.trim().as_bytes()).to_vec();
-        let email: Option<String> = self
+        let email = self
             .db
-            .query_row(
-                "UPDATE reset_tokens SET used_ns = ?2 WHERE token_hash = ?1 AND used_ns IS NULL AND expires_ns > ?2 RETURNING email",
-                params![h, crate::sample::now_ns()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let email = email.ok_or(UserError::TokenInvalid)?;
+            .query_opt(
+                "UPDATE reset_tokens SET used_ns = $2 WHERE token_hash = $1 AND used_ns IS NULL AND expires_ns > $2 RETURNING email",
+                args![h, crate::sample::now_ns()],
+            )?
+            .ok_or(UserError::TokenInvalid)?
+            .text(0)?;
         self.db.execute(
-            "UPDATE users SET password = ?1 WHERE email = ?2",
-            params![hash, email],
+            "UPDATE users SET password = $1 WHERE email = $2",
+            args![hash, email],
         )?;
         Ok(())
     }
@@ -454,7 +433,7 @@ mod tests {
 
     #[test]
     fn registration_login_roles_and_reset() {
-        let db = Connection::open_in_memory().unwrap();
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         let u = Users::open(&db).unwrap();
         u.register("ann@acme.example", "correct horse battery", "acme")
             .unwrap();
@@ -472,12 +451,14 @@ mod tests {
         ));
         u.register("bob@globex.example", "long enough pw", "globex")
             .unwrap();
-        let stored: String = db
-            .query_row(
+        let stored = db
+            .query_opt(
                 "SELECT password FROM users WHERE email = 'ann@acme.example'",
-                [],
-                |r| r.get(0),
+                &[],
             )
+            .unwrap()
+            .unwrap()
+            .text(0)
             .unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
 

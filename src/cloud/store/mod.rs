@@ -37,13 +37,17 @@ pub struct Row {
 
 impl From<::postgres::Error> for StoreError {
     fn from(e: ::postgres::Error) -> StoreError {
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text = format!("{text}: {c}");
-            cause = c.source();
+        StoreError::Postgres(crate::cloud::sql::with_causes(&e))
+    }
+}
+
+impl From<crate::cloud::sql::DbError> for StoreError {
+    fn from(e: crate::cloud::sql::DbError) -> StoreError {
+        match e {
+            crate::cloud::sql::DbError::Sqlite(e) => StoreError::Sqlite(e),
+            crate::cloud::sql::DbError::Postgres(text) => StoreError::Postgres(text),
+            other => StoreError::Closed(other.to_string()),
         }
-        StoreError::Postgres(text)
     }
 }
 
@@ -209,21 +213,15 @@ impl Store {
     }
 
     /// The device watch (`cloud::watch`): `device` connected from `peer`. Done by the
-    /// single node's embedded ingest; behind a broker the workers do not see devices'
-    /// addresses, and the PostgreSQL store does not watch yet.
+    /// embedded ingest, which sees devices' addresses; behind a broker the workers do
+    /// not (the broker's own connection log is the place to watch there).
     pub fn watch_connect(&self, device: &str, peer: std::net::IpAddr) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.watch_connect(device, peer),
-            Store::Postgres(_) => Ok(()),
-        }
+        each!(self, s => s.watch_connect(device, peer))
     }
 
     /// The device watch: `device` sent `live` live samples now.
     pub fn watch_samples(&self, device: &str, live: u64) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.watch_samples(device, live),
-            Store::Postgres(_) => Ok(()),
-        }
+        each!(self, s => s.watch_samples(device, live))
     }
 
     /// How many samples of `device` are stored.

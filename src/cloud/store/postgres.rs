@@ -4,14 +4,13 @@
 //! workers that receive the same batch store it once; the commit is durable
 //! (`synchronous_commit` on) before the worker acknowledges to the broker.
 //!
-//! The client lives on a thread of its own: the blocking `postgres` client runs its own
-//! small runtime, which must be neither made nor dropped inside the async ingest.
+//! The client lives on a thread of its own (`sql::Link`).
 
 use super::{quality_text, subtract_stored, Bucket, History, Inserted, Row, StoreError};
+use crate::cloud::sql::{pg_serialized, postgres_ddl, postgres_schema, Link, Pg};
 use crate::protocol::{Batch, Gap, StateMessage};
 use crate::sample::Value;
 use postgres::Client;
-use std::sync::mpsc;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS samples(
@@ -38,10 +37,8 @@ CREATE TABLE IF NOT EXISTS identity_events(
 /// The columns a `Row` is read from, in order.
 const ROW: &str = "seq, point, ts_ns, kind, fval, ival, sval, bval, quality, time";
 
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
-
 pub struct PgStore {
-    jobs: mpsc::Sender<Job>,
+    link: Link,
 }
 
 fn row(device: &str, r: &postgres::Row) -> Row {
@@ -95,55 +92,19 @@ impl PgStore {
     /// workers may start together). TLS as the URL's `sslmode` says (`require` to insist);
     /// the server's certificate must chain to the system's roots or to `ca`.
     pub fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<PgStore, StoreError> {
-        crate::install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
-        if let Some(ca) = ca {
-            for c in crate::tls::load_certs(ca).map_err(|e| StoreError::Closed(e.to_string()))? {
-                roots
-                    .add(c)
-                    .map_err(|e| StoreError::Closed(format!("{}: {e}", ca.display())))?;
+        let link = Link::connect(url, ca, |db| {
+            postgres_schema(db, SCHEMA)?;
+            // What the device watch reads and writes.
+            for ddl in [
+                crate::cloud::watch::SCHEMA,
+                crate::cloud::iam::audit::SCHEMA,
+                crate::cloud::iam::devices::SCHEMA,
+            ] {
+                postgres_schema(db, &postgres_ddl(ddl))?;
             }
-        }
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let (ready, started) = mpsc::channel();
-        let url = url.to_string();
-        std::thread::Builder::new()
-            .name("postgres".into())
-            .spawn(move || {
-                let opened = Client::connect(&url, tls).and_then(|mut db| {
-                    let mut tx = db.transaction()?;
-                    tx.execute("SELECT pg_advisory_xact_lock(7316)", &[])?;
-                    tx.batch_execute(SCHEMA)?;
-                    tx.commit()?;
-                    Ok(db)
-                });
-                let mut db = match opened {
-                    Ok(db) => {
-                        let _ = ready.send(Ok(()));
-                        db
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
-                for job in queue {
-                    job(&mut db);
-                }
-            })
-            .map_err(|e| StoreError::Closed(e.to_string()))?;
-        started
-            .recv()
-            .map_err(|_| StoreError::Closed("the connection thread ended".into()))??;
-        Ok(PgStore { jobs })
+            Ok(())
+        })?;
+        Ok(PgStore { link })
     }
 
     /// Runs `f` with the client on its thread and waits for the answer.
@@ -151,15 +112,7 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (answer, answered) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Box::new(move |db| {
-                let _ = answer.send(f(db));
-            }))
-            .map_err(|_| StoreError::Closed("the connection thread ended".into()))?;
-        answered
-            .recv()
-            .map_err(|_| StoreError::Closed("the connection thread ended".into()))?
+        self.link.run(f)
     }
 
     pub fn insert(&mut self, device: &str, batch: &Batch) -> Result<Inserted, StoreError> {
@@ -453,6 +406,32 @@ impl PgStore {
                 &[&crate::sample::now_ns(), &device, &detail, &peer],
             )?;
             Ok(())
+        })
+    }
+
+    /// The device watch (`cloud::watch`): a connection from `peer`.
+    pub fn watch_connect(&self, device: &str, peer: std::net::IpAddr) -> Result<(), StoreError> {
+        let device = device.to_string();
+        self.run(move |db| {
+            let now = crate::sample::now_ns();
+            Ok(crate::cloud::watch::connected(
+                &mut Pg(db),
+                &device,
+                peer,
+                now,
+            )?)
+        })
+    }
+
+    /// The device watch: `live` live samples now. Serialized across workers, which may
+    /// each hold a share of one device's batches.
+    pub fn watch_samples(&self, device: &str, live: u64) -> Result<(), StoreError> {
+        let device = device.to_string();
+        self.run(move |db| {
+            let now = crate::sample::now_ns();
+            Ok(pg_serialized(db, crate::cloud::watch::RATE_LOCK, |tx| {
+                crate::cloud::watch::samples(tx, &device, live, now)
+            })?)
         })
     }
 

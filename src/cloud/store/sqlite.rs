@@ -341,7 +341,7 @@ impl SqliteStore {
 
     pub fn watch_connect(&self, device: &str, peer: std::net::IpAddr) -> Result<(), StoreError> {
         Ok(crate::cloud::watch::connected(
-            &self.conn,
+            &mut crate::cloud::sql::Lite(&self.conn),
             device,
             peer,
             crate::sample::now_ns(),
@@ -350,7 +350,7 @@ impl SqliteStore {
 
     pub fn watch_samples(&self, device: &str, live: u64) -> Result<(), StoreError> {
         Ok(crate::cloud::watch::samples(
-            &self.conn,
+            &mut crate::cloud::sql::Lite(&self.conn),
             device,
             live,
             crate::sample::now_ns(),
