@@ -1,21 +1,27 @@
 //! Authorization decisions per second at the API's decision point
 //! (`iam::access::Iam::authorize`): a key three levels deep resolved (secret, ancestry),
 //! its scope checked, the device's owner read, and the decision appended to the
-//! hash-chained audit log; beside a plain insert of the same rows into the same kind of
-//! database in the same run (the audit write is the cost).
+//! hash-chained audit log; beside a plain single-row insert into the same database over
+//! the same connection in the same run (the audit write is the cost). On SQLite (a
+//! single node) and on PostgreSQL (the scale-out mode's API servers; a private server).
 //!
-//! Run: `cargo bench --bench iam` (a few seconds).
+//! Run: `cargo bench --bench iam` (about fifteen seconds).
 
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use fieldgate::args;
 use fieldgate::cloud::iam::access::{Iam, Op, Origin, Target};
 use fieldgate::cloud::iam::keys::{Action, Scope};
+use fieldgate::cloud::sql::Db;
 use std::time::{Duration, Instant};
 
-fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = rusqlite::Connection::open(dir.path().join("iam.db")).unwrap();
-    db.pragma_update(None, "journal_mode", "WAL").unwrap();
-    db.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    let mut iam = Iam::with(fieldgate::cloud::sql::Db::Sqlite(db)).unwrap();
+const RUN: Duration = Duration::from_secs(3);
+
+/// Decisions per second, each audited.
+fn decisions(db: Db) -> f64 {
+    let mut iam = Iam::with(db).unwrap();
     iam.devices()
         .register("plant1-gw07", "CLAIM-CODE-07")
         .unwrap();
@@ -52,34 +58,58 @@ fn main() {
     let t = Instant::now();
     let mut n = 0u64;
     // One request's worth: the bearer key resolved, then the decision.
-    while t.elapsed() < Duration::from_secs(3) {
+    while t.elapsed() < RUN {
         let caller = iam.authenticate(Some(&leaf), None, from).unwrap();
         iam.authorize(&caller, Op::Read, target, from).unwrap();
         n += 1;
     }
-    let decisions = n as f64 / t.elapsed().as_secs_f64();
+    n as f64 / t.elapsed().as_secs_f64()
+}
 
-    let plain = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
-    plain.pragma_update(None, "journal_mode", "WAL").unwrap();
-    plain.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    plain
-        .execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, ts INTEGER, actor TEXT, resource TEXT, outcome TEXT)")
+/// Plain single-row inserts per second (each its own transaction).
+fn inserts(db: Db) -> f64 {
+    db.schema("CREATE TABLE plain(id INTEGER PRIMARY KEY, ts INTEGER, actor TEXT, resource TEXT, outcome TEXT)")
         .unwrap();
     let t = Instant::now();
-    let mut m = 0u64;
-    while t.elapsed() < Duration::from_secs(3) {
-        plain
-            .execute(
-                "INSERT INTO t(ts, actor, resource, outcome) VALUES (?1, 'key:0011223344556677', 'acme/plant1-gw07/meter/voltage_l1', 'allowed')",
-                [m as i64],
-            )
-            .unwrap();
+    let mut m = 0i64;
+    while t.elapsed() < RUN {
+        db.execute(
+            "INSERT INTO plain(ts, actor, resource, outcome) VALUES ($1, 'key:0011223344556677', 'acme/plant1-gw07/meter/voltage_l1', 'allowed')",
+            args![m],
+        )
+        .unwrap();
         m += 1;
     }
-    let inserts = m as f64 / t.elapsed().as_secs_f64();
-    println!("IAM benchmarks (SQLite, WAL, synchronous=NORMAL)");
-    println!(
-        "  authorization decisions, each audited      {decisions:>10.0}/s (key 3 levels deep, device owner read)"
+    m as f64 / t.elapsed().as_secs_f64()
+}
+
+fn sqlite(path: &std::path::Path) -> Db {
+    let db = Db::sqlite(path).unwrap();
+    if let Db::Sqlite(c) = &db {
+        c.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    }
+    db
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lite = (
+        decisions(sqlite(&d.join("iam.db"))),
+        inserts(sqlite(&d.join("plain.db"))),
     );
-    println!("  plain single-row inserts, same database     {inserts:>10.0}/s (the floor the audit write sets)");
+    let pg = common::Postgres::start(&d.join("pg"));
+    let post = (
+        decisions(Db::postgres(&pg.url(), None).unwrap()),
+        inserts(Db::postgres(&pg.url(), None).unwrap()),
+    );
+    println!("IAM benchmarks: authorization decisions, each audited (a key 3 levels deep, the device's owner read)");
+    for (name, (decided, inserted)) in [
+        ("SQLite (WAL, synchronous=NORMAL)", lite),
+        ("PostgreSQL (loopback, synchronous_commit on)", post),
+    ] {
+        println!("  {name}");
+        println!("    decisions                                {decided:>10.0}/s");
+        println!("    plain single-row inserts, same database  {inserted:>10.0}/s (the floor the audit write sets)");
+    }
 }

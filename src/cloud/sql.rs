@@ -344,14 +344,34 @@ fn pg_row(r: &postgres::Row) -> Result<Row, DbError> {
     Ok(Row(row))
 }
 
+thread_local! {
+    /// Prepared statements of the connection this thread (a `Link`'s) holds: a statement
+    /// is parsed and planned once, then each use is one round trip.
+    static PREPARED: std::cell::RefCell<std::collections::HashMap<String, postgres::Statement>> =
+        Default::default();
+}
+
+impl<C: postgres::GenericClient> Pg<'_, C> {
+    fn prepared(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
+        if let Some(st) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+            return Ok(st);
+        }
+        let st = self.0.prepare(sql)?;
+        PREPARED.with(|p| p.borrow_mut().insert(sql.to_string(), st.clone()));
+        Ok(st)
+    }
+}
+
 impl<C: postgres::GenericClient> Exec for Pg<'_, C> {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, DbError> {
-        Ok(self.0.execute(sql, &pg_params(args))?)
+        let st = self.prepared(sql)?;
+        Ok(self.0.execute(&st, &pg_params(args))?)
     }
 
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, DbError> {
+        let st = self.prepared(sql)?;
         self.0
-            .query(sql, &pg_params(args))?
+            .query(&st, &pg_params(args))?
             .iter()
             .map(pg_row)
             .collect()
@@ -444,6 +464,8 @@ impl Link {
 /// starting together do not race to create the same table.
 pub(crate) fn postgres_schema(db: &mut postgres::Client, ddl: &str) -> Result<(), postgres::Error> {
     let mut tx = db.transaction()?;
+    // Not a NOTICE for every table that exists already.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.execute("SELECT pg_advisory_xact_lock(7316)", &[])?;
     tx.batch_execute(ddl)?;
     tx.commit()
