@@ -210,6 +210,30 @@ async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
     );
 }
 
+/// Waits up to 30 s for an API server to answer.
+async fn until_up(api: &common::api::Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fieldgate::identity::enroll::https_request(
+        http::Method::GET,
+        &api.url,
+        "/v1/openapi.json",
+        &api.ca,
+        None,
+        &[],
+        None,
+    )
+    .await
+    .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the API server on {} did not answer",
+            api.url
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
     use common::api::{Auth, Client, PASSWORD};
@@ -239,26 +263,7 @@ async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
     };
     let (a1, a2) = (client(p1), client(p2));
     for a in [&a1, &a2] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while fieldgate::identity::enroll::https_request(
-            http::Method::GET,
-            &a.url,
-            "/v1/openapi.json",
-            &a.ca,
-            None,
-            &[],
-            None,
-        )
-        .await
-        .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the API server on {} did not answer",
-                a.url
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_up(a).await;
     }
     let cli = || {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"));
@@ -368,4 +373,86 @@ async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
         .unwrap_or(0);
     assert!(entries >= 80, "{text}");
     println!("two API servers on one PostgreSQL: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_flood_loses_nothing_and_the_api_recovers() {
+    use common::api::{Auth, Client, PASSWORD};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let devices: Vec<String> = (1..=2).map(|i| format!("flood-{i}")).collect();
+    let (mut pg, broker) = cluster(d, &devices);
+    let url = pg.url();
+    let api_port = free_port();
+    let _w1 = worker_with(
+        d,
+        broker.port,
+        &url,
+        "ingest-1",
+        &["--api", &format!("127.0.0.1:{api_port}")],
+    );
+    let _w2 = worker(d, broker.port, &url, "ingest-2");
+    let api = Client {
+        url: format!("https://127.0.0.1:{api_port}"),
+        ca: d.join("cloud/pki/ca.crt"),
+    };
+    until_up(&api).await;
+    api.ok(
+        "POST",
+        "/v1/users",
+        &Auth::None,
+        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
+    )
+    .await;
+    let owner = api.login("owner@acme.example").await;
+    api.ok("GET", "/v1/me", &owner, None).await;
+
+    let store = fieldgate::cloud::store::Store::postgres(&url, None).unwrap();
+    let stored = |store: &fieldgate::cloud::store::Store| -> u64 {
+        devices
+            .iter()
+            .map(|dev| store.count(dev).unwrap_or(0))
+            .sum()
+    };
+    let total = devices.len() as u64 * BATCHES * PER_BATCH;
+    let floods: Vec<_> = devices
+        .iter()
+        .map(|dev| {
+            let (dir, port, dev) = (d.to_path_buf(), broker.port, dev.clone());
+            tokio::spawn(async move { flood(&dir, port, dev).await })
+        })
+        .collect();
+    until(d, "a third of the flood stored", || {
+        stored(&store) >= total / 3
+    });
+
+    // The database goes away for three seconds (a restart, a failover).
+    pg.stop();
+    let (status, body) = api.call("GET", "/v1/me", &owner, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("internal")),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    pg.start_again();
+
+    for f in floods {
+        f.await.unwrap();
+    }
+    let store = fieldgate::cloud::store::Store::postgres(&url, None).unwrap();
+    until(d, "every sample stored", || stored(&store) >= total);
+    std::thread::sleep(Duration::from_millis(500));
+    for dev in &devices {
+        assert_eq!(
+            store.count(dev).unwrap(),
+            BATCHES * PER_BATCH,
+            "{dev}: nothing lost, nothing twice"
+        );
+        assert!(store.gaps(dev).unwrap().is_empty());
+    }
+    // The same session works again: the API server reconnected by itself.
+    let me = api.ok("GET", "/v1/me", &owner, None).await;
+    assert_eq!(me["email"], "owner@acme.example", "{me}");
 }

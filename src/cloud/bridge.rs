@@ -65,19 +65,31 @@ pub async fn run(
     let acker = client.clone();
     let storer = tokio::spawn(async move {
         while let Some(p) = to_store.recv().await {
-            let (st, p2) = (store.clone(), p.clone());
-            let stored = tokio::task::spawn_blocking(move || store_one(&st, &p2))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|r| r);
-            match stored {
-                Ok(()) => {
-                    if acker.ack(&p).await.is_err() {
-                        return;
+            // Until it is stored: the database may be restarting or failing over. Not
+            // acknowledged meanwhile, so a worker stopped here leaves it to the broker.
+            let mut attempt = 0;
+            loop {
+                let (st, p2) = (store.clone(), p.clone());
+                let stored = tokio::task::spawn_blocking(move || store_one(&st, &p2))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .and_then(|r| r);
+                match stored {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, attempt, "could not store; trying again (not acknowledged)");
+                        let d = crate::backoff::backoff(
+                            Duration::from_millis(200),
+                            Duration::from_secs(10),
+                            attempt,
+                        );
+                        attempt += 1;
+                        tokio::time::sleep(d).await;
                     }
                 }
-                // Not acknowledged: the broker delivers it again after a reconnect.
-                Err(e) => tracing::error!(error = %e, "could not store; leaving unacknowledged"),
+            }
+            if acker.ack(&p).await.is_err() {
+                return;
             }
         }
     });

@@ -387,11 +387,13 @@ pub struct Link {
 
 impl Link {
     /// Connects to `url` (TLS as its `sslmode` says; the server's certificate must chain
-    /// to the system's roots or to `ca`), then runs `init` (making tables) once.
+    /// to the system's roots or to `ca`), then runs `init` (making tables). A connection
+    /// the server closed (a restart, a failover) is opened again, `init` included, at the
+    /// next job; the job that found it closed got its error.
     pub fn connect(
         url: &str,
         ca: Option<&Path>,
-        init: impl FnOnce(&mut postgres::Client) -> Result<(), postgres::Error> + Send + 'static,
+        init: impl Fn(&mut postgres::Client) -> Result<(), postgres::Error> + Send + 'static,
     ) -> Result<Link, DbError> {
         crate::install_crypto_provider();
         let mut roots = rustls::RootCertStore::empty();
@@ -418,11 +420,13 @@ impl Link {
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
-                let opened = postgres::Client::connect(&url, tls).and_then(|mut db| {
-                    init(&mut db)?;
-                    Ok(db)
-                });
-                let mut db = match opened {
+                let open = || {
+                    postgres::Client::connect(&url, tls.clone()).and_then(|mut db| {
+                        init(&mut db)?;
+                        Ok(db)
+                    })
+                };
+                let mut db = match open() {
                     Ok(db) => {
                         let _ = ready.send(Ok(()));
                         db
@@ -433,6 +437,19 @@ impl Link {
                     }
                 };
                 for job in queue {
+                    if db.is_closed() {
+                        match open() {
+                            Ok(again) => {
+                                tracing::info!("PostgreSQL connection opened again");
+                                // Statements belong to the connection they were made on.
+                                PREPARED.with(|p| p.borrow_mut().clear());
+                                db = again;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %with_causes(&e), "PostgreSQL is unreachable")
+                            }
+                        }
+                    }
                     job(&mut db);
                 }
             })

@@ -696,6 +696,10 @@ impl Backend {
 pub struct Postgres {
     pub port: u16,
     proc: Option<Proc>,
+    /// The server's command line, for `start_again`.
+    command: (PathBuf, Vec<std::ffi::OsString>),
+    /// PostgreSQL's programs.
+    bin: PathBuf,
 }
 
 impl Postgres {
@@ -797,30 +801,52 @@ impl Postgres {
             settings = vec!["-c", "ssl=on"];
         }
         let port = free_port();
-        let proc = as_owner("postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-            .arg(dir)
-            .args(&settings)
+        let server = as_owner("postgres");
+        let mut args: Vec<std::ffi::OsString> =
+            server.get_args().map(|a| a.to_os_string()).collect();
+        args.extend(["-D".into(), data.into_os_string()]);
+        args.extend(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"].map(Into::into));
+        args.push(dir.as_os_str().into());
+        args.extend(settings.iter().map(Into::into));
+        let mut pg = Postgres {
+            port,
+            proc: None,
+            command: (server.get_program().into(), args),
+            bin: bin.clone(),
+        };
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the server (again, after `stop`) on the same data and port.
+    pub fn start_again(&mut self) {
+        let (program, args) = &self.command;
+        let proc = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pg = Postgres {
-            port,
-            proc: Some(Proc(proc)),
-        };
+        self.proc = Some(Proc(proc));
+        let (isready, port) = (self.bin.join("pg_isready"), self.port);
         wait_for(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
             || {
-                Command::new(bin.join("pg_isready"))
+                Command::new(&isready)
                     .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
                     .status()
                     .is_ok_and(|s| s.success())
             },
         );
-        pg
+    }
+
+    /// A fast shutdown (SIGINT): clients' connections are closed.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal("INT");
+            let _ = p.wait_exit(Duration::from_secs(10));
+        }
     }
 
     pub fn url(&self) -> String {
@@ -833,11 +859,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // A fast shutdown (SIGINT), so the next test's server starts clean.
-        if let Some(mut p) = self.proc.take() {
-            p.signal("INT");
-            let _ = p.wait_exit(Duration::from_secs(10));
-        }
+        // A fast shutdown, so the next test's server starts clean.
+        self.stop();
     }
 }
 
