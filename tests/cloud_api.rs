@@ -861,6 +861,21 @@ async fn hostile_requests_get_json_4xx(backend: Backend, dir: tempfile::TempDir)
             None,
             400,
         ),
+        // NUL characters: no name has one, and PostgreSQL cannot store one.
+        (
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "a\u{0}@b.example", "password": PASSWORD, "tenant": "t1"})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/password-resets",
+            Some(json!({"email": "a@b.example\u{0}"})),
+            400,
+        ),
+        ("GET", "/v1/tenants/t%00/devices", None, 400),
+        ("GET", "/v1/tenants/t/devices/d/latest?x=%00", None, 400),
     ];
     for (method, path, body, want) in cases {
         let (status, answer) = api.call(method, path, &Auth::None, body).await;

@@ -126,13 +126,40 @@ impl IntoResponse for Refusal {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| {
-        Refusal::new(
+    let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", why);
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not the expected JSON: {e}")))?;
+    if has_nul(&value) {
+        return Err(bad("text in the body may not contain NUL characters".into()));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| bad(format!("the body is not the expected JSON: {e}")))
+}
+
+/// Whether any string (or key) in `v` holds a NUL character, which no name, password or
+/// URL has and PostgreSQL cannot store.
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Refuses a request whose path or query holds an encoded NUL (`%00`), before any
+/// handler takes it for a name.
+async fn no_nul(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let encoded = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if encoded.contains("%00") {
+        return Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("the body is not the expected JSON: {e}"),
+            "the path or query may not contain NUL characters (%00)",
         )
-    })
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// What every request brings: the peer, its bearer token and its web origin.
@@ -304,6 +331,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(embed::routes())
         .merge(webhook::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(no_nul))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(cors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
