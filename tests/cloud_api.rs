@@ -100,13 +100,7 @@ struct World {
 
 async fn tenant(api: &Client, sys: &Auth, t: &str, device: &str) -> World {
     let owner = format!("owner@{t}.example");
-    api.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": owner, "password": PASSWORD, "tenant": t})),
-    )
-    .await;
+    api.register(&owner, t).await;
     let mut users = vec![(owner.clone(), "owner", api.login(&owner).await)];
     for role in ["admin", "operator", "viewer"] {
         let email = format!("{role}@{t}.example");

@@ -115,6 +115,17 @@ async fn flood(dir: &Path, port: u16, device: String) {
     acks.await.unwrap();
 }
 
+/// One flood per device, at once.
+fn floods(d: &Path, port: u16, devices: &[String]) -> Vec<tokio::task::JoinHandle<()>> {
+    devices
+        .iter()
+        .map(|dev| {
+            let (dir, dev) = (d.to_path_buf(), dev.clone());
+            tokio::spawn(async move { flood(&dir, port, dev).await })
+        })
+        .collect()
+}
+
 /// Waits up to 60 s for `done`; on failure shows the workers' and the broker's logs.
 fn until(dir: &Path, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -157,13 +168,7 @@ async fn two_workers_on_postgresql_lose_nothing_when_one_is_killed() {
 
     let total = DEVICES * BATCHES * PER_BATCH;
     let started = Instant::now();
-    let floods: Vec<_> = devices
-        .iter()
-        .map(|dev| {
-            let (dir, port, dev) = (d.to_path_buf(), broker.port, dev.clone());
-            tokio::spawn(async move { flood(&dir, port, dev).await })
-        })
-        .collect();
+    let floods = floods(d, broker.port, &devices);
 
     // Mid-way, worker 1 dies without a word.
     until(d, "a third of the flood stored", || stored() >= total / 3);
@@ -236,7 +241,7 @@ async fn until_up(api: &common::api::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
-    use common::api::{Auth, Client, PASSWORD};
+    use common::api::{Auth, Client};
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -272,24 +277,10 @@ async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
             .args(["--store", &url]);
         c
     };
-    let mut sys = cli()
-        .args(["system-account", "--email", "factory@fieldgate.example"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    writeln!(sys.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(sys.wait().unwrap().success());
+    common::api::system_account_by(cli(), "factory@fieldgate.example");
 
     // Registered on one server, logged in on the other, the session good on the first.
-    a1.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-    )
-    .await;
+    a1.register("owner@acme.example", "acme").await;
     let owner = a2.login("owner@acme.example").await;
     let me = a1.ok("GET", "/v1/me", &owner, None).await;
     assert_eq!(me["email"], "owner@acme.example", "{me}");
@@ -377,8 +368,7 @@ async fn two_api_servers_share_identity_access_and_audit_on_postgresql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_mid_flood_loses_nothing_and_the_api_recovers() {
-    use common::api::{Auth, Client, PASSWORD};
-    use serde_json::json;
+    use common::api::Client;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let devices: Vec<String> = (1..=2).map(|i| format!("flood-{i}")).collect();
@@ -398,13 +388,7 @@ async fn a_database_restart_mid_flood_loses_nothing_and_the_api_recovers() {
         ca: d.join("cloud/pki/ca.crt"),
     };
     until_up(&api).await;
-    api.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-    )
-    .await;
+    api.register("owner@acme.example", "acme").await;
     let owner = api.login("owner@acme.example").await;
     api.ok("GET", "/v1/me", &owner, None).await;
 
@@ -416,13 +400,7 @@ async fn a_database_restart_mid_flood_loses_nothing_and_the_api_recovers() {
             .sum()
     };
     let total = devices.len() as u64 * BATCHES * PER_BATCH;
-    let floods: Vec<_> = devices
-        .iter()
-        .map(|dev| {
-            let (dir, port, dev) = (d.to_path_buf(), broker.port, dev.clone());
-            tokio::spawn(async move { flood(&dir, port, dev).await })
-        })
-        .collect();
+    let floods = floods(d, broker.port, &devices);
     until(d, "a third of the flood stored", || {
         stored(&store) >= total / 3
     });

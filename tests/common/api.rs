@@ -97,6 +97,17 @@ impl Client {
         json
     }
 
+    /// Self-registration: `email` (with `PASSWORD`) owns the new tenant `tenant`.
+    pub async fn register(&self, email: &str, tenant: &str) {
+        self.ok(
+            "POST",
+            "/v1/users",
+            &Auth::None,
+            Some(json!({"email": email, "password": PASSWORD, "tenant": tenant})),
+        )
+        .await;
+    }
+
     pub async fn login(&self, email: &str) -> Auth {
         let s = self
             .ok(
@@ -113,9 +124,14 @@ impl Client {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn system_account(cloud: &Cloud, email: &str) {
+    system_account_by(cloud.cli(), email)
+}
+
+/// A system account with `PASSWORD`, made by `cli` (`fieldgate-cloud` with its data
+/// directory and database).
+pub fn system_account_by(mut cli: std::process::Command, email: &str) {
     use std::io::Write;
-    let mut child = cloud
-        .cli()
+    let mut child = cli
         .args(["system-account", "--email", email])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -131,13 +147,7 @@ pub async fn acme_with_pump(cloud: &Cloud) -> (Client, Auth) {
     let api = Client::new(cloud);
     system_account(cloud, "factory@fieldgate.example");
     let sys = api.login("factory@fieldgate.example").await;
-    api.ok(
-        "POST",
-        "/v1/users",
-        &Auth::None,
-        Some(json!({"email": "owner@acme.example", "password": PASSWORD, "tenant": "acme"})),
-    )
-    .await;
+    api.register("owner@acme.example", "acme").await;
     let owner = api.login("owner@acme.example").await;
     let device = json!({"device": "pump-1", "claim_code": "PUMP-1-CODE"});
     api.ok("POST", "/v1/system/devices", &sys, Some(device.clone()))
