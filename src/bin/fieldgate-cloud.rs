@@ -406,7 +406,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo { duration } => demo(&data, duration).await,
+        Command::Demo { duration } => demo(&data, duration, &database).await,
     }
 }
 
@@ -429,7 +429,11 @@ fn rfc3339(ts_ns: i64) -> String {
 
 /// The demo: this process runs the cloud; it starts the `fieldgate` binary next to it
 /// twice, as a simulated Modbus device and as the gateway, and prints what arrives.
-async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
+async fn demo(
+    data: &Path,
+    duration: Option<Duration>,
+    database: &cloud::Database,
+) -> anyhow::Result<()> {
     let gw_bin = std::env::current_exe()?.with_file_name("fieldgate");
     if !gw_bin.exists() {
         bail!(
@@ -450,10 +454,9 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     }
     let cloud_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let cloud_addr = cloud_listener.local_addr()?;
-    let (pki, store) = cloud::open(
-        data,
-        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-    )?;
+    let (pki, store) = tokio::task::block_in_place(|| {
+        cloud::open_with(data, &cloud::SERVER_NAMES.map(String::from), database)
+    })?;
     pki.dev_cert("demo-gw", &root.join("certs"))?;
     let sim_port = free_port().await?;
     std::fs::write(root.join("sim.toml"), DEMO_SIM)?;
@@ -467,17 +470,14 @@ async fn demo(data: &Path, duration: Option<Duration>) -> anyhow::Result<()> {
     )?;
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api_addr = api_listener.local_addr()?;
-    let access = demo_access(data)?;
+    let access = tokio::task::block_in_place(|| demo_access(data, database))?;
     let (d, s) = (data.to_path_buf(), shutdown.clone());
+    let settings = cloud::Settings {
+        database: database.clone(),
+        ..Default::default()
+    };
     let cloud_task = tokio::spawn(async move {
-        cloud::run_with(
-            &d,
-            cloud_listener,
-            Some(api_listener),
-            cloud::Settings::default(),
-            s,
-        )
-        .await
+        cloud::run_with(&d, cloud_listener, Some(api_listener), settings, s).await
     });
     let mut sim = tokio::process::Command::new(&gw_bin)
         .args(["sim", "modbus", "--map"])
@@ -540,14 +540,12 @@ struct DemoAccess {
 
 /// The demo tenant: its owner (a fresh password each run), the demo gateway registered
 /// and claimed, and a read-only key for it, valid for a day.
-fn demo_access(data: &Path) -> anyhow::Result<DemoAccess> {
+fn demo_access(data: &Path, database: &cloud::Database) -> anyhow::Result<DemoAccess> {
     use cloud::iam::access::Iam;
     use cloud::iam::keys::{Action, Scope};
     use cloud::iam::users::UserError;
     let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
-    let db = cloud::sql::Db::sqlite(&cloud::store_path(data))
-        .map_err(|e| anyhow::anyhow!("demo tenant: {e}"))?;
-    let iam = Iam::with(db).map_err(err)?;
+    let iam = Iam::with(database.db(data)?).map_err(err)?;
     let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());
     let email = "demo@fieldgate.example";
     let users = iam.users();
