@@ -41,6 +41,22 @@ impl Enrollment {
         Refusal::new(status, code, message)
     }
 
+    /// A CSR refused: unreadable, or naming another device than `device`.
+    fn refuse_csr(&self, device: &str, peer: &str, problem: CsrProblem) -> Refusal {
+        match problem {
+            CsrProblem::Invalid(why) => {
+                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
+            }
+            CsrProblem::OtherDevice(cn) => self.refuse(
+                device,
+                peer,
+                StatusCode::FORBIDDEN,
+                "csr_device_mismatch",
+                format!("the CSR names `{cn}`, not `{device}`"),
+            ),
+        }
+    }
+
     fn refuse_if_revoked(&self, device: &str, peer: &str) -> Result<(), Refusal> {
         match self.registry().revoked(device) {
             Ok(Some(reason)) => Err(self.refuse(
@@ -61,21 +77,10 @@ impl Enrollment {
         peer: &str,
         event: &str,
     ) -> Result<CertResponse, Refusal> {
-        let (cert, serial, fingerprint) = match self.pki.sign_csr(csr, device, self.lifetime) {
-            Ok(x) => x,
-            Err(CsrProblem::Invalid(why)) => {
-                return Err(self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why))
-            }
-            Err(CsrProblem::OtherDevice(cn)) => {
-                return Err(self.refuse(
-                    device,
-                    peer,
-                    StatusCode::FORBIDDEN,
-                    "csr_device_mismatch",
-                    format!("the CSR names `{cn}`, not `{device}`"),
-                ))
-            }
-        };
+        let (cert, serial, fingerprint) = self
+            .pki
+            .sign_csr(csr, device, self.lifetime)
+            .map_err(|p| self.refuse_csr(device, peer, p))?;
         let ca = std::fs::read_to_string(self.pki.ca_cert()).unwrap_or_default();
         let not_after = crate::sample::now_ns().saturating_add(self.lifetime.as_nanos() as i64);
         let reg = self.registry();
@@ -129,19 +134,9 @@ impl Enrollment {
     /// The public key of a CSR for `device`, or a recorded refusal. Checked before
     /// the token, so a bad CSR does not spend it.
     fn csr_key(&self, device: &str, csr: &str, peer: &str) -> Result<Vec<u8>, Refusal> {
-        let (cn, key) = Pki::inspect_csr(csr).map_err(|p| match p {
-            CsrProblem::Invalid(why) | CsrProblem::OtherDevice(why) => {
-                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
-            }
-        })?;
+        let (cn, key) = Pki::inspect_csr(csr).map_err(|p| self.refuse_csr(device, peer, p))?;
         if cn != device {
-            return Err(self.refuse(
-                device,
-                peer,
-                StatusCode::FORBIDDEN,
-                "csr_device_mismatch",
-                format!("the CSR names `{cn}`, not `{device}`"),
-            ));
+            return Err(self.refuse_csr(device, peer, CsrProblem::OtherDevice(cn)));
         }
         Ok(key)
     }
