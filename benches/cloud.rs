@@ -13,10 +13,10 @@
 mod common;
 
 use common::api::acme_with_pump;
-use common::{Cloud, Postgres};
+use common::{float_sample, Cloud, Postgres};
 use fieldgate::cloud::store::Store;
-use fieldgate::protocol::{Batch, Sequenced};
-use fieldgate::sample::{now_ns, Quality, Sample, TimeQuality, Value};
+use fieldgate::protocol::Batch;
+use fieldgate::sample::{now_ns, Value};
 use http_body_util::{BodyExt, Empty};
 use serde_json::json;
 use std::sync::Arc;
@@ -30,16 +30,8 @@ fn batch(b: u64, t0: i64) -> Batch {
         samples: (0..BATCH)
             .map(|i| {
                 let seq = b * BATCH + i + 1;
-                Sequenced {
-                    seq,
-                    sample: Sample {
-                        point: format!("meter/p{}", i % 20),
-                        ts_ns: t0 + seq as i64 * 10_000_000,
-                        value: Value::Float(seq as f64 * 0.5),
-                        quality: Quality::Good,
-                        time: TimeQuality::Synced,
-                    },
-                }
+                let ts = t0 + seq as i64 * 10_000_000;
+                float_sample(seq, format!("meter/p{}", i % 20), ts, seq as f64 * 0.5)
             })
             .collect(),
         gaps: vec![],
@@ -207,16 +199,12 @@ fn main() {
                 samples: (0..100u64)
                     .map(|i| {
                         let seq = chunk * 100 + i + 1;
-                        Sequenced {
+                        float_sample(
                             seq,
-                            sample: Sample {
-                                point: "meter/power".into(),
-                                ts_ns: t0 + seq as i64 * 1_000_000_000,
-                                value: Value::Float(seq as f64),
-                                quality: Quality::Good,
-                                time: TimeQuality::Synced,
-                            },
-                        }
+                            "meter/power",
+                            t0 + seq as i64 * 1_000_000_000,
+                            seq as f64,
+                        )
                     })
                     .collect(),
                 gaps: vec![],

@@ -6,8 +6,7 @@
 mod common;
 use common::api::{system_account, Auth, Client, PASSWORD};
 use common::*;
-use fieldgate::protocol::{Batch, Gap, Sequenced};
-use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use fieldgate::protocol::{Batch, Gap};
 use serde_json::{json, Value as Json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,16 +17,7 @@ fn store_samples(cloud: &Cloud, device: &str, point: &str, n: u64) -> i64 {
     let now = fieldgate::sample::now_ns();
     let start = now - n as i64 * 1_000_000_000;
     let samples = (0..n)
-        .map(|i| Sequenced {
-            seq: i + 1,
-            sample: Sample {
-                point: point.into(),
-                ts_ns: start + i as i64 * 1_000_000_000,
-                value: Value::Float(i as f64),
-                quality: Quality::Good,
-                time: TimeQuality::Synced,
-            },
-        })
+        .map(|i| float_sample(i + 1, point, start + i as i64 * 1_000_000_000, i as f64))
         .collect();
     cloud
         .store()

@@ -6,8 +6,7 @@
 mod common;
 use common::api::acme_with_pump;
 use common::*;
-use fieldgate::protocol::{Batch, Sequenced};
-use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use fieldgate::protocol::Batch;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -83,16 +82,7 @@ async fn a_page_elsewhere_shows_live_values_and_a_clear_refusal() {
         .insert(
             "pump-1",
             &Batch {
-                samples: vec![Sequenced {
-                    seq: 1,
-                    sample: Sample {
-                        point: "meter/power".into(),
-                        ts_ns: now,
-                        value: Value::Float(4711.5),
-                        quality: Quality::Good,
-                        time: TimeQuality::Synced,
-                    },
-                }],
+                samples: vec![float_sample(1, "meter/power", now, 4711.5)],
                 gaps: vec![],
             },
         )

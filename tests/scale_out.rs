@@ -10,8 +10,7 @@
 mod common;
 use common::*;
 use fieldgate::cloud::store::Store;
-use fieldgate::protocol::{Batch, Sequenced};
-use fieldgate::sample::{Quality, Sample, TimeQuality, Value};
+use fieldgate::protocol::Batch;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -93,16 +92,8 @@ async fn flood(dir: &Path, port: u16, device: String) {
             samples: (0..PER_BATCH)
                 .map(|i| {
                     let seq = b * PER_BATCH + i + 1;
-                    Sequenced {
-                        seq,
-                        sample: Sample {
-                            point: format!("meter/p{}", i % 10),
-                            ts_ns: fieldgate::sample::now_ns(),
-                            value: Value::Float(seq as f64),
-                            quality: Quality::Good,
-                            time: TimeQuality::Synced,
-                        },
-                    }
+                    let now = fieldgate::sample::now_ns();
+                    float_sample(seq, format!("meter/p{}", i % 10), now, seq as f64)
                 })
                 .collect(),
             gaps: vec![],

@@ -502,22 +502,31 @@ pub async fn until_puback(ev: &mut rumqttc::EventLoop) -> Result<(), String> {
 
 /// A valid one-sample data payload.
 pub fn one_sample_batch(seq: u64, point: &str, v: f64) -> Vec<u8> {
-    use fieldgate::protocol::{Batch, Sequenced};
-    use fieldgate::sample::*;
-    Batch {
-        samples: vec![Sequenced {
-            seq,
-            sample: Sample {
-                point: point.into(),
-                ts_ns: now_ns(),
-                value: Value::Float(v),
-                quality: Quality::Good,
-                time: TimeQuality::Synced,
-            },
-        }],
+    fieldgate::protocol::Batch {
+        samples: vec![float_sample(seq, point, fieldgate::sample::now_ns(), v)],
         gaps: vec![],
     }
     .encode()
+}
+
+/// A good float sample, taken on a synchronised clock, with its sequence number.
+pub fn float_sample(
+    seq: u64,
+    point: impl Into<String>,
+    ts_ns: i64,
+    v: f64,
+) -> fieldgate::protocol::Sequenced {
+    use fieldgate::sample::*;
+    fieldgate::protocol::Sequenced {
+        seq,
+        sample: Sample {
+            point: point.into(),
+            ts_ns,
+            value: Value::Float(v),
+            quality: Quality::Good,
+            time: TimeQuality::Synced,
+        },
+    }
 }
 
 pub fn always_synced() -> std::sync::Arc<fieldgate::clock::Clock> {

@@ -268,24 +268,12 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<(i64, Row)>, StoreError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT device, seq, point, ts_ns, kind, value, quality, time, received_ns FROM samples
+            "SELECT seq, point, ts_ns, kind, value, quality, time, device, received_ns FROM samples
              WHERE received_ns > ?1 ORDER BY received_ns, device, seq LIMIT ?2",
         )?;
         let rows = q.query_map(params![after_received_ns, limit as i64], |r| {
-            let kind: String = r.get(4)?;
-            let quality: String = r.get(6)?;
-            Ok((
-                r.get(8)?,
-                Row {
-                    device: r.get(0)?,
-                    seq: r.get::<_, i64>(1)? as u64,
-                    point: r.get(2)?,
-                    ts_ns: r.get(3)?,
-                    value: to_json(&kind, r.get(5)?),
-                    quality: quality_text(quality),
-                    time: r.get(7)?,
-                },
-            ))
+            let device: String = r.get(7)?;
+            Ok((r.get(8)?, row(&device, r)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
