@@ -234,6 +234,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             if !fieldgate::protocol::valid_device_id(&device) {
                 bail!("`{device}` is not a valid device id");
             }
+            // The CA too, made on first use: the gateway pins it.
+            cloud::pki::Pki::open_or_create(
+                &data.join("pki"),
+                &cloud::SERVER_NAMES.map(String::from),
+            )?;
             println!("{}", registry()?.create_token(&device, valid)?);
             eprintln!(
                 "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
@@ -248,6 +253,11 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let point = fieldgate::enrollment::unhex(ek.trim())
                 .filter(|p| p.len() == 65 && p[0] == 4)
                 .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
+            // The CA too, made on first use: the gateway pins it.
+            cloud::pki::Pki::open_or_create(
+                &data.join("pki"),
+                &cloud::SERVER_NAMES.map(String::from),
+            )?;
             registry()?.register_ek(&device, &point)?;
             println!("registered the endorsement key of {device}");
             Ok(())
