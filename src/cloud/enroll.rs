@@ -8,12 +8,12 @@ use crate::enrollment::{
     hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
 };
 use axum::http::StatusCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 pub struct Enrollment {
     pub pki: Pki,
-    pub registry: Mutex<Registry>,
+    /// Shared by every request; it takes its own lock per statement.
+    pub registry: Registry,
     /// Lifetime of the certificates issued.
     pub lifetime: Duration,
     /// Refuse enrollments without proof that the key lives in the registered TPM.
@@ -21,10 +21,6 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Records a refusal and returns it.
     fn refuse(
         &self,
@@ -36,7 +32,7 @@ impl Enrollment {
     ) -> Refusal {
         tracing::warn!(device, peer, code, %message, "identity request refused");
         let _ = self
-            .registry()
+            .registry
             .record(device, "refused", &format!("{code}: {message}"), peer);
         Refusal::new(status, code, message)
     }
@@ -58,7 +54,7 @@ impl Enrollment {
     }
 
     fn refuse_if_revoked(&self, device: &str, peer: &str) -> Result<(), Refusal> {
-        match self.registry().revoked(device) {
+        match self.registry.revoked(device) {
             Ok(Some(reason)) => Err(self.refuse(
                 device,
                 peer,
@@ -68,6 +64,23 @@ impl Enrollment {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The one place of the rule "this device must prove its TPM": with
+    /// `--require-tpm` every device must, and so must any device whose endorsement key
+    /// was registered, whatever its request says. `Some(registered EK)` (or
+    /// `Some(None)` under `--require-tpm` when none is registered: the challenge then
+    /// refuses with `ek_unknown`) when the proof is due; `None` when a token is enough.
+    fn tpm_proof(&self, device: &str) -> Result<Option<Option<Vec<u8>>>, Refusal> {
+        let registered = self.registry.ek(device).map_err(|e| {
+            tracing::error!(device, error = %e, "registry read failed");
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the registry failed; see the cloud's log",
+            )
+        })?;
+        Ok((self.require_tpm || registered.is_some()).then_some(registered))
     }
 
     fn issue(
@@ -83,7 +96,7 @@ impl Enrollment {
             .map_err(|p| self.refuse_csr(device, peer, p))?;
         let ca = std::fs::read_to_string(self.pki.ca_cert()).unwrap_or_default();
         let not_after = crate::sample::now_ns().saturating_add(self.lifetime.as_nanos() as i64);
-        let reg = self.registry();
+        let reg = &self.registry;
         let _ = reg.add_certificate(&serial, device, &fingerprint, not_after);
         let _ = reg.mark_enrolled(device);
         let _ = reg.record(
@@ -109,7 +122,7 @@ impl Enrollment {
             ));
         }
         self.refuse_if_revoked(device, peer)?;
-        if self.registry().lifecycle(device).as_deref() == Some("registered") {
+        if self.registry.lifecycle(device).as_deref() == Some("registered") {
             return Err(self.refuse(
                 device,
                 peer,
@@ -118,14 +131,13 @@ impl Enrollment {
                 format!("{device} is registered but no tenant has claimed it yet: claim it with the code on its label first"),
             ));
         }
-        let registered_ek = self.registry().ek(device).ok().flatten();
-        if self.require_tpm || (registered_ek.is_some() && req.tpm.is_some()) {
+        if let Some(registered_ek) = self.tpm_proof(device)? {
             return self
                 .challenge(req, registered_ek, peer)
                 .map(EnrollAnswer::Challenge);
         }
         let csr_key = self.csr_key(device, &req.csr, peer)?;
-        let spent = self.registry().spend_token(&req.token, device, &csr_key);
+        let spent = self.registry.spend_token(&req.token, device, &csr_key);
         let event = self.token_outcome(device, peer, spent)?;
         self.issue(device, &req.csr, peer, event)
             .map(EnrollAnswer::Certificate)
@@ -204,7 +216,7 @@ impl Enrollment {
             return Err(forbid("ek_mismatch", format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
         }
         let csr_key = self.csr_key(device, &req.csr, peer)?;
-        let outcome = self.registry().check_token(&req.token, device, &csr_key);
+        let outcome = self.registry.check_token(&req.token, device, &csr_key);
         self.token_outcome(device, peer, outcome)?;
         use super::credential::{attr, make_credential, parse_ecc_public};
         let public = unhex(&ev.key_public)
@@ -233,7 +245,7 @@ impl Enrollment {
         let (blob, secret) = make_credential(&registered, &public.name, &credential)
             .map_err(|why| self.refuse(device, peer, StatusCode::BAD_REQUEST, "ek_invalid", why))?;
         let id = hex(&rand::random::<[u8; 16]>());
-        let reg = self.registry();
+        let reg = &self.registry;
         reg.put_challenge(&id, device, &credential, &req.csr, &req.token)
             .map_err(|e| {
                 Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -253,12 +265,9 @@ impl Enrollment {
 
     /// Step two: the credential the TPM recovered; the token is spent only now.
     pub fn activate(&self, req: &ActivateRequest, peer: &str) -> Result<CertResponse, Refusal> {
-        let taken = self
-            .registry()
-            .take_challenge(&req.challenge)
-            .map_err(|e| {
-                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
+        let taken = self.registry.take_challenge(&req.challenge).map_err(|e| {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
         let Some((device, want, csr, token_hash)) = taken else {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -280,7 +289,7 @@ impl Enrollment {
         }
         let csr_key = self.csr_key(&device, &csr, peer)?;
         let outcome = self
-            .registry()
+            .registry
             .spend_token_hash(&token_hash, &device, &csr_key);
         let event = self.token_outcome(&device, peer, outcome)?;
         self.issue(&device, &csr, peer, event)

@@ -188,7 +188,7 @@ pub async fn serve_api(
     .await??;
     let enrollment = Arc::new(enroll::Enrollment {
         pki,
-        registry: Mutex::new(registry::Registry::with(registry)?),
+        registry: registry::Registry::with(registry)?,
         lifetime: settings.cert_lifetime,
         require_tpm: settings.require_tpm,
     });

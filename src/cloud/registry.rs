@@ -68,8 +68,12 @@ pub struct Certificate {
     pub not_after_ns: i64,
 }
 
+/// Safe to share between threads: every method takes the connection for its own
+/// statements only and gives it back before it returns, so no caller can hold it
+/// across another call (a guard held by a caller while a callee took it again once
+/// deadlocked enrollment for everyone).
 pub struct Registry {
-    db: Db,
+    db: std::sync::Mutex<Db>,
 }
 
 fn hash(token: &str) -> Vec<u8> {
@@ -87,7 +91,14 @@ impl Registry {
     pub fn with(db: Db) -> Result<Registry, RegistryError> {
         db.schema(SCHEMA)?;
         db.schema(super::iam::devices::SCHEMA)?;
-        Ok(Registry { db })
+        Ok(Registry {
+            db: std::sync::Mutex::new(db),
+        })
+    }
+
+    /// The connection, for one statement: callers never keep the guard.
+    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new one-time token for `device`, valid for `ttl`. Only its hash is kept.
@@ -99,7 +110,7 @@ impl Registry {
         let bytes: [u8; 24] = rand::random();
         let token: String = crate::enrollment::hex(&bytes);
         let now = crate::sample::now_ns();
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES ($1, $2, $3, $4)",
             args![hash(&token), device, now, now.saturating_add(ttl.as_nanos() as i64)],
         )?;
@@ -120,7 +131,7 @@ impl Registry {
     }
 
     fn check_token_hash(&self, token_hash: &[u8], device: &str, key: &[u8]) -> TokenOutcome {
-        let row = self.db.query_opt(
+        let row = self.db().query_opt(
             "SELECT device, expires_ns, used_ns, spent_key FROM enroll_tokens WHERE token_hash = $1",
             args![token_hash],
         )?;
@@ -145,7 +156,7 @@ impl Registry {
 
     /// Registers a device's endorsement key (at manufacture).
     pub fn register_ek(&self, device: &str, ek: &[u8]) -> Result<(), RegistryError> {
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO device_ek(device, ek, registered_ns) VALUES ($1, $2, $3)
              ON CONFLICT(device) DO UPDATE SET ek = excluded.ek, registered_ns = excluded.registered_ns",
             args![device, ek, crate::sample::now_ns()],
@@ -176,7 +187,7 @@ impl Registry {
         token: &str,
     ) -> Result<(), RegistryError> {
         use sha2::Digest;
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO challenges(id, device, credential_hash, csr, token_hash, expires_ns) VALUES ($1, $2, $3, $4, $5, $6)",
             args![id, device, sha2::Sha256::digest(credential).to_vec(), csr, hash(token), crate::sample::now_ns() + 300_000_000_000],
         )?;
@@ -190,13 +201,13 @@ impl Registry {
         &self,
         id: &str,
     ) -> Result<Option<(String, Vec<u8>, String, Vec<u8>)>, RegistryError> {
-        let row = self.db.query_opt(
+        let row = self.db().query_opt(
             "DELETE FROM challenges WHERE id = $1
              RETURNING device, credential_hash, csr, token_hash, expires_ns",
             args![id],
         )?;
         let now = crate::sample::now_ns();
-        self.db
+        self.db()
             .execute("DELETE FROM challenges WHERE expires_ns < $1", args![now])?;
         match row {
             Some(r) if r.int(4)? >= now => {
@@ -219,7 +230,7 @@ impl Registry {
             Ok(Spent::First) => {}
             other => return Ok(other),
         }
-        let n = self.db.execute(
+        let n = self.db().execute(
             "UPDATE enroll_tokens SET used_ns = $1, spent_key = $2 WHERE token_hash = $3 AND used_ns IS NULL",
             args![crate::sample::now_ns(), key_hash(key), token_hash],
         )?;
@@ -237,7 +248,7 @@ impl Registry {
         detail: &str,
         peer: &str,
     ) -> Result<(), RegistryError> {
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO identity_events(ts_ns, device, event, detail, peer) VALUES ($1, $2, $3, $4, $5)",
             args![crate::sample::now_ns(), device, event, detail, peer],
         )?;
@@ -245,7 +256,7 @@ impl Registry {
     }
 
     pub fn events(&self, device: Option<&str>) -> Result<Vec<Event>, RegistryError> {
-        let rows = self.db.query(
+        let rows = self.db().query(
             "SELECT ts_ns, device, event, detail, peer FROM identity_events
              WHERE CAST($1 AS TEXT) IS NULL OR device = $1 ORDER BY id",
             args![device],
@@ -263,7 +274,7 @@ impl Registry {
     }
 
     pub fn revoke(&self, device: &str, reason: &str) -> Result<(), RegistryError> {
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO revoked(device, ts_ns, reason) VALUES ($1, $2, $3)
              ON CONFLICT(device) DO UPDATE SET ts_ns = excluded.ts_ns, reason = excluded.reason",
             args![device, crate::sample::now_ns(), reason],
@@ -287,7 +298,8 @@ impl Registry {
         device: &str,
         column: impl Fn(&Row, usize) -> Result<T, DbError>,
     ) -> Result<Option<T>, RegistryError> {
-        match self.db.query_opt(sql, args![device])? {
+        let row = self.db().query_opt(sql, args![device])?;
+        match row {
             Some(r) => Ok(Some(column(&r, 0)?)),
             None => Ok(None),
         }
@@ -296,7 +308,7 @@ impl Registry {
     /// The device's place in the lifecycle (`registered`, `claimed`, `enrolled`,
     /// `revoked`), if it was registered at manufacture.
     pub fn lifecycle(&self, device: &str) -> Option<String> {
-        super::iam::devices::Devices::new(&self.db)
+        super::iam::devices::Devices::new(&self.db())
             .state(device)
             .ok()
             .flatten()
@@ -304,7 +316,7 @@ impl Registry {
 
     /// A claimed device got its certificate.
     pub fn mark_enrolled(&self, device: &str) -> Result<(), RegistryError> {
-        self.db.execute(
+        self.db().execute(
             "UPDATE devices SET state = 'enrolled', updated_ns = $2 WHERE device = $1 AND state = 'claimed'",
             args![device, crate::sample::now_ns()],
         )?;
@@ -313,7 +325,7 @@ impl Registry {
 
     /// The certificates issued to `device`, newest first.
     pub fn certificates(&self, device: &str) -> Result<Vec<Certificate>, RegistryError> {
-        let rows = self.db.query(
+        let rows = self.db().query(
             "SELECT serial, key_fingerprint, issued_ns, not_after_ns FROM certificates
              WHERE device = $1 ORDER BY issued_ns DESC",
             args![device],
@@ -339,7 +351,7 @@ impl Registry {
         key_fingerprint: &str,
         not_after_ns: i64,
     ) -> Result<(), RegistryError> {
-        self.db.execute(
+        self.db().execute(
             "INSERT INTO certificates(serial, device, key_fingerprint, not_after_ns, issued_ns) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(serial) DO UPDATE SET device = excluded.device,
                  key_fingerprint = excluded.key_fingerprint, not_after_ns = excluded.not_after_ns,

@@ -472,8 +472,6 @@ async fn device(
         let certificates = api
             .enrollment
             .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .certificates(&device)
             .map_err(|e| Refusal::internal(&e.to_string()))?;
         Ok(Json(DeviceDetail {
@@ -553,8 +551,6 @@ async fn revoke(
         let device = g.device().unwrap_or_default().to_string();
         api.enrollment
             .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .revoke(&device, &format!("{} by {}", r.reason, g.actor()))
             .map_err(|e| Refusal::internal(&e.to_string()))?;
         Ok(Json(DeviceInfo {

@@ -4,6 +4,7 @@
 use super::access::grant;
 use super::{blocking, Api, Ctx, Refusal};
 use crate::cloud::iam::access::{Grant, Op, Target};
+use crate::cloud::store::resolution::Window;
 use crate::cloud::store::{History, Row};
 use crate::protocol::Gap;
 use axum::extract::{Path, Query, State};
@@ -178,19 +179,42 @@ async fn history(
     let limit = q.limit.unwrap_or(MAX_POINTS).min(MAX_POINTS);
     blocking(move || {
         let g = read(&api, &ctx, &tenant, &dev, Some(&q.stream), q.resolution)?;
-        let points = api.reads().history(
-            device(&g),
-            &q.stream,
-            from_ns,
-            to_ns,
-            Some(bucket_ns),
-            limit,
-        )?;
+        let floor_s = g.scope().map_or(0, |s| s.min_resolution_s);
+        if floor_s == 0 {
+            let points = api.reads().history(
+                device(&g),
+                &q.stream,
+                from_ns,
+                to_ns,
+                Some(bucket_ns),
+                limit,
+            )?;
+            return Ok(Json(HistoryAnswer {
+                stream: q.stream,
+                from_ns,
+                to_ns,
+                resolution_s: q.resolution,
+                points,
+            }));
+        }
+        // A key limited to a resolution sees whole buckets of it, nothing finer.
+        let floor_ns = i64::try_from(floor_s)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .unwrap_or(i64::MAX);
+        let Some(w) = Window::new(from_ns, to_ns, bucket_ns, floor_ns, limit) else {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the window holds no whole bucket of this key's resolution",
+            ));
+        };
+        let points = api.reads().history_limited(device(&g), &q.stream, w)?;
         Ok(Json(HistoryAnswer {
             stream: q.stream,
-            from_ns,
-            to_ns,
-            resolution_s: q.resolution,
+            from_ns: w.from_ns,
+            to_ns: w.to_ns,
+            resolution_s: (w.bucket_ns / 1_000_000_000) as u64,
             points,
         }))
     })

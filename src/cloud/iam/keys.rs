@@ -50,6 +50,11 @@ pub struct Scope {
     pub may_delegate: bool,
 }
 
+/// The most patterns (and origins, and networks) one list of a scope holds.
+pub const MAX_PATTERNS: usize = 32;
+/// The longest pattern, in characters.
+pub const MAX_PATTERN_LEN: usize = 128;
+
 /// One request to decide.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -145,6 +150,38 @@ impl Scope {
         None
     }
 
+    /// Patterns are bounded, so that every decision on this key stays cheap: at most
+    /// `MAX_PATTERNS` per list, `MAX_PATTERN_LEN` characters each.
+    fn check_size(&self) -> Result<(), Refused> {
+        for (what, list) in [("devices", &self.devices), ("streams", &self.streams)] {
+            if list.len() > MAX_PATTERNS {
+                return Err(refused(
+                    "bad_request",
+                    format!(
+                        "at most {MAX_PATTERNS} `{what}` patterns, not {}",
+                        list.len()
+                    ),
+                ));
+            }
+            if let Some(p) = list.iter().find(|p| p.chars().count() > MAX_PATTERN_LEN) {
+                return Err(refused(
+                    "bad_request",
+                    format!(
+                        "a `{what}` pattern of {} characters: at most {MAX_PATTERN_LEN}",
+                        p.chars().count()
+                    ),
+                ));
+            }
+        }
+        if self.origins.len() > MAX_PATTERNS || self.cidrs.len() > MAX_PATTERNS {
+            return Err(refused(
+                "bad_request",
+                format!("at most {MAX_PATTERNS} origins and {MAX_PATTERNS} networks"),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn sees_device(&self, device: &str) -> bool {
         self.devices.iter().any(|p| glob(p, device))
     }
@@ -224,6 +261,7 @@ impl Keys {
     }
 
     fn insert(&self, parent: Option<&str>, scope: &Scope) -> Result<(String, String), KeyError> {
+        scope.check_size()?;
         let id: String = crate::enrollment::hex(&rand::random::<[u8; 8]>());
         let secret: String = crate::enrollment::hex(&rand::random::<[u8; 16]>());
         self.db.execute(

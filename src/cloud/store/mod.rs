@@ -4,6 +4,7 @@
 //! the same suite (tests/storage.rs).
 
 mod postgres;
+pub mod resolution;
 mod sqlite;
 
 pub use self::postgres::PgStore;
@@ -183,6 +184,31 @@ impl Store {
         limit: usize,
     ) -> Result<History, StoreError> {
         each!(self, s => s.history(device, stream, from_ns, to_ns, bucket_ns, limit))
+    }
+
+    /// History as a key whose finest resolution is `floor_ns` may see it (see
+    /// `resolution`): whole buckets of at least `floor_ns`, their extremes taken over
+    /// the floor's averages (`resolution::Window` says which buckets).
+    pub fn history_limited(
+        &self,
+        device: &str,
+        stream: &str,
+        window: resolution::Window,
+    ) -> Result<History, StoreError> {
+        let fine = self.history(
+            device,
+            stream,
+            window.from_ns,
+            window.to_ns,
+            Some(window.floor_ns),
+            usize::MAX,
+        )?;
+        Ok(match fine {
+            History::Buckets(fine) => {
+                History::Buckets(resolution::roll_up(&fine, window.bucket_ns))
+            }
+            History::Raw(_) => History::Buckets(Vec::new()),
+        })
     }
 
     /// Samples that arrived after `after_received_ns`, across all devices, in arrival
