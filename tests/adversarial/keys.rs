@@ -100,8 +100,9 @@ async fn a_key_limited_to_hourly_history_learns_nothing_finer() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
     let (api, acme, _) = two_tenants(&cloud).await;
-    // Two whole hours, a day ago: hour one has 1, 1, 1 and a spike of 99; hour two 5, 7.
-    let h0 = (fieldgate::sample::now_ns() / HOUR_NS - 24) * HOUR_NS;
+    // Two whole hours, about a day ago: hour one has 1, 1, 1 and a spike of 99; hour two 5, 7.
+    // (h0 on a two-hour boundary, so that one two-hour bucket holds both hours.)
+    let h0 = (fieldgate::sample::now_ns() / (2 * HOUR_NS) - 12) * 2 * HOUR_NS;
     let spike = h0 + 1_234_000_000_000;
     let values = [
         (h0 + 60_000_000_000, 1.0),

@@ -9,3 +9,4 @@ mod common;
 mod bystander;
 mod enrollment;
 mod keys;
+mod people;

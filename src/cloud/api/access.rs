@@ -2,10 +2,10 @@
 //! the device lifecycle (register, claim, transfer, revoke) and API keys (mint, delegate,
 //! list, revoke). Every tenant route goes through `grant`, which audits its answer.
 
-use super::{blocking, parse, Api, Ctx, Refusal};
+use super::{blocking, hashing, parse, Api, Ctx, Refusal};
 use crate::cloud::iam::access::{Caller, Grant, Iam, Op, Target};
 use crate::cloud::iam::keys::{Action, KeyInfo, Scope};
-use crate::cloud::iam::users::Role;
+use crate::cloud::iam::users::{check_password, hash_password, verify_password, Role};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
@@ -79,7 +79,7 @@ fn system(iam: &mut Iam, ctx: &Ctx, action: &str, resource: &str) -> Result<Stri
     Ok(email)
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Registration {
     email: String,
@@ -94,16 +94,47 @@ struct Membership {
     role: Role,
 }
 
+/// Registrations from one address within a minute, before further ones wait.
+const REGISTER_LIMIT: i64 = 20;
+
+/// Self-registration: checked and throttled first (cheap, under the IAM lock), the
+/// password hashed after (off it, in turn), then stored.
 async fn register(
     State(api): State<Arc<Api>>,
+    ctx: Ctx,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Membership>), Refusal> {
     let r: Registration = parse(&body)?;
+    let actor = format!("user:{}", r.email.to_lowercase());
+    let (api2, ctx2, r2, actor2) = (api.clone(), ctx.clone(), r.clone(), actor.clone());
+    blocking(move || {
+        let mut iam = api2.iam();
+        let checked = iam
+            .throttle("register", &actor2, false, REGISTER_LIMIT, &ctx2.from())
+            .and_then(|()| {
+                check_password(&r2.password)?;
+                Ok(iam.users().check_registration(&r2.email, &r2.tenant)?)
+            });
+        iam.audit(
+            "",
+            &actor2,
+            "register",
+            &r2.tenant,
+            ctx2.from(),
+            checked.as_ref().map(|_| ()),
+        )?;
+        Ok(checked?)
+    })
+    .await?;
+    let turn = hashing::slot().await?;
+    let password = r.password.clone();
+    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
+    drop(turn);
     blocking(move || {
         api.iam()
             .users()
-            .register(&r.email, &r.password, &r.tenant)
-            .map_err(|e| Refusal::from(crate::cloud::iam::access::Denied::from(e)))?;
+            .register_hashed(&r.email, &hash, &r.tenant)
+            .map_err(into)?;
         Ok((
             StatusCode::CREATED,
             Json(Membership {
@@ -129,14 +160,25 @@ struct Session {
     expires_ns: i64,
 }
 
+/// The stored hash is read under the IAM lock, the password checked off it, in turn.
 async fn login(
     State(api): State<Arc<Api>>,
     ctx: Ctx,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Session>), Refusal> {
     let l: Login = parse(&body)?;
+    let (api2, ctx2, email) = (api.clone(), ctx.clone(), l.email.clone());
+    let stored = blocking(move || {
+        let stored = api2.iam().login_begin(&email, ctx2.from())?;
+        Ok(stored)
+    })
+    .await?;
+    let turn = hashing::slot().await?;
+    let password = l.password.clone();
+    let checked = blocking(move || Ok(verify_password(&password, &stored))).await?;
+    drop(turn);
     blocking(move || {
-        let token = api.iam().login(&l.email, &l.password, ctx.from())?;
+        let token = api.iam().login_end(&l.email, checked, ctx.from())?;
         Ok((
             StatusCode::CREATED,
             Json(Session {
@@ -231,15 +273,54 @@ struct ResetConfirm {
     password: String,
 }
 
+/// Refused reset confirmations from one address within a minute, before further ones
+/// are refused unchecked.
+const RESET_LIMIT: i64 = 10;
+
+/// The token is checked and spent before any hashing (an unknown token costs nothing),
+/// the password hashed in turn off the IAM lock, then set: every session of the
+/// account and every other reset token outstanding end with it.
 async fn reset_confirm(
     State(api): State<Arc<Api>>,
+    ctx: Ctx,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, Refusal> {
     let r: ResetConfirm = parse(&body)?;
+    check_password(&r.password).map_err(into)?;
+    let turn = hashing::slot().await?;
+    let (api2, ctx2, token) = (api.clone(), ctx.clone(), r.token.clone());
+    let email = blocking(move || {
+        let mut iam = api2.iam();
+        let spent = iam
+            .throttle(
+                "password-reset-confirm",
+                "",
+                true,
+                RESET_LIMIT,
+                &ctx2.from(),
+            )
+            .and_then(|()| Ok(iam.users().spend_reset_token(&token)?));
+        let actor = spent
+            .as_ref()
+            .map_or(String::new(), |e| format!("user:{e}"));
+        iam.audit(
+            "",
+            &actor,
+            "password-reset-confirm",
+            "",
+            ctx2.from(),
+            spent.as_ref().map(|_| ()),
+        )?;
+        Ok(spent?)
+    })
+    .await?;
+    let password = r.password.clone();
+    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
+    drop(turn);
     blocking(move || {
         api.iam()
             .users()
-            .reset_password(&r.token, &r.password)
+            .set_password(&email, &hash)
             .map_err(into)?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -261,11 +342,16 @@ async fn system_register(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Membership>), Refusal> {
     let r: SystemRegistration = parse(&body)?;
+    let (api2, ctx2, tenant) = (api.clone(), ctx.clone(), r.tenant.clone());
+    let sys = blocking(move || system(&mut api2.iam(), &ctx2, "register-user", &tenant)).await?;
+    let turn = hashing::slot().await?;
+    let password = r.password.clone();
+    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
+    drop(turn);
     blocking(move || {
-        let mut iam = api.iam();
-        let sys = system(&mut iam, &ctx, "register-user", &r.tenant)?;
-        iam.users()
-            .register_by_system(&sys, &r.email, &r.password, &r.tenant, r.role)
+        api.iam()
+            .users()
+            .register_by_system_hashed(&sys, &r.email, &hash, &r.tenant, r.role)
             .map_err(into)?;
         Ok((
             StatusCode::CREATED,

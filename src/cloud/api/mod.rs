@@ -11,6 +11,7 @@ mod access;
 mod data;
 mod embed;
 mod enrollment;
+mod hashing;
 pub mod webhook;
 
 use super::enroll::Enrollment;
@@ -163,6 +164,7 @@ async fn no_nul(req: axum::extract::Request, next: axum::middleware::Next) -> Re
 }
 
 /// What every request brings: the peer, its bearer token and its web origin.
+#[derive(Clone)]
 pub struct Ctx {
     pub peer: Peer,
     pub bearer: Option<String>,

@@ -304,31 +304,71 @@ impl Iam {
         Ok(())
     }
 
-    /// Checks a password and starts a session (audited either way). After
-    /// `LOGIN_LIMIT` refused logins within a minute for the account or from the address,
-    /// further attempts are refused (`too_many_attempts`) without looking at the password.
-    pub fn login(&mut self, email: &str, password: &str, from: Origin) -> Result<String, Denied> {
-        let actor = format!("user:{}", email.to_lowercase());
+    /// Refuses with `too_many_attempts` when `limit` audited `action`s (refused ones
+    /// only, with `refused_only`) were made within the last minute by `actor` or from
+    /// the caller's address.
+    pub fn throttle(
+        &self,
+        action: &str,
+        actor: &str,
+        refused_only: bool,
+        limit: i64,
+        from: &Origin,
+    ) -> Result<(), Denied> {
         let since = from.now_ns - 60_000_000_000;
-        let refused = match self.db().query_opt(
-            "SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'refused'
-             AND ts_ns > $1 AND (actor = $2 OR source = $3)",
-            args![since, &actor, from.source.to_string()],
-        )? {
-            Some(r) => r.int(0)?,
-            None => 0,
-        };
-        let outcome = if refused >= LOGIN_LIMIT {
-            Err(denied(
+        let row = self.db().query_opt(
+            "SELECT count(*) FROM audit WHERE action = $1 AND ($2 = 0 OR outcome = 'refused')
+             AND ts_ns > $3 AND (actor = $4 OR source = $5)",
+            args![
+                action,
+                refused_only as i64,
+                since,
+                actor,
+                from.source.to_string()
+            ],
+        )?;
+        if row.map_or(Ok(0), |r| r.int(0))? >= limit {
+            return Err(denied(
                 "too_many_attempts",
-                "too many failed logins for this account or from this address: wait a minute",
-            ))
-        } else {
-            self.users().login(email, password).map_err(Denied::from)
-        };
+                "too many attempts for this account or from this address: wait a minute",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A login's first half: the throttle (after `LOGIN_LIMIT` refused logins within a
+    /// minute for the account or from the address, further attempts are refused without
+    /// looking at the password; audited), then the stored hash to check the password
+    /// against, outside this lock (`users::verify_password`).
+    pub fn login_begin(&mut self, email: &str, from: Origin) -> Result<String, Denied> {
+        let actor = format!("user:{}", email.to_lowercase());
+        if let Err(d) = self.throttle("login", &actor, true, LOGIN_LIMIT, &from) {
+            self.audit("", &actor, "login", "", from, Err(&d))?;
+            return Err(d);
+        }
+        Ok(self.users().stored_password(email)?)
+    }
+
+    /// A login's second half: audits the password check's outcome and starts a session.
+    pub fn login_end(
+        &mut self,
+        email: &str,
+        checked: Result<(), UserError>,
+        from: Origin,
+    ) -> Result<String, Denied> {
+        let actor = format!("user:{}", email.to_lowercase());
+        let outcome = checked.map_err(Denied::from);
         self.audit("", &actor, "login", "", from, outcome.as_ref().map(|_| ()))?;
         outcome?;
         Ok(self.users().start_session(email)?)
+    }
+
+    /// Checks a password and starts a session (audited either way), in one call with
+    /// the password checked under `self` (tools, benches; the API splits it).
+    pub fn login(&mut self, email: &str, password: &str, from: Origin) -> Result<String, Denied> {
+        let stored = self.login_begin(email, from)?;
+        let checked = super::users::verify_password(password, &stored);
+        self.login_end(email, checked, from)
     }
 
     /// Who `bearer` (an `Authorization: Bearer` token) or the client certificate's

@@ -114,25 +114,66 @@ impl From<DbError> for UserError {
     }
 }
 
-fn hash_password(password: &str) -> Result<String, UserError> {
-    if password.chars().count() < 10 {
+/// The longest password taken (argon2 reads all of it).
+pub const MAX_PASSWORD: usize = 1024;
+
+/// A password's length rules, checked before anything costly.
+pub fn check_password(password: &str) -> Result<(), UserError> {
+    let n = password.chars().count();
+    if n < 10 {
         return Err(UserError::BadRequest(
             "a password needs at least 10 characters".into(),
         ));
     }
+    if password.len() > MAX_PASSWORD {
+        return Err(UserError::BadRequest(format!(
+            "a password has at most {MAX_PASSWORD} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `password` matches the PHC string `stored`; the same error for every
+/// mismatch. Tens of milliseconds of CPU: see `hash_password`.
+pub fn verify_password(password: &str, stored: &str) -> Result<(), UserError> {
+    if password.len() > MAX_PASSWORD {
+        return Err(UserError::WrongCredentials);
+    }
+    let parsed = PasswordHash::new(stored).map_err(|_| UserError::WrongCredentials)?;
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .map_err(|_| UserError::WrongCredentials)
+}
+
+/// An argon2id PHC string, made by `hash_password`.
+pub struct PasswordHashed(String);
+
+/// Hashes a password (argon2id, tens of milliseconds of CPU): callers do it outside
+/// any shared lock, within `crate::cloud::iam::work`'s limit.
+pub fn hash_password(password: &str) -> Result<PasswordHashed, UserError> {
+    check_password(password)?;
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| UserError::Store(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+        .map(|h| PasswordHashed(h.to_string()))
         .map_err(|e| UserError::Store(e.to_string()))
 }
 
-fn valid_email(e: &str) -> bool {
-    let Some((user, domain)) = e.split_once('@') else {
-        return false;
-    };
-    !user.is_empty() && domain.contains('.') && e.len() <= 254 && !e.contains(char::is_whitespace)
+fn check_email(e: &str) -> Result<(), UserError> {
+    let valid = e.split_once('@').is_some_and(|(user, domain)| {
+        !user.is_empty()
+            && domain.contains('.')
+            && e.len() <= 254
+            && !e.contains(char::is_whitespace)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(UserError::BadRequest(format!(
+            "`{e}` is not an email address"
+        )))
+    }
 }
 
 pub struct Users<'a> {
@@ -151,17 +192,22 @@ impl<'a> Users<'a> {
         Users { db }
     }
 
-    fn add_user(&self, email: &str, password: &str, system: bool) -> Result<(), UserError> {
-        if !valid_email(email) {
-            return Err(UserError::BadRequest(format!(
-                "`{email}` is not an email address"
-            )));
-        }
-        let hash = hash_password(password)?;
+    fn add_user(
+        &self,
+        email: &str,
+        password: &PasswordHashed,
+        system: bool,
+    ) -> Result<(), UserError> {
+        check_email(email)?;
         let n = self.db.execute(
             "INSERT INTO users(email, password, system, created_ns) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
-            args![email.to_lowercase(), hash, system, crate::sample::now_ns()],
+            args![
+                email.to_lowercase(),
+                &password.0,
+                system,
+                crate::sample::now_ns()
+            ],
         )?;
         if n == 0 {
             return Err(UserError::Conflict(format!(
@@ -171,8 +217,10 @@ impl<'a> Users<'a> {
         Ok(())
     }
 
-    /// Self-registration: a new user who owns a new tenant.
-    pub fn register(&self, email: &str, password: &str, tenant: &str) -> Result<(), UserError> {
+    /// What self-registration would refuse before any password is hashed: a bad email
+    /// or tenant name, an email or tenant taken.
+    pub fn check_registration(&self, email: &str, tenant: &str) -> Result<(), UserError> {
+        check_email(email)?;
         if !crate::protocol::valid_device_id(tenant) {
             return Err(UserError::BadRequest(format!(
                 "`{tenant}` is not a valid tenant name"
@@ -187,6 +235,29 @@ impl<'a> Users<'a> {
                 "the tenant name `{tenant}` is taken"
             )));
         }
+        if self.exists(email)? {
+            return Err(UserError::Conflict(format!(
+                "{email} is registered already"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Self-registration (for tools and tests; the API hashes apart): as
+    /// `register_hashed`.
+    pub fn register(&self, email: &str, password: &str, tenant: &str) -> Result<(), UserError> {
+        self.check_registration(email, tenant)?;
+        self.register_hashed(email, &hash_password(password)?, tenant)
+    }
+
+    /// Self-registration: a new user who owns a new tenant.
+    pub fn register_hashed(
+        &self,
+        email: &str,
+        password: &PasswordHashed,
+        tenant: &str,
+    ) -> Result<(), UserError> {
+        self.check_registration(email, tenant)?;
         self.add_user(email, password, false)?;
         self.db.execute(
             "INSERT INTO tenants(id, created_ns) VALUES ($1, $2)",
@@ -202,6 +273,18 @@ impl<'a> Users<'a> {
         system: &str,
         email: &str,
         password: &str,
+        tenant: &str,
+        role: Role,
+    ) -> Result<(), UserError> {
+        self.register_by_system_hashed(system, email, &hash_password(password)?, tenant, role)
+    }
+
+    /// As `register_by_system`, with the password hashed by the caller.
+    pub fn register_by_system_hashed(
+        &self,
+        system: &str,
+        email: &str,
+        password: &PasswordHashed,
         tenant: &str,
         role: Role,
     ) -> Result<(), UserError> {
@@ -226,7 +309,7 @@ impl<'a> Users<'a> {
     }
 
     pub fn create_system_account(&self, email: &str, password: &str) -> Result<(), UserError> {
-        self.add_user(email, password, true)
+        self.add_user(email, &hash_password(password)?, true)
     }
 
     fn set_role(&self, email: &str, tenant: &str, role: Role) -> Result<(), UserError> {
@@ -238,23 +321,23 @@ impl<'a> Users<'a> {
         Ok(())
     }
 
-    /// Checks a password; the same error for an unknown email and a wrong password.
-    pub fn login(&self, email: &str, password: &str) -> Result<(), UserError> {
-        let stored = match self.db.query_opt(
+    /// The stored hash to check a login against (a dummy for an unknown email, so that
+    /// timing does not tell who exists). Cheap: `verify_password` does the work, outside
+    /// any shared lock.
+    pub fn stored_password(&self, email: &str) -> Result<String, UserError> {
+        let row = self.db.query_opt(
             "SELECT password FROM users WHERE email = $1",
             args![email.to_lowercase()],
-        )? {
-            Some(r) => Some(r.text(0)?),
-            None => None,
-        };
-        // Hash anyway for an unknown user, so timing does not tell who exists.
-        let stored = stored.unwrap_or_else(|| {
-            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$q4Yy6k0Ck9hC0b2gVbqX8o7fUQ1n3WcqvJZ3pJmPZk0".into()
-        });
-        let parsed = PasswordHash::new(&stored).map_err(|_| UserError::WrongCredentials)?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| UserError::WrongCredentials)
+        )?;
+        Ok(match row {
+            Some(r) => r.text(0)?,
+            None => "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$q4Yy6k0Ck9hC0b2gVbqX8o7fUQ1n3WcqvJZ3pJmPZk0".into(),
+        })
+    }
+
+    /// Checks a password in one call (for tools and tests; the API splits it).
+    pub fn login(&self, email: &str, password: &str) -> Result<(), UserError> {
+        verify_password(password, &self.stored_password(email)?)
     }
 
     /// A session for a user who just logged in: `fgs_` and 48 hex digits, valid for
@@ -372,13 +455,38 @@ impl<'a> Users<'a> {
         } else {
             Permission::ManageUsers
         };
-        self.authorize(actor, tenant, needed)?;
+        let own = self.authorize(actor, tenant, needed)?;
         if !self.exists(email)? {
             return Err(UserError::BadRequest(format!(
                 "{email} has no account: people register themselves, or a system account registers them"
             )));
         }
+        let current = self.role(email, tenant)?;
+        let yourself = actor.eq_ignore_ascii_case(email);
+        if !yourself && current.is_some_and(|c| c >= own) {
+            return Err(UserError::Forbidden(format!(
+                "{email} is {} here: a {} changes only the roles of those below it",
+                current.map_or("", |c| c.as_str()),
+                own.as_str()
+            )));
+        }
+        if yourself && current.is_some_and(|c| role > c) {
+            return Err(UserError::Forbidden("no one raises their own role".into()));
+        }
+        if current == Some(Role::Owner) && role != Role::Owner && self.owners(tenant)? < 2 {
+            return Err(UserError::Conflict(format!(
+                "{email} is the last owner of {tenant}: make another owner first"
+            )));
+        }
         self.set_role(email, tenant, role)
+    }
+
+    fn owners(&self, tenant: &str) -> Result<i64, UserError> {
+        let row = self.db.query_opt(
+            "SELECT count(*) FROM memberships WHERE tenant = $1 AND role = 'owner'",
+            args![tenant],
+        )?;
+        Ok(row.map_or(Ok(0), |r| r.int(0))?)
     }
 
     fn exists(&self, email: &str) -> Result<bool, UserError> {
@@ -408,22 +516,45 @@ impl<'a> Users<'a> {
         Ok(Some(token))
     }
 
-    pub fn reset_password(&self, token: &str, new_password: &str) -> Result<(), UserError> {
-        let hash = hash_password(new_password)?;
+    /// Spends a reset token: the account it was issued for, or `TokenInvalid`. Cheap
+    /// (no password hashing), so it comes first: an unknown token costs nothing.
+    pub fn spend_reset_token(&self, token: &str) -> Result<String, UserError> {
         let h = Sha256::digest(token.trim().as_bytes()).to_vec();
-        let email = self
+        Ok(self
             .db
             .query_opt(
                 "UPDATE reset_tokens SET used_ns = $2 WHERE token_hash = $1 AND used_ns IS NULL AND expires_ns > $2 RETURNING email",
                 args![h, crate::sample::now_ns()],
             )?
             .ok_or(UserError::TokenInvalid)?
-            .text(0)?;
+            .text(0)?)
+    }
+
+    /// Sets the password of `email` to the argon2 `hash` (made by `hash_password`, off
+    /// any lock), and ends everything the old password opened: every session of the
+    /// account and every other reset token still outstanding.
+    pub fn set_password(&self, email: &str, hash: &PasswordHashed) -> Result<(), UserError> {
+        let now = crate::sample::now_ns();
         self.db.execute(
             "UPDATE users SET password = $1 WHERE email = $2",
-            args![hash, email],
+            args![&hash.0, email],
+        )?;
+        self.db
+            .execute("DELETE FROM sessions WHERE email = $1", args![email])?;
+        self.db.execute(
+            "UPDATE reset_tokens SET used_ns = $2 WHERE email = $1 AND used_ns IS NULL",
+            args![email, now],
         )?;
         Ok(())
+    }
+
+    /// A reset in one call (the token first, then the hash): for tools and tests. The
+    /// API spends the token and sets the password apart, hashing between the two
+    /// outside the IAM lock.
+    pub fn reset_password(&self, token: &str, new_password: &str) -> Result<(), UserError> {
+        check_password(new_password)?;
+        let email = self.spend_reset_token(token)?;
+        self.set_password(&email, &hash_password(new_password)?)
     }
 }
 
