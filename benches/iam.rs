@@ -47,8 +47,8 @@ fn decisions(db: Db) -> f64 {
     let src = "10.1.2.3".parse().unwrap();
     let (_, root) = iam.keys().create(&scope).unwrap();
     // A key three levels down: every check walks two ancestors.
-    let (_, child) = iam.keys().delegate(&root, &scope, src, now).unwrap();
-    let (_, leaf) = iam.keys().delegate(&child, &scope, src, now).unwrap();
+    let (_, child) = iam.keys().delegate(&root, &scope, src, None, now).unwrap();
+    let (_, leaf) = iam.keys().delegate(&child, &scope, src, None, now).unwrap();
     let target = Target {
         stream: Some("meter/voltage_l1"),
         ..Target::device("acme", "plant1-gw07")

@@ -984,7 +984,10 @@ async fn security_events_reach_the_tenants_webhook_signed(
     let cloud = Cloud::with_settings(
         &dir.path().join("cloud"),
         fieldgate::cloud::Settings {
-            webhook_allow_http: true,
+            webhook: fieldgate::cloud::api::webhook::Policy {
+                allow_http: true,
+                allow_nets: vec!["127.0.0.0/8".parse().unwrap()],
+            },
             database: backend.database.clone(),
             ..Default::default()
         },

@@ -72,6 +72,10 @@ enum Command {
         /// Let tenants set plain http:// webhooks (a lab without certificates).
         #[arg(long)]
         webhook_allow_http: bool,
+        /// A network webhooks may reach although it is not public (loopback, private,
+        /// link-local: refused by default); repeat for several.
+        #[arg(long, value_name = "CIDR")]
+        webhook_allow_net: Vec<ipnet::IpNet>,
     },
     /// Register a gateway's TPM endorsement key at manufacture (`fieldgate identity ek`).
     Register {
@@ -209,6 +213,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             cert_lifetime,
             require_tpm,
             webhook_allow_http,
+            webhook_allow_net,
             ..
         } => {
             let l = tokio::net::TcpListener::bind(&listen)
@@ -225,7 +230,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let settings = cloud::Settings {
                 cert_lifetime,
                 require_tpm,
-                webhook_allow_http,
+                webhook: cloud::api::webhook::Policy {
+                    allow_http: webhook_allow_http,
+                    allow_nets: webhook_allow_net,
+                },
                 database: database.clone(),
             };
             cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await
@@ -317,6 +325,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             cert_lifetime,
             require_tpm,
             webhook_allow_http,
+            webhook_allow_net,
             ..
         } => {
             let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
@@ -333,7 +342,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     let settings = cloud::Settings {
                         cert_lifetime,
                         require_tpm,
-                        webhook_allow_http,
+                        webhook: cloud::api::webhook::Policy {
+                            allow_http: webhook_allow_http,
+                            allow_nets: webhook_allow_net,
+                        },
                         database: database.clone(),
                     };
                     Some(cloud::serve_api(&data, l, &settings, shutdown.clone()).await?)

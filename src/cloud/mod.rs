@@ -120,8 +120,8 @@ pub struct Settings {
     /// Enrollment needs proof (credential activation) that the key is in the TPM whose
     /// endorsement key was registered for the device.
     pub require_tpm: bool,
-    /// Tenants' webhooks may be plain http:// (a lab without certificates).
-    pub webhook_allow_http: bool,
+    /// Where tenants' webhooks may point.
+    pub webhook: api::webhook::Policy,
     /// Where data, identities and access live.
     pub database: Database,
 }
@@ -131,7 +131,7 @@ impl Default for Settings {
         Settings {
             cert_lifetime: std::time::Duration::from_secs(90 * 86400),
             require_tpm: false,
-            webhook_allow_http: false,
+            webhook: Default::default(),
             database: Database::default(),
         }
     }
@@ -197,7 +197,7 @@ pub async fn serve_api(
         enrollment,
         iam_db,
         reads,
-        settings.webhook_allow_http,
+        settings.webhook.clone(),
     )?);
     tokio::spawn(api::webhook::deliver(api.clone(), shutdown.clone()));
     Ok(tokio::spawn(api::serve(

@@ -30,12 +30,25 @@ fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
         path: path.display().to_string(),
         error,
     };
-    std::fs::write(path, data).map_err(io)?;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // A private key is never readable by others, not even for the moment between
+    // writing it and setting its mode: the file is made 0600.
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
     if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        // An older file of the same name keeps its mode through `open`.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
     }
-    Ok(())
+    file.write_all(data.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -241,5 +254,30 @@ fn dn_text(v: &rcgen::DnValue) -> String {
         rcgen::DnValue::Ia5String(s) => s.as_str().to_string(),
         rcgen::DnValue::TeletexString(s) => s.as_str().to_string(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// From reading (issue 11): `ca.key` and `server.key` were written world-readable
+    /// (umask) and only then made 0600; a key file is now 0600 from its first byte, and
+    /// an older file of the same name is narrowed too.
+    #[test]
+    fn private_files_are_never_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::write(&path, "secret", true).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret");
+        let pki =
+            super::Pki::open_or_create(&dir.path().join("pki"), &["localhost".into()]).unwrap();
+        for f in [pki.dir.join("ca.key"), pki.server_key()] {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
     }
 }

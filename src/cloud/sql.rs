@@ -380,6 +380,31 @@ impl<C: postgres::GenericClient> Exec for Pg<'_, C> {
 
 type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
 
+/// The connection settings of `url`. Without an `sslmode`, TLS is required for any
+/// server but one on loopback or a local socket: the client's own default, `prefer`,
+/// falls back to plain text when a man in the middle refuses TLS. An explicit
+/// `sslmode` is the operator's to choose.
+pub fn pg_config(url: &str) -> Result<postgres::Config, DbError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| DbError::Postgres(format!("the database URL: {e}")))?;
+    let explicit = url.contains("sslmode=");
+    let local = config.get_hosts().iter().all(|h| match h {
+        postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        postgres::config::Host::Unix(_) => true,
+    });
+    if !explicit && !local {
+        config.ssl_mode(postgres::config::SslMode::Require);
+    }
+    Ok(config)
+}
+
 /// A PostgreSQL client on a thread of its own.
 pub struct Link {
     jobs: mpsc::Sender<Job>,
@@ -414,14 +439,14 @@ impl Link {
                 .with_root_certificates(roots)
                 .with_no_client_auth(),
         );
+        let config = pg_config(url)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, started) = mpsc::channel();
-        let url = url.to_string();
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
                 let open = || {
-                    postgres::Client::connect(&url, tls.clone()).and_then(|mut db| {
+                    config.connect(tls.clone()).and_then(|mut db| {
                         init(&mut db)?;
                         Ok(db)
                     })
@@ -654,5 +679,23 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(db.query("SELECT id FROM t", &[]).unwrap().len(), 2);
+    }
+
+    /// From reading (issue 11): the client's default `sslmode=prefer` let a man in the
+    /// middle downgrade the connection to plain text.
+    #[test]
+    fn tls_is_required_for_remote_databases_unless_the_url_says_otherwise() {
+        use postgres::config::SslMode;
+        let mode = |url: &str| pg_config(url).unwrap().get_ssl_mode();
+        assert_eq!(mode("postgres://fg@db.example.net/fg"), SslMode::Require);
+        assert_eq!(mode("postgres://fg@10.0.0.5:5432/fg"), SslMode::Require);
+        assert_eq!(
+            mode("postgres://fg@db.example.net/fg?sslmode=disable"),
+            SslMode::Disable
+        );
+        assert_eq!(mode("postgres://fg@127.0.0.1:5432/fg"), SslMode::Prefer);
+        assert_eq!(mode("postgres://fg@localhost/fg"), SslMode::Prefer);
+        assert_eq!(mode("postgres://fg@[::1]:5432/fg"), SslMode::Prefer);
+        assert!(pg_config("postgres://fg@host/fg?sslmode=sometimes").is_err());
     }
 }

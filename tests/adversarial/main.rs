@@ -10,3 +10,4 @@ mod bystander;
 mod enrollment;
 mod keys;
 mod people;
+mod tenants;

@@ -499,6 +499,10 @@ async fn devices(
     .await
 }
 
+/// Refused claims within a minute (by a caller, from an address, or of a device)
+/// before further ones are refused unchecked.
+const CLAIM_LIMIT: i64 = 10;
+
 async fn claim(
     State(api): State<Arc<Api>>,
     ctx: Ctx,
@@ -516,9 +520,32 @@ async fn claim(
                 "the key does not reach this device",
             ));
         }
-        iam.devices()
-            .claim_for(g.tenant(), &r.device, &r.claim_code)
-            .map_err(into)?;
+        // Claim codes are short enough to guess: refused attempts are counted per
+        // caller, per address and per device, and audited.
+        let claimed = iam
+            .throttle_on(
+                "claim-code",
+                g.actor(),
+                Some(&r.device),
+                true,
+                CLAIM_LIMIT,
+                &ctx.from(),
+            )
+            .and_then(|()| {
+                Ok(iam
+                    .devices()
+                    .claim_for(g.tenant(), &r.device, &r.claim_code)?)
+            });
+        let tenant = g.tenant().to_string();
+        iam.audit(
+            &tenant,
+            g.actor(),
+            "claim-code",
+            &r.device,
+            ctx.from(),
+            claimed.as_ref().map(|_| ()),
+        )?;
+        claimed?;
         Ok((
             StatusCode::CREATED,
             Json(DeviceInfo {

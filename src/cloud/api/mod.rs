@@ -43,8 +43,8 @@ pub struct Api {
     /// Reads of samples and gaps, on another connection (WAL: readers do not wait for
     /// the ingest).
     pub reads: Mutex<Store>,
-    /// Webhooks may be plain http:// (a lab without certificates).
-    pub webhook_allow_http: bool,
+    /// Where tenants' webhooks may point.
+    pub webhook: webhook::Policy,
 }
 
 impl Api {
@@ -54,7 +54,7 @@ impl Api {
         enrollment: Arc<Enrollment>,
         db: crate::cloud::sql::Db,
         reads: Store,
-        webhook_allow_http: bool,
+        webhook: webhook::Policy,
     ) -> anyhow::Result<Api> {
         let iam = Iam::with(db).map_err(|e| anyhow::anyhow!("{e}"))?;
         iam.db().schema(webhook::SCHEMA)?;
@@ -62,7 +62,7 @@ impl Api {
             enrollment,
             iam: Mutex::new(iam),
             reads: Mutex::new(reads),
-            webhook_allow_http,
+            webhook,
         })
     }
 

@@ -315,16 +315,30 @@ impl Iam {
         limit: i64,
         from: &Origin,
     ) -> Result<(), Denied> {
+        self.throttle_on(action, actor, None, refused_only, limit, from)
+    }
+
+    /// As `throttle`, counting attempts on `resource` too (by anyone, from anywhere).
+    pub fn throttle_on(
+        &self,
+        action: &str,
+        actor: &str,
+        resource: Option<&str>,
+        refused_only: bool,
+        limit: i64,
+        from: &Origin,
+    ) -> Result<(), Denied> {
         let since = from.now_ns - 60_000_000_000;
         let row = self.db().query_opt(
             "SELECT count(*) FROM audit WHERE action = $1 AND ($2 = 0 OR outcome = 'refused')
-             AND ts_ns > $3 AND (actor = $4 OR source = $5)",
+             AND ts_ns > $3 AND (actor = $4 OR source = $5 OR resource = $6)",
             args![
                 action,
                 refused_only as i64,
                 since,
                 actor,
-                from.source.to_string()
+                from.source.to_string(),
+                resource
             ],
         )?;
         if row.map_or(Ok(0), |r| r.int(0))? >= limit {
@@ -545,7 +559,7 @@ impl Iam {
         let outcome = match parent {
             Caller::Key { token, .. } => self
                 .keys
-                .delegate(token, child, from.source, from.now_ns)
+                .delegate(token, child, from.source, from.web, from.now_ns)
                 .map_err(Denied::from),
             _ => Err(denied(
                 "delegation_refused",

@@ -318,6 +318,7 @@ impl Keys {
         parent_token: &str,
         child: &Scope,
         source: IpAddr,
+        origin: Option<&str>,
         now_ns: i64,
     ) -> Result<(String, String), KeyError> {
         let (pid, parent) = self.resolve(parent_token)?;
@@ -337,6 +338,13 @@ impl Keys {
             return Err(KeyError::Refused(refused(
                 "key_source_refused",
                 format!("the key may not be used from {source}"),
+            )));
+        }
+        // The parent's web origins bind its use for minting as for anything else.
+        if let Some(o) = origin.filter(|o| !parent.origins.iter().any(|x| x == o)) {
+            return Err(KeyError::Refused(refused(
+                "key_origin_refused",
+                format!("the key may not be used from the web origin {o}"),
             )));
         }
         if let Some(why) = parent.widened_by(child) {
@@ -606,7 +614,7 @@ mod tests {
             min_resolution_s: 3600,
             ..scope()
         };
-        let (_, child) = k.delegate(&root, &narrow, src, NOW).unwrap();
+        let (_, child) = k.delegate(&root, &narrow, src, None, NOW).unwrap();
         k.authorize(&child, &req()).unwrap();
         let (_, grandchild) = k
             .delegate(
@@ -617,6 +625,7 @@ mod tests {
                     ..narrow.clone()
                 },
                 src,
+                None,
                 NOW,
             )
             .unwrap();
@@ -679,7 +688,7 @@ mod tests {
                 "origins",
             ),
         ] {
-            match k.delegate(&child, &wider, src, NOW) {
+            match k.delegate(&child, &wider, src, None, NOW) {
                 Err(KeyError::Refused(e)) => {
                     assert_eq!(e.code, "scope_widened");
                     assert!(e.message.contains(what), "{what}: {}", e.message);
@@ -688,7 +697,7 @@ mod tests {
             }
         }
         assert_eq!(
-            code(k.delegate(&grandchild, &narrow, src, NOW)),
+            code(k.delegate(&grandchild, &narrow, src, None, NOW)),
             "delegation_refused"
         );
         // Revoking the root revokes both descendants at once.
@@ -744,7 +753,7 @@ mod tests {
             Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
         let (root_id, root) = k.create(&scope()).unwrap();
         let (_, child) = k
-            .delegate(&root, &scope(), "10.0.0.1".parse().unwrap(), NOW)
+            .delegate(&root, &scope(), "10.0.0.1".parse().unwrap(), None, NOW)
             .unwrap();
         // Only the root is marked: the check walks the ancestry anyway.
         k.db.execute(
