@@ -21,7 +21,8 @@ const RUN: Duration = Duration::from_secs(3);
 
 /// Decisions per second, each audited.
 fn decisions(db: Db) -> f64 {
-    let mut iam = Iam::with(db).unwrap();
+    let anchor = std::sync::Arc::new(fieldgate::cloud::iam::anchor::Anchor::ephemeral());
+    let mut iam = Iam::with(db, anchor).unwrap();
     // Registered and claimed once per database (a second run finds it so).
     let _ = iam.devices().register("plant1-gw07", "CLAIM-CODE-07");
     let _ = iam

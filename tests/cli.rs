@@ -253,8 +253,13 @@ fn audit_verify_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cloud");
     std::fs::create_dir_all(&data).unwrap();
-    let db = rusqlite::Connection::open(fieldgate::cloud::store_path(&data)).unwrap();
-    let mut keys = Keys::open(fieldgate::cloud::sql::Db::Sqlite(db)).unwrap();
+    let db = fieldgate::cloud::sql::Db::Sqlite(
+        rusqlite::Connection::open(fieldgate::cloud::store_path(&data)).unwrap(),
+    );
+    fieldgate::cloud::iam::audit::open(&db).unwrap();
+    // The cloud's own anchor in its data directory, as `audit verify` opens it.
+    let anchor = fieldgate::cloud::iam::anchor::Anchor::open(&data, &db).unwrap();
+    let mut keys = Keys::open(db, std::sync::Arc::new(anchor)).unwrap();
     let now = fieldgate::sample::now_ns();
     let (_, token) = keys
         .create(&Scope {

@@ -97,6 +97,41 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
             .is_empty(),
         "the forged sample never reached gw-m1's stream"
     );
+
+    // gw-m2 revoked while still connected to the broker: nothing it sends after that is
+    // stored, and each refusal is kept with its reason.
+    fieldgate::cloud::registry::Registry::with(
+        fieldgate::cloud::sql::Db::sqlite(&fieldgate::cloud::store_path(&data)).unwrap(),
+    )
+    .unwrap()
+    .revoke("gw-m2", "reported stolen")
+    .unwrap();
+    client
+        .publish(
+            "fg/v1/gw-m2/data",
+            QoS::AtLeastOnce,
+            false,
+            one_sample_batch(2, "own/p", 2.0),
+        )
+        .await
+        .unwrap();
+    until_puback(&mut ev).await.unwrap();
+    wait_for(
+        "the revoked device's delivery refused",
+        Duration::from_secs(10),
+        || {
+            query()
+                .rejections(10)
+                .unwrap()
+                .iter()
+                .any(|(d, _, why)| d.as_deref() == Some("gw-m2") && why.starts_with("revoked"))
+        },
+    );
+    assert_eq!(
+        query().count("gw-m2").unwrap(),
+        1,
+        "only the sample from before"
+    );
     stop.cancel();
     let _ = ingest.await;
     drop(broker);

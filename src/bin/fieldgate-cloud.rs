@@ -291,7 +291,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCmd::Verify) => {
             let db = db()?;
             cloud::iam::audit::open(&db)?;
-            match cloud::iam::audit::verify(&db)? {
+            let anchor = cloud::iam::anchor::Anchor::open(&data, &db)?;
+            match cloud::iam::audit::verify(&db, &anchor)? {
                 cloud::iam::audit::Verdict::Intact { entries } => {
                     println!("audit log intact: {entries} entries");
                     Ok(())
@@ -559,7 +560,10 @@ fn demo_access(data: &Path, database: &cloud::Database) -> anyhow::Result<DemoAc
     use cloud::iam::keys::{Action, Scope};
     use cloud::iam::users::UserError;
     let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
-    let iam = Iam::with(database.db(data)?).map_err(err)?;
+    let db = database.db(data)?;
+    fieldgate::cloud::iam::audit::open(&db)?;
+    let anchor = fieldgate::cloud::iam::anchor::Anchor::open(data, &db)?;
+    let iam = Iam::with(db, std::sync::Arc::new(anchor)).map_err(err)?;
     let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());
     let email = "demo@fieldgate.example";
     let users = iam.users();

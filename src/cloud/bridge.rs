@@ -142,6 +142,19 @@ fn store_one(store: &SharedStore, p: &Publish) -> anyhow::Result<()> {
     let mut s = store
         .lock()
         .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+    let topic_device = match protocol::parse_topic(&topic) {
+        Some(Topic::Data(dev) | Topic::State(dev)) => Some(dev),
+        _ => None,
+    };
+    // Behind a broker the ingest never sees the connection: a revoked device may still
+    // be connected there, so each of its deliveries is refused (and kept) here.
+    if let Some(dev) = topic_device {
+        if let Some(reason) = s.revoked(dev)? {
+            let why = format!("revoked: the device's identity was revoked ({reason})");
+            s.reject(Some(dev), &topic, &why, payload)?;
+            return Ok(());
+        }
+    }
     match protocol::parse_topic(&topic) {
         Some(Topic::Data(dev)) => match Batch::decode(payload) {
             Ok(b) => {

@@ -198,6 +198,7 @@ pub async fn serve_api(
         iam_db,
         reads,
         settings.webhook.clone(),
+        data_dir,
     )?);
     tokio::spawn(api::webhook::deliver(api.clone(), shutdown.clone()));
     Ok(tokio::spawn(api::serve(

@@ -55,8 +55,11 @@ impl Api {
         db: crate::cloud::sql::Db,
         reads: Store,
         webhook: webhook::Policy,
+        data_dir: &std::path::Path,
     ) -> anyhow::Result<Api> {
-        let iam = Iam::with(db).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::cloud::iam::audit::open(&db)?;
+        let anchor = crate::cloud::iam::anchor::Anchor::open(data_dir, &db)?;
+        let iam = Iam::with(db, Arc::new(anchor)).map_err(|e| anyhow::anyhow!("{e}"))?;
         iam.db().schema(webhook::SCHEMA)?;
         Ok(Api {
             enrollment,

@@ -249,11 +249,12 @@ pub struct Iam {
 
 impl Iam {
     /// Makes the tables if they are missing.
-    pub fn with(db: Db) -> Result<Iam, Denied> {
+    /// The audit chain is anchored by `anchor` (`Anchor::open` in the data directory).
+    pub fn with(db: Db, anchor: std::sync::Arc<super::anchor::Anchor>) -> Result<Iam, Denied> {
         // The users' tables too.
         Devices::open(&db)?;
         Ok(Iam {
-            keys: Keys::open(db)?,
+            keys: Keys::open(db, anchor)?,
         })
     }
 
@@ -300,7 +301,7 @@ impl Iam {
                 .map(|d| d.code.to_string())
                 .unwrap_or_default(),
         };
-        audit::record(self.keys.db(), tenant, &entry)?;
+        audit::record(self.keys.db(), self.keys.anchor(), tenant, &entry)?;
         Ok(())
     }
 

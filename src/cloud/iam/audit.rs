@@ -1,7 +1,10 @@
-//! The audit log: append-only, each entry hash-chained to the one before, and the chain's
-//! head kept beside it, so editing, deleting or truncating is found by `verify`
-//! (`fieldgate-cloud audit verify`), which names the first broken entry.
+//! The audit log: append-only, each entry chained to the one before by a MAC whose key
+//! the database does not hold, the chain's head kept beside it and every head also
+//! written to a checkpoint file (`anchor`), so editing, deleting, re-hashing or
+//! truncating is found by `verify` (`fieldgate-cloud audit verify`), which names the
+//! first broken entry.
 
+use super::anchor::Anchor;
 use crate::args;
 use crate::cloud::sql::{Db, DbError, Exec, Row};
 use sha2::{Digest, Sha256};
@@ -49,10 +52,11 @@ pub struct Entry {
     pub reason: String,
 }
 
-fn chain(prev: &[u8], e: &Entry) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(e.ts_ns.to_be_bytes());
+/// The bytes an entry's link covers: the one before it, then every field with its
+/// length.
+fn covered(prev: &[u8], e: &Entry) -> Vec<u8> {
+    let mut b = prev.to_vec();
+    b.extend(e.ts_ns.to_be_bytes());
     for f in [
         &e.actor,
         &e.action,
@@ -61,10 +65,31 @@ fn chain(prev: &[u8], e: &Entry) -> Vec<u8> {
         &e.outcome,
         &e.reason,
     ] {
-        h.update((f.len() as u64).to_be_bytes());
-        h.update(f.as_bytes());
+        b.extend((f.len() as u64).to_be_bytes());
+        b.extend(f.as_bytes());
     }
-    h.finalize().to_vec()
+    b
+}
+
+/// An entry's link: HMAC-SHA256 under the anchor's key; entries written before the key
+/// existed (`legacy`) carry a plain SHA-256.
+fn chain(key: Option<&[u8; 32]>, prev: &[u8], e: &Entry) -> Vec<u8> {
+    let bytes = covered(prev, e);
+    match key {
+        Some(k) => {
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k);
+            ring::hmac::sign(&k, &bytes).as_ref().to_vec()
+        }
+        None => Sha256::digest(&bytes).to_vec(),
+    }
+}
+
+/// The chain's head: (id, link) of its last entry.
+pub fn head(db: &Db) -> Result<Option<(i64, Vec<u8>)>, DbError> {
+    match db.query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])? {
+        Some(r) => Ok(Some((r.int(0)?, r.blob(1)?))),
+        None => Ok(None),
+    }
 }
 
 /// What `verify` found.
@@ -86,14 +111,15 @@ const CHAIN_LOCK: i64 = 0x0061_7564_6974;
 /// the write lock before it reads the head: on SQLite a deferred one that read first
 /// could not wait for another connection's write ("database is locked" at once); on
 /// PostgreSQL two servers would both extend the same head.
-pub fn append(db: &Db, e: &Entry) -> Result<i64, DbError> {
+pub fn append(db: &Db, anchor: &Anchor, e: &Entry) -> Result<i64, DbError> {
     let e = e.clone();
-    db.serialized(CHAIN_LOCK, move |tx| {
+    let key = *anchor.key();
+    let (id, mac) = db.serialized(CHAIN_LOCK, move |tx| {
         let (last, prev) = match tx.query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])? {
             Some(r) => (r.int(0)?, r.blob(1)?),
             None => (0, vec![0u8; 32]),
         };
-        let hash = chain(&prev, &e);
+        let hash = chain(Some(&key), &prev, &e);
         let id = last + 1;
         tx.execute(
             "INSERT INTO audit(id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash)
@@ -106,17 +132,19 @@ pub fn append(db: &Db, e: &Entry) -> Result<i64, DbError> {
         tx.execute(
             "INSERT INTO audit_head(one, id, hash) VALUES (1, $1, $2)
              ON CONFLICT(one) DO UPDATE SET id = excluded.id, hash = excluded.hash",
-            args![id, hash],
+            args![id, hash.clone()],
         )?;
-        Ok(id)
-    })
+        Ok((id, hash))
+    })?;
+    anchor.checkpoint(id, &mac);
+    Ok(id)
 }
 
 /// Appends a decision about a resource of `tenant` and, for a refusal, raises the
 /// security events it calls for: a key used from outside its networks at once, and a
 /// burst of refusals for one actor or from one address (once per window).
-pub fn record(db: &Db, tenant: &str, e: &Entry) -> Result<(), DbError> {
-    append(db, e)?;
+pub fn record(db: &Db, anchor: &Anchor, tenant: &str, e: &Entry) -> Result<(), DbError> {
+    append(db, anchor, e)?;
     let mut db = db;
     if e.outcome == "allowed" {
         return Ok(());
@@ -249,12 +277,14 @@ fn entry_row(r: &Row) -> Result<Entry, DbError> {
     })
 }
 
-/// Walks the chain from the start.
-pub fn verify(db: &Db) -> Result<Verdict, DbError> {
+/// Walks the chain from the start, each link checked with the anchor's key, then the
+/// anchor's checkpoints against it.
+pub fn verify(db: &Db, anchor: &Anchor) -> Result<Verdict, super::anchor::AnchorError> {
     let rows = db.query(
         "SELECT id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash FROM audit ORDER BY id",
         &[],
     )?;
+    let mut links = std::collections::HashMap::new();
     let mut expect_id = 1i64;
     let mut prev = vec![0u8; 32];
     for r in &rows {
@@ -273,21 +303,40 @@ pub fn verify(db: &Db) -> Result<Verdict, DbError> {
                 why: "it does not follow the entry before it".into(),
             });
         }
-        if chain(&prev, &e) != stored_hash {
+        let key = (id > anchor.keyed_after()).then_some(anchor.key());
+        if chain(key, &prev, &e) != stored_hash {
             return Ok(Verdict::Broken {
                 id,
-                why: "its content was changed after it was written".into(),
+                why: "its content was changed after it was written (or its link made without the audit key)".into(),
             });
         }
+        links.insert(id, stored_hash.clone());
         prev = stored_hash;
         expect_id += 1;
     }
-    let head = match db.query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])? {
-        Some(r) => Some((r.int(0)?, r.blob(1)?)),
-        None => None,
-    };
     let last = expect_id - 1;
-    match head {
+    // The checkpoints outside the database: each names an entry that must be there.
+    let mut checkpoints = anchor.checkpoints()?;
+    checkpoints.sort();
+    if let Some((id, _)) = checkpoints.iter().rev().find(|(id, _)| *id > last) {
+        return Ok(Verdict::Broken {
+            id: last + 1,
+            why: format!(
+                "entries {} to {id} were removed from the end (a checkpoint names entry {id})",
+                last + 1
+            ),
+        });
+    }
+    if let Some((id, _)) = checkpoints
+        .iter()
+        .find(|(id, mac)| links.get(id) != Some(mac))
+    {
+        return Ok(Verdict::Broken {
+            id: *id,
+            why: "it is not the entry its checkpoint recorded".into(),
+        });
+    }
+    match head(db)? {
         Some((id, hash)) if id == last && hash == prev => Ok(Verdict::Intact {
             entries: last as u64,
         }),
@@ -319,66 +368,139 @@ mod tests {
         }
     }
 
-    fn filled() -> Db {
+    /// Ten entries, anchored in a directory of their own.
+    fn filled() -> (Db, Anchor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         open(&db).unwrap();
+        let anchor = Anchor::open(dir.path(), &db).unwrap();
         for i in 1..=10 {
-            append(&db, &entry(i)).unwrap();
+            append(&db, &anchor, &entry(i)).unwrap();
         }
-        db
+        (db, anchor, dir)
+    }
+
+    fn broken_at(db: &Db, anchor: &Anchor) -> (i64, String) {
+        match verify(db, anchor).unwrap() {
+            Verdict::Broken { id, why } => (id, why),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn an_untouched_chain_verifies() {
-        assert_eq!(verify(&filled()).unwrap(), Verdict::Intact { entries: 10 });
+        let (db, anchor, _dir) = filled();
+        assert_eq!(
+            verify(&db, &anchor).unwrap(),
+            Verdict::Intact { entries: 10 }
+        );
     }
 
     #[test]
     fn edits_deletions_and_truncation_name_the_first_broken_entry() {
-        let db = filled();
+        let (db, anchor, _dir) = filled();
         db.execute("UPDATE audit SET outcome = 'allowed' WHERE id = 6", &[])
             .unwrap();
-        assert!(matches!(
-            verify(&db).unwrap(),
-            Verdict::Broken { id: 6, .. }
-        ));
+        assert_eq!(broken_at(&db, &anchor).0, 6);
 
-        let db = filled();
+        let (db, anchor, _dir) = filled();
         db.execute("DELETE FROM audit WHERE id = 4", &[]).unwrap();
-        assert!(matches!(
-            verify(&db).unwrap(),
-            Verdict::Broken { id: 4, .. }
-        ));
+        assert_eq!(broken_at(&db, &anchor).0, 4);
 
-        let db = filled();
+        let (db, anchor, _dir) = filled();
         db.execute("DELETE FROM audit WHERE id >= 9", &[]).unwrap();
-        match verify(&db).unwrap() {
-            Verdict::Broken { id: 9, why } => {
-                assert!(why.contains("removed from the end"), "{why}")
-            }
-            other => panic!("{other:?}"),
-        }
+        let (id, why) = broken_at(&db, &anchor);
+        assert_eq!(id, 9);
+        assert!(why.contains("removed from the end"), "{why}");
+    }
 
-        // A forger who rewrites a row and its hash still breaks the next link.
-        let db = filled();
-        let forged = Entry {
-            outcome: "allowed".into(),
-            ..entry(3)
-        };
-        let prev = db
-            .query_opt("SELECT prev FROM audit WHERE id = 3", &[])
+    /// Finding 7 (issue 11): with unkeyed hashes and the head in the same database,
+    /// whoever could write the database re-hashed the rest of the chain after an edit,
+    /// or cut the tail and reset the head, and the chain verified. The key is not in
+    /// the database, and the checkpoints outside it name the entries that must be there.
+    #[test]
+    fn a_database_writer_can_neither_rehash_nor_truncate_unseen() {
+        // Re-hashing everything after an edit, as the attacker can (unkeyed).
+        let (db, anchor, _dir) = filled();
+        db.execute("UPDATE audit SET outcome = 'allowed' WHERE id = 3", &[])
+            .unwrap();
+        let rows = db
+            .query(
+                "SELECT id, ts_ns, actor, action, resource, source, outcome, reason FROM audit ORDER BY id",
+                &[],
+            )
+            .unwrap();
+        let mut prev = vec![0u8; 32];
+        for r in &rows {
+            let link = chain(None, &prev, &entry_row(r).unwrap());
+            db.execute(
+                "UPDATE audit SET prev = $1, hash = $2 WHERE id = $3",
+                args![prev.clone(), link.clone(), r.int(0).unwrap()],
+            )
+            .unwrap();
+            prev = link;
+        }
+        db.execute("UPDATE audit_head SET hash = $1", args![prev])
+            .unwrap();
+        assert_eq!(
+            broken_at(&db, &anchor).0,
+            1,
+            "no link verifies without the key"
+        );
+
+        // Cutting the tail and resetting the head to the new last entry.
+        let (db, anchor, _dir) = filled();
+        let eight = db
+            .query_opt("SELECT hash FROM audit WHERE id = 8", &[])
             .unwrap()
             .unwrap()
             .blob(0)
             .unwrap();
+        db.execute("DELETE FROM audit WHERE id > 8", &[]).unwrap();
+        db.execute("UPDATE audit_head SET id = 8, hash = $1", args![eight])
+            .unwrap();
+        let (id, why) = broken_at(&db, &anchor);
+        assert_eq!(id, 9);
+        assert!(why.contains("a checkpoint names entry 10"), "{why}");
+    }
+
+    /// A chain written by the previous release (unkeyed) keeps verifying once the key
+    /// is made, and new entries are keyed.
+    #[test]
+    fn a_chain_from_before_the_key_verifies_and_continues_keyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        open(&db).unwrap();
+        let mut prev = vec![0u8; 32];
+        for i in 1..=3 {
+            let link = chain(None, &prev, &entry(i));
+            let e = entry(i);
+            db.execute(
+                "INSERT INTO audit(id, ts_ns, actor, action, resource, source, outcome, reason, prev, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                args![i, e.ts_ns, &e.actor, &e.action, &e.resource, &e.source, &e.outcome, &e.reason, prev.clone(), link.clone()],
+            )
+            .unwrap();
+            prev = link;
+        }
         db.execute(
-            "UPDATE audit SET outcome = 'allowed', hash = $1 WHERE id = 3",
-            args![chain(&prev, &forged)],
+            "INSERT INTO audit_head(one, id, hash) VALUES (1, 3, $1)",
+            args![prev],
         )
         .unwrap();
+        let anchor = Anchor::open(dir.path(), &db).unwrap();
+        append(&db, &anchor, &entry(4)).unwrap();
+        assert_eq!(
+            verify(&db, &anchor).unwrap(),
+            Verdict::Intact { entries: 4 }
+        );
+        // The same database under another key: the keyed entry fails.
+        let other = tempfile::tempdir().unwrap();
+        db.execute("UPDATE audit_head SET id = 4", &[]).unwrap();
+        let stranger = Anchor::open(other.path(), &db).unwrap();
         assert!(matches!(
-            verify(&db).unwrap(),
-            Verdict::Broken { id: 4, .. }
+            verify(&db, &stranger).unwrap(),
+            Verdict::Broken { .. }
         ));
     }
 }

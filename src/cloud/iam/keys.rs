@@ -93,6 +93,8 @@ pub enum KeyError {
     Store(#[from] DbError),
     #[error("key store: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("audit: {0}")]
+    Anchor(#[from] super::anchor::AnchorError),
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -251,13 +253,15 @@ pub struct KeyInfo {
 /// The key store and decision point.
 pub struct Keys {
     db: Db,
+    /// The audit chain's key and checkpoints.
+    anchor: std::sync::Arc<super::anchor::Anchor>,
 }
 
 impl Keys {
-    pub fn open(db: Db) -> Result<Keys, KeyError> {
+    pub fn open(db: Db, anchor: std::sync::Arc<super::anchor::Anchor>) -> Result<Keys, KeyError> {
         db.schema(SCHEMA)?;
         audit::open(&db)?;
-        Ok(Keys { db })
+        Ok(Keys { db, anchor })
     }
 
     fn insert(&self, parent: Option<&str>, scope: &Scope) -> Result<(String, String), KeyError> {
@@ -420,6 +424,7 @@ impl Keys {
             .join("/");
         audit::record(
             &self.db,
+            &self.anchor,
             r.tenant,
             &audit::Entry {
                 ts_ns: r.now_ns,
@@ -444,7 +449,11 @@ impl Keys {
     }
 
     pub fn audit_verify(&self) -> Result<audit::Verdict, KeyError> {
-        Ok(audit::verify(&self.db)?)
+        Ok(audit::verify(&self.db, &self.anchor)?)
+    }
+
+    pub fn anchor(&self) -> &super::anchor::Anchor {
+        &self.anchor
     }
 
     pub fn db(&self) -> &Db {
@@ -496,8 +505,11 @@ mod tests {
 
     #[test]
     fn every_refusal_has_its_reason_and_the_allowed_cases_work() {
-        let mut k =
-            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
+        let mut k = Keys::open(
+            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
+        )
+        .unwrap();
         let (_, t) = k.create(&scope()).unwrap();
         k.authorize(&t, &req()).unwrap();
         k.authorize(
@@ -604,8 +616,11 @@ mod tests {
 
     #[test]
     fn children_only_narrow_and_revocation_reaches_descendants() {
-        let mut k =
-            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
+        let mut k = Keys::open(
+            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
+        )
+        .unwrap();
         let (root_id, root) = k.create(&scope()).unwrap();
         let src: IpAddr = "10.1.2.3".parse().unwrap();
         let narrow = Scope {
@@ -708,8 +723,11 @@ mod tests {
 
     #[test]
     fn a_failure_burst_and_out_of_cidr_use_raise_events() {
-        let mut k =
-            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
+        let mut k = Keys::open(
+            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
+        )
+        .unwrap();
         let (_, t) = k.create(&scope()).unwrap();
         let _ = k.authorize(
             &t,
@@ -749,8 +767,11 @@ mod tests {
 
     #[test]
     fn an_ancestor_revoked_by_hand_in_the_database_still_stops_its_children() {
-        let mut k =
-            Keys::open(Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap())).unwrap();
+        let mut k = Keys::open(
+            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
+        )
+        .unwrap();
         let (root_id, root) = k.create(&scope()).unwrap();
         let (_, child) = k
             .delegate(&root, &scope(), "10.0.0.1".parse().unwrap(), None, NOW)

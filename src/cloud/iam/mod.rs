@@ -4,6 +4,7 @@
 //! decision goes to.
 
 pub mod access;
+pub mod anchor;
 pub mod audit;
 pub mod devices;
 pub mod keys;
