@@ -67,6 +67,10 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RenewRequest {
     pub csr: String,
+    /// Evidence that a new key lives in the TPM: a device that must prove its TPM
+    /// renews for a key other than its current one only through credential activation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmEvidence>,
 }
 
 /// The answer to both: the new certificate and the CA that issued it (PEM).

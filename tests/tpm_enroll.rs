@@ -33,10 +33,15 @@ struct Renewing {
     first_fingerprint: serde_json::Value,
 }
 
-async fn renewing(d: &Path, device: &str, rotate: bool) -> Renewing {
+/// With `prove`, the device's EK is registered, so enrollment and every new key are
+/// certified by credential activation.
+async fn renewing(d: &Path, device: &str, rotate: bool, prove: bool) -> Renewing {
     let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(9)).await;
     let tpm = Swtpm::start(&d.join("tpm"));
     let config = tpm_gateway(d, device, &cloud, &tpm);
+    if prove {
+        register_ek(&cloud, device, &config);
+    }
     if rotate {
         let text = std::fs::read_to_string(&config).unwrap().replace(
             "token_file = \"bootstrap.token\"",
@@ -66,6 +71,20 @@ async fn renewing(d: &Path, device: &str, rotate: bool) -> Renewing {
         first_cert,
         first_fingerprint,
     }
+}
+
+/// Manufacture: the EK of the gateway's TPM registered for `device`.
+fn register_ek(cloud: &Cloud, device: &str, cfg: &Path) -> String {
+    let ek = fieldgate_out(&["identity", "ek", "--config", cfg.to_str().unwrap()]);
+    assert!(ek.status.success(), "{ek:?}");
+    let ek = String::from_utf8(ek.stdout).unwrap().trim().to_string();
+    let reg = cloud
+        .cli()
+        .args(["register", device, "--ek", &ek])
+        .output()
+        .unwrap();
+    assert!(reg.status.success(), "{reg:?}");
+    ek
 }
 
 fn identity_json(cfg: &Path) -> serde_json::Value {
@@ -348,7 +367,7 @@ async fn forged_tokens_and_foreign_csrs_are_refused_and_recorded() {
 async fn a_short_lived_certificate_is_renewed_on_schedule() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let r = renewing(d, "short-gw", false).await;
+    let r = renewing(d, "short-gw", false, false).await;
     let (cloud, mut gw) = (r.cloud, r.gateway);
     let first = r.first_cert;
     let now = std::fs::read_to_string(d.join("state/device.crt")).unwrap();
@@ -389,16 +408,7 @@ async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
     let cfg_b = tpm_gateway(&db, "pump-7", &cloud, &tpm_b); // a clone: same config, other TPM
 
     // Manufacture: the EK of the real device's TPM is registered.
-    let ek = fieldgate_out(&["identity", "ek", "--config", cfg_a.to_str().unwrap()]);
-    assert!(ek.status.success(), "{ek:?}");
-    let ek = String::from_utf8(ek.stdout).unwrap().trim().to_string();
-    let reg = std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate-cloud"))
-        .arg("--data-dir")
-        .arg(&cloud.data)
-        .args(["register", "pump-7", "--ek", &ek])
-        .output()
-        .unwrap();
-    assert!(reg.status.success(), "{reg:?}");
+    let ek = register_ek(&cloud, "pump-7", &cfg_a);
     let token = cloud.token("pump-7");
 
     // 1. The clone, with the right token, shows its own TPM: refused.
@@ -582,11 +592,13 @@ async fn expired_and_corrupted_certificates_are_named() {
 
 /// Key rotation: each renewal makes a new key in the TPM (alternating between two
 /// handles), certifies it over mutual TLS with the old one, and removes the old one.
+/// The device's EK is registered, so each new key is proven by credential activation
+/// (issue 11, finding 5: renewal once took any new key without TPM evidence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let r = renewing(d, "rot-gw", true).await;
+    let r = renewing(d, "rot-gw", true, true).await;
     let (cloud, tpm, cfg, mut gw) = (r.cloud, r.tpm, r.config, r.gateway);
     let first = r.first_fingerprint;
     let keys: std::collections::BTreeSet<String> = events(&cloud, "rot-gw")
@@ -595,6 +607,14 @@ async fn renewal_with_key_rotation_makes_a_new_tpm_key_each_time() {
         .map(|e| e.rsplit("key ").next().unwrap().to_string())
         .collect();
     assert!(keys.len() >= 3, "a new key each time: {keys:?}");
+    let challenged = events(&cloud, "rot-gw")
+        .iter()
+        .filter(|e| e.starts_with("challenged"))
+        .count();
+    assert!(
+        challenged >= 3,
+        "enrollment and each rotation were challenged"
+    );
     let now = identity_json(&cfg);
     assert_ne!(now["fingerprint"], first);
     assert_eq!(now["certificate"]["matches_key"], true, "{now}");

@@ -5,7 +5,8 @@ use super::api::Refusal;
 use super::pki::{CsrProblem, Pki};
 use super::registry::{Registry, Spent, TokenProblem};
 use crate::enrollment::{
-    hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
+    hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest,
+    RenewRequest, TpmEvidence,
 };
 use axum::http::StatusCode;
 use std::time::Duration;
@@ -133,7 +134,14 @@ impl Enrollment {
         }
         if let Some(registered_ek) = self.tpm_proof(device)? {
             return self
-                .challenge(req, registered_ek, peer)
+                .challenge(
+                    device,
+                    &req.csr,
+                    req.tpm.as_ref(),
+                    Some(&req.token),
+                    registered_ek,
+                    peer,
+                )
                 .map(EnrollAnswer::Challenge);
         }
         let csr_key = self.csr_key(device, &req.csr, peer)?;
@@ -199,14 +207,16 @@ impl Enrollment {
     /// TPM, signing only).
     fn challenge(
         &self,
-        req: &EnrollRequest,
+        device: &str,
+        csr: &str,
+        tpm: Option<&TpmEvidence>,
+        token: Option<&str>,
         registered: Option<Vec<u8>>,
         peer: &str,
     ) -> Result<Challenge, Refusal> {
-        let device = req.device_id.as_str();
         let forbid =
             |code: &str, msg: String| self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg);
-        let Some(ev) = &req.tpm else {
+        let Some(ev) = tpm else {
             return Err(forbid("tpm_proof_required", "this cloud requires proof that the key lives in the device's TPM: enroll with `identity.backend = \"tpm\"`".into()));
         };
         let Some(registered) = registered else {
@@ -215,9 +225,13 @@ impl Enrollment {
         if unhex(&ev.ek).as_deref() != Some(registered.as_slice()) {
             return Err(forbid("ek_mismatch", format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
         }
-        let csr_key = self.csr_key(device, &req.csr, peer)?;
-        let outcome = self.registry.check_token(&req.token, device, &csr_key);
-        self.token_outcome(device, peer, outcome)?;
+        let csr_key = self.csr_key(device, csr, peer)?;
+        // Enrollment pays with a token; renewal is authenticated by the current
+        // certificate instead.
+        if let Some(token) = token {
+            let outcome = self.registry.check_token(token, device, &csr_key);
+            self.token_outcome(device, peer, outcome)?;
+        }
         use super::credential::{attr, make_credential, parse_ecc_public};
         let public = unhex(&ev.key_public)
             .ok_or_else(|| "not hex".to_string())
@@ -246,7 +260,7 @@ impl Enrollment {
             .map_err(|why| self.refuse(device, peer, StatusCode::BAD_REQUEST, "ek_invalid", why))?;
         let id = hex(&rand::random::<[u8; 16]>());
         let reg = &self.registry;
-        reg.put_challenge(&id, device, &credential, &req.csr, &req.token)
+        reg.put_challenge(&id, device, &credential, csr, token)
             .map_err(|e| {
                 Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })?;
@@ -288,6 +302,11 @@ impl Enrollment {
             ));
         }
         let csr_key = self.csr_key(&device, &csr, peer)?;
+        // A renewal's challenge carries no token.
+        if token_hash.is_empty() {
+            self.refuse_if_revoked(&device, peer)?;
+            return self.issue(&device, &csr, peer, "renewed");
+        }
         let outcome = self
             .registry
             .spend_token_hash(&token_hash, &device, &csr_key);
@@ -295,13 +314,33 @@ impl Enrollment {
         self.issue(&device, &csr, peer, event)
     }
 
+    /// Renewal over mutual TLS. A device that must prove its TPM keeps its proven key,
+    /// or proves the new one by credential activation (a challenge, answered at
+    /// `/v1/enroll/activate`): one use of a stolen TPM key must not yield an exportable
+    /// key renewed for ever.
     pub fn renew(
         &self,
         device: &str,
         req: &RenewRequest,
         peer: &str,
-    ) -> Result<CertResponse, Refusal> {
+    ) -> Result<EnrollAnswer, Refusal> {
         self.refuse_if_revoked(device, peer)?;
+        if let Some(registered) = self.tpm_proof(device)? {
+            let fingerprint =
+                Pki::csr_fingerprint(&req.csr).map_err(|p| self.refuse_csr(device, peer, p))?;
+            let current = self
+                .registry
+                .certificates(device)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .map(|c| c.key_fingerprint);
+            if current.as_deref() != Some(fingerprint.as_str()) {
+                return self
+                    .challenge(device, &req.csr, req.tpm.as_ref(), None, registered, peer)
+                    .map(EnrollAnswer::Challenge);
+            }
+        }
         self.issue(device, &req.csr, peer, "renewed")
+            .map(EnrollAnswer::Certificate)
     }
 }

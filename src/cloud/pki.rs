@@ -25,6 +25,18 @@ pub struct Pki {
     ca_key: KeyPair,
 }
 
+/// The SHA-256 of the CSR's SubjectPublicKeyInfo.
+fn spki_fingerprint(csr: &rcgen::CertificateSigningRequestParams) -> String {
+    use sha2::Digest;
+    let raw = rcgen::PublicKeyData::der_bytes(&csr.public_key);
+    let spki = if csr.public_key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        crate::der::p256_spki(raw)
+    } else {
+        raw.to_vec()
+    };
+    crate::enrollment::hex(&sha2::Sha256::digest(&spki))
+}
+
 fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
     let io = |error| PkiError::Io {
         path: path.display().to_string(),
@@ -158,6 +170,12 @@ impl Pki {
         ))
     }
 
+    /// The SHA-256 fingerprint of a CSR's public key, as certificates record it.
+    pub fn csr_fingerprint(csr_pem: &str) -> Result<String, CsrProblem> {
+        let (csr, _) = parse_csr(csr_pem)?;
+        Ok(spki_fingerprint(&csr))
+    }
+
     /// Signs a gateway's CSR (PEM) as a client certificate for `device_id`, valid for
     /// `lifetime`: the CSR's signature must verify and its CN must be `device_id`.
     /// Returns the certificate (PEM), its serial (hex) and the SHA-256 fingerprint of
@@ -172,16 +190,7 @@ impl Pki {
         if cn != device_id {
             return Err(CsrProblem::OtherDevice(cn));
         }
-        let raw = rcgen::PublicKeyData::der_bytes(&csr.public_key);
-        let spki = if csr.public_key.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
-            crate::der::p256_spki(raw)
-        } else {
-            raw.to_vec()
-        };
-        let fingerprint: String = {
-            use sha2::Digest;
-            crate::enrollment::hex(&sha2::Sha256::digest(&spki))
-        };
+        let fingerprint = spki_fingerprint(&csr);
         let serial: [u8; 16] = rand::random();
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, device_id);

@@ -184,12 +184,14 @@ impl Registry {
         device: &str,
         credential: &[u8],
         csr: &str,
-        token: &str,
+        token: Option<&str>,
     ) -> Result<(), RegistryError> {
         use sha2::Digest;
+        // A renewal's challenge carries no token: an empty hash.
+        let token_hash = token.map(hash).unwrap_or_default();
         self.db().execute(
             "INSERT INTO challenges(id, device, credential_hash, csr, token_hash, expires_ns) VALUES ($1, $2, $3, $4, $5, $6)",
-            args![id, device, sha2::Sha256::digest(credential).to_vec(), csr, hash(token), crate::sample::now_ns() + 300_000_000_000],
+            args![id, device, sha2::Sha256::digest(credential).to_vec(), csr, token_hash, crate::sample::now_ns() + 300_000_000_000],
         )?;
         Ok(())
     }

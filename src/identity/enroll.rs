@@ -280,11 +280,21 @@ pub async fn renew_with(
     cert: &Path,
 ) -> Result<(), EnrollError> {
     let chain = crate::tls::load_certs(cert).map_err(|e| EnrollError::Local(e.to_string()))?;
-    let csr = super::csr_pem(new_key, device_id).map_err(|e| EnrollError::Local(e.to_string()))?;
-    let body =
-        serde_json::to_vec(&RenewRequest { csr }).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let csr = super::csr_pem(new_key.clone(), device_id)
+        .map_err(|e| EnrollError::Local(e.to_string()))?;
+    let req = RenewRequest {
+        csr,
+        tpm: evidence(new_key.as_ref())?,
+    };
+    let body = serde_json::to_vec(&req).map_err(|e| EnrollError::Local(e.to_string()))?;
     let (status, body) = post(url, "/v1/renew", ca, Some((chain, key)), body).await?;
-    store_certificate(cert, &answer(status, &body)?)
+    // A new key of a device that must prove its TPM is certified by credential
+    // activation, as at enrollment.
+    let got = match answer(status, &body)? {
+        EnrollAnswer::Certificate(c) => c,
+        EnrollAnswer::Challenge(ch) => answer_challenge(new_key.as_ref(), url, ca, &ch).await?,
+    };
+    store_certificate(cert, &got)
 }
 
 /// When the certificate at `path` should be renewed (two thirds into its lifetime) and

@@ -129,3 +129,40 @@ async fn a_device_with_a_registered_tpm_cannot_enroll_without_proving_it() {
         .unwrap();
     assert_eq!(unspent, Ok(fieldgate::cloud::registry::Spent::First));
 }
+
+/// Finding 5 (medium): renewal took any new key in the CSR without TPM evidence, even
+/// under `--require-tpm`: one use of a stolen TPM key (its certificate) yielded an
+/// exportable key renewed for ever. A device that must prove its TPM now renews for a
+/// new key only through credential activation (the honest rotation:
+/// `tpm_enroll::renewal_with_key_rotation_makes_a_new_tpm_key_each_time`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_cannot_launder_a_tpm_identity_into_a_software_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
+    let (api, acme, _) = two_tenants(&cloud).await;
+    let mut ek = vec![4u8];
+    ek.extend((1..=64).map(|i| i as u8));
+    cloud.registry().register_ek("gw-tpm", &ek).unwrap();
+    // The thief holds a valid certificate of the device (and the use of its key).
+    cloud.dev_cert("gw-tpm", &dir.path().join("stolen"));
+    let stolen = Auth::Device(
+        dir.path().join("stolen/device.crt"),
+        dir.path().join("stolen/device.key"),
+    );
+    let body = json!({"csr": software_csr("gw-tpm")});
+    let r = while_attacked(
+        &api,
+        &acme,
+        api.call("POST", "/v1/renew", &stolen, Some(body)),
+    )
+    .await;
+    assert_eq!((r.0, code(&r)), (403, "tpm_proof_required"), "{r:?}");
+    // Claiming TPM evidence for a software key gets a challenge no one here can answer.
+    let fake = json!({"csr": software_csr("gw-tpm"),
+                      "tpm": {"ek": fieldgate::enrollment::hex(&ek), "key_public": "00"}});
+    let r = api.call("POST", "/v1/renew", &stolen, Some(fake)).await;
+    assert_eq!(r.0, 400, "{r:?}");
+    assert!(r.1.get("certificate").is_none());
+    let events = cloud.registry().events(Some("gw-tpm")).unwrap();
+    assert!(events.iter().all(|e| e.event != "renewed"), "{events:?}");
+}

@@ -41,7 +41,7 @@ async fn renew(
     State(api): State<Arc<Api>>,
     Extension(peer): Extension<Peer>,
     body: axum::body::Bytes,
-) -> Result<Json<CertResponse>, Refusal> {
+) -> Result<Json<EnrollAnswer>, Refusal> {
     let Some(device) = peer.device.clone() else {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
