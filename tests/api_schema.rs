@@ -44,8 +44,12 @@ async fn schemathesis(backend: Backend, dir: tempfile::TempDir) {
     let url = format!("{}/v1/openapi.json", cloud.api_url());
     let ca = cloud.data.join("pki/ca.crt");
     let budget = std::env::var("FIELDGATE_SCHEMATHESIS_SECONDS").unwrap_or("45".into());
+    // schemathesis keeps a cache (of crashes it replays) in its working directory: the
+    // test's own, not the checkout.
+    let cwd = cloud.data.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(st)
+            .current_dir(&cwd)
             .args(["run", &url, "--tls-verify"])
             .arg(&ca)
             .args(["--header", &format!("Authorization: Bearer {session}")])

@@ -418,18 +418,17 @@ async fn keys_are_refused_for_each_reason_and_work_within_their_scope(
         )
         .await;
     let points = r["points"].as_array().unwrap();
-    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
-    assert_eq!(counted, 7200, "{r}");
+    // Finished hours only (the samples span two hours ending now), counts withheld.
+    assert!(!points.is_empty(), "{r}");
     for p in points {
-        let (n, min, max, avg) = (
-            p["count"].as_f64().unwrap(),
+        let (min, max, avg) = (
             p["min"].as_f64().unwrap(),
             p["max"].as_f64().unwrap(),
             p["avg"].as_f64().unwrap(),
         );
         // At the key's own resolution a bucket is its average, nothing finer: no raw
         // minimum or maximum.
-        assert!(n > 0.0, "{p}");
+        assert!(p.get("count").is_none(), "{p}");
         assert_eq!((min, max), (avg, avg), "{p}");
     }
 

@@ -301,10 +301,11 @@ impl Enrollment {
                     .into(),
             ));
         }
+        // Revoked while the challenge was open: nothing is issued.
+        self.refuse_if_revoked(&device, peer)?;
         let csr_key = self.csr_key(&device, &csr, peer)?;
         // A renewal's challenge carries no token.
         if token_hash.is_empty() {
-            self.refuse_if_revoked(&device, peer)?;
             return self.issue(&device, &csr, peer, "renewed");
         }
         let outcome = self

@@ -14,6 +14,15 @@ fn software_csr(cn: &str) -> String {
     p.serialize_request(&key).unwrap().pem().unwrap()
 }
 
+/// An endorsement key (any P-256 point will do: nothing here answers its challenge)
+/// registered for `device` at manufacture.
+fn register_an_ek(cloud: &Cloud, device: &str) -> Vec<u8> {
+    let mut ek = vec![4u8];
+    ek.extend((1..=64).map(|i| i as u8));
+    cloud.registry().register_ek(device, &ek).unwrap();
+    ek
+}
+
 /// Finding 1 (critical): enrollment and renewal for a revoked device once held the
 /// registry's lock while recording the refusal took it again. The first such request
 /// hung every later enroll, activate, renew, device detail and revoke; a few hundred
@@ -105,9 +114,7 @@ async fn a_device_with_a_registered_tpm_cannot_enroll_without_proving_it() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
     let (api, acme, _) = two_tenants(&cloud).await;
-    let mut ek = vec![4u8];
-    ek.extend((1..=64).map(|i| i as u8));
-    cloud.registry().register_ek("gw-tpm", &ek).unwrap();
+    register_an_ek(&cloud, "gw-tpm");
     let token = cloud.token("gw-tpm");
     let body = json!({"device_id": "gw-tpm", "csr": software_csr("gw-tpm"), "token": token});
     let r = while_attacked(
@@ -140,9 +147,7 @@ async fn renewal_cannot_launder_a_tpm_identity_into_a_software_key() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::with_api(&dir.path().join("cloud"), Duration::from_secs(3600)).await;
     let (api, acme, _) = two_tenants(&cloud).await;
-    let mut ek = vec![4u8];
-    ek.extend((1..=64).map(|i| i as u8));
-    cloud.registry().register_ek("gw-tpm", &ek).unwrap();
+    let ek = register_an_ek(&cloud, "gw-tpm");
     // The thief holds a valid certificate of the device (and the use of its key).
     cloud.dev_cert("gw-tpm", &dir.path().join("stolen"));
     let stolen = Auth::Device(

@@ -2,7 +2,7 @@
 //! the device lifecycle (register, claim, transfer, revoke) and API keys (mint, delegate,
 //! list, revoke). Every tenant route goes through `grant`, which audits its answer.
 
-use super::{blocking, hashing, parse, Api, Ctx, Refusal};
+use super::{blocking, parse, Api, Ctx, Refusal};
 use crate::cloud::iam::access::{Caller, Grant, Iam, Op, Target};
 use crate::cloud::iam::keys::{Action, KeyInfo, Scope};
 use crate::cloud::iam::users::{check_password, hash_password, verify_password, Role};
@@ -126,7 +126,7 @@ async fn register(
         Ok(checked?)
     })
     .await?;
-    let turn = hashing::slot().await?;
+    let turn = api.passwords.slot().await?;
     let password = r.password.clone();
     let hash = blocking(move || hash_password(&password).map_err(into)).await?;
     drop(turn);
@@ -173,12 +173,18 @@ async fn login(
         Ok(stored)
     })
     .await?;
-    let turn = hashing::slot().await?;
-    let password = l.password.clone();
-    let checked = blocking(move || Ok(verify_password(&password, &stored))).await?;
+    // One check at a time per account: guesses sent at once would all pass the
+    // throttle before the first refusal is recorded.
+    let held = api.clone();
+    let _one = held.passwords.one_per_account(&l.email)?;
+    let turn = api.passwords.slot().await?;
+    let (password, against) = (l.password.clone(), stored.clone());
+    let checked = blocking(move || Ok(verify_password(&password, &against))).await?;
     drop(turn);
     blocking(move || {
-        let token = api.iam().login_end(&l.email, checked, ctx.from())?;
+        let token = api
+            .iam()
+            .login_end(&l.email, &stored, checked, ctx.from())?;
         Ok((
             StatusCode::CREATED,
             Json(Session {
@@ -287,22 +293,23 @@ async fn reset_confirm(
 ) -> Result<StatusCode, Refusal> {
     let r: ResetConfirm = parse(&body)?;
     check_password(&r.password).map_err(into)?;
-    let turn = hashing::slot().await?;
     let (api2, ctx2, token) = (api.clone(), ctx.clone(), r.token.clone());
+    // The token is spent before a hashing turn is taken: bogus tokens cost no turn. (A
+    // reset that then finds the server busy needs a new token.)
     let email = blocking(move || {
         let mut iam = api2.iam();
+        // Refusals are counted per address (an unknown token names no account).
+        let anonymous = format!("address:{}", ctx2.peer.addr.ip());
         let spent = iam
             .throttle(
                 "password-reset-confirm",
-                "",
+                &anonymous,
                 true,
                 RESET_LIMIT,
                 &ctx2.from(),
             )
             .and_then(|()| Ok(iam.users().spend_reset_token(&token)?));
-        let actor = spent
-            .as_ref()
-            .map_or(String::new(), |e| format!("user:{e}"));
+        let actor = spent.as_ref().map_or(anonymous, |e| format!("user:{e}"));
         iam.audit(
             "",
             &actor,
@@ -314,6 +321,7 @@ async fn reset_confirm(
         Ok(spent?)
     })
     .await?;
+    let turn = api.passwords.slot().await?;
     let password = r.password.clone();
     let hash = blocking(move || hash_password(&password).map_err(into)).await?;
     drop(turn);
@@ -344,7 +352,7 @@ async fn system_register(
     let r: SystemRegistration = parse(&body)?;
     let (api2, ctx2, tenant) = (api.clone(), ctx.clone(), r.tenant.clone());
     let sys = blocking(move || system(&mut api2.iam(), &ctx2, "register-user", &tenant)).await?;
-    let turn = hashing::slot().await?;
+    let turn = api.passwords.slot().await?;
     let password = r.password.clone();
     let hash = blocking(move || hash_password(&password).map_err(into)).await?;
     drop(turn);

@@ -60,7 +60,8 @@ fn device(g: &Grant) -> &str {
 #[derive(Serialize)]
 struct Stream {
     stream: String,
-    samples: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    samples: Option<u64>,
     latest_ns: i64,
 }
 
@@ -73,13 +74,25 @@ async fn streams(
         // Names and counts only: no values, so any resolution may list them.
         let g = read(&api, &ctx, &tenant, &dev, None, u64::MAX)?;
         let list = api.reads().streams(device(&g))?;
+        // A key limited to a resolution sees the latest time at that resolution and no
+        // count (which would time every sample).
+        let floor_ns = g
+            .scope()
+            .map_or(0, |s| s.min_resolution_s as i64 * 1_000_000_000);
         Ok(Json(
             list.into_iter()
                 .filter(|(s, _, _)| g.sees_stream(s))
-                .map(|(stream, samples, latest_ns)| Stream {
-                    stream,
-                    samples,
-                    latest_ns,
+                .map(|(stream, samples, latest_ns)| match floor_ns {
+                    0 => Stream {
+                        stream,
+                        samples: Some(samples),
+                        latest_ns,
+                    },
+                    f => Stream {
+                        stream,
+                        samples: None,
+                        latest_ns: latest_ns - latest_ns.rem_euclid(f),
+                    },
                 })
                 .collect(),
         ))
@@ -202,14 +215,20 @@ async fn history(
             .ok()
             .and_then(|s| s.checked_mul(1_000_000_000))
             .unwrap_or(i64::MAX);
-        let Some(w) = Window::new(from_ns, to_ns, bucket_ns, floor_ns, limit) else {
+        let now = crate::sample::now_ns();
+        let Some(w) = Window::new(from_ns, to_ns, bucket_ns, floor_ns, limit, now) else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "the window holds no whole bucket of this key's resolution",
+                "the window holds no finished bucket of this key's resolution",
             ));
         };
-        let points = api.reads().history_limited(device(&g), &q.stream, w)?;
+        let mut points = api.reads().history_limited(device(&g), &q.stream, w)?;
+        // Counts are withheld: with them, an average that changes (a late sample) gives
+        // the new value away.
+        if let History::Buckets(b) = &mut points {
+            b.iter_mut().for_each(|b| b.count = 0);
+        }
         Ok(Json(HistoryAnswer {
             stream: q.stream,
             from_ns: w.from_ns,

@@ -5,6 +5,8 @@
 
 use super::Refusal;
 use axum::http::StatusCode;
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -13,16 +15,67 @@ pub const AT_ONCE: usize = 2;
 /// How long a request waits for a turn.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-static SLOTS: Semaphore = Semaphore::const_new(AT_ONCE);
+/// The password work of one API server: its turns, and the accounts being checked.
+pub struct Passwords {
+    slots: Semaphore,
+    checking: Mutex<HashSet<String>>,
+}
 
-/// A turn to hash or check a password; hold it for the work.
-pub async fn slot() -> Result<SemaphorePermit<'static>, Refusal> {
-    match tokio::time::timeout(WAIT, SLOTS.acquire()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many password checks at once: try again in a few seconds",
-        )),
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords {
+            slots: Semaphore::new(AT_ONCE),
+            checking: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// An account's password check in progress; the account is free again when dropped.
+pub struct OnePerAccount<'a> {
+    email: String,
+    passwords: &'a Passwords,
+}
+
+impl Passwords {
+    /// A turn to hash or check a password; hold it for the work.
+    pub async fn slot(&self) -> Result<SemaphorePermit<'_>, Refusal> {
+        match tokio::time::timeout(WAIT, self.slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks at once: try again in a few seconds",
+            )),
+        }
+    }
+
+    /// Claims the account's one password check at a time, or refuses (429) while
+    /// another is in progress: a burst of guesses would otherwise all pass the login
+    /// throttle before the first refusal is recorded.
+    pub fn one_per_account(&self, email: &str) -> Result<OnePerAccount<'_>, Refusal> {
+        let email = email.to_lowercase();
+        let mut set = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(email.clone()) {
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "a sign-in of this account is being checked: one at a time",
+            ));
+        }
+        Ok(OnePerAccount {
+            email,
+            passwords: self,
+        })
+    }
+}
+
+impl Drop for OnePerAccount<'_> {
+    fn drop(&mut self) {
+        let mut set = self
+            .passwords
+            .checking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.email);
     }
 }

@@ -45,6 +45,8 @@ pub struct Api {
     pub reads: Mutex<Store>,
     /// Where tenants' webhooks may point.
     pub webhook: webhook::Policy,
+    /// Password hashing and checks: off the IAM lock, a few at a time.
+    pub passwords: hashing::Passwords,
 }
 
 impl Api {
@@ -66,6 +68,7 @@ impl Api {
             iam: Mutex::new(iam),
             reads: Mutex::new(reads),
             webhook,
+            passwords: Default::default(),
         })
     }
 

@@ -95,11 +95,15 @@ fn public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return public(IpAddr::V4(v4));
             }
+            let o = v6.octets();
             if in_net("64:ff9b::/96") {
-                let o = v6.octets();
                 return public(IpAddr::V4(std::net::Ipv4Addr::new(
                     o[12], o[13], o[14], o[15],
                 )));
+            }
+            // 6to4 carries an IPv4 address in its prefix.
+            if in_net("2002::/16") {
+                return public(IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
@@ -109,6 +113,7 @@ fn public(ip: IpAddr) -> bool {
                     "fe80::/10",
                     "fec0::/10",
                     "2001:db8::/32",
+                    "64:ff9b:1::/48",
                     "::/96",
                     "100::/64",
                 ]
@@ -180,6 +185,13 @@ async fn set(
         .parse()
         .map_err(|_| bad_url("the URL does not parse"))?;
     let (host, port) = host_port(&uri).ok_or_else(|| bad_url("the URL has no host"))?;
+    // Who asks is decided before the cloud resolves anything for them.
+    let (a, c, t) = (api.clone(), ctx.clone(), tenant.clone());
+    blocking(move || {
+        grant(&mut a.iam(), &c, Op::ReadAudit, Target::tenant(&t))?;
+        Ok(())
+    })
+    .await?;
     resolve(&host, port, &api.webhook.allow_nets)
         .await
         .map_err(|why| bad_url(&why))?;
@@ -420,6 +432,9 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!reachable(ip.parse().unwrap(), &[]), "{ip}");
         }

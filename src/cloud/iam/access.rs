@@ -365,14 +365,20 @@ impl Iam {
     }
 
     /// A login's second half: audits the password check's outcome and starts a session.
+    /// The password was checked against `stored`; if the account's password changed in
+    /// the meantime (a reset ending a thief's access), the check counts for nothing.
     pub fn login_end(
         &mut self,
         email: &str,
+        stored: &str,
         checked: Result<(), UserError>,
         from: Origin,
     ) -> Result<String, Denied> {
         let actor = format!("user:{}", email.to_lowercase());
-        let outcome = checked.map_err(Denied::from);
+        let still = self.users().stored_password(email)? == stored;
+        let outcome = checked
+            .and_then(|()| still.then_some(()).ok_or(UserError::WrongCredentials))
+            .map_err(Denied::from);
         self.audit("", &actor, "login", "", from, outcome.as_ref().map(|_| ()))?;
         outcome?;
         Ok(self.users().start_session(email)?)
@@ -383,7 +389,7 @@ impl Iam {
     pub fn login(&mut self, email: &str, password: &str, from: Origin) -> Result<String, Denied> {
         let stored = self.login_begin(email, from)?;
         let checked = super::users::verify_password(password, &stored);
-        self.login_end(email, checked, from)
+        self.login_end(email, &stored, checked, from)
     }
 
     /// Who `bearer` (an `Authorization: Bearer` token) or the client certificate's

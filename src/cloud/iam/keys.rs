@@ -54,6 +54,8 @@ pub struct Scope {
 pub const MAX_PATTERNS: usize = 32;
 /// The longest pattern, in characters.
 pub const MAX_PATTERN_LEN: usize = 128;
+/// The longest device or datastream name a key can see, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
 
 /// One request to decide.
 #[derive(Debug, Clone)]
@@ -184,12 +186,14 @@ impl Scope {
         Ok(())
     }
 
+    /// Names longer than `MAX_NAME_LEN` are seen by no key: matching stays bounded by
+    /// patterns × `MAX_PATTERN_LEN` × `MAX_NAME_LEN` whatever a caller puts in a path.
     pub fn sees_device(&self, device: &str) -> bool {
-        self.devices.iter().any(|p| glob(p, device))
+        device.len() <= MAX_NAME_LEN && self.devices.iter().any(|p| glob(p, device))
     }
 
     pub fn sees_stream(&self, stream: &str) -> bool {
-        self.streams.iter().any(|p| glob(p, stream))
+        stream.len() <= MAX_NAME_LEN && self.streams.iter().any(|p| glob(p, stream))
     }
 
     pub fn check(&self, r: &Request) -> Result<(), Refused> {
@@ -344,6 +348,8 @@ impl Keys {
                 format!("the key may not be used from {source}"),
             )));
         }
+        // Bounded before the containment check matches the child's patterns.
+        child.check_size()?;
         // The parent's web origins bind its use for minting as for anything else.
         if let Some(o) = origin.filter(|o| !parent.origins.iter().any(|x| x == o)) {
             return Err(KeyError::Refused(refused(

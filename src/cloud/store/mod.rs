@@ -67,7 +67,13 @@ pub struct Bucket {
     pub avg: f64,
     pub min: f64,
     pub max: f64,
+    /// Withheld (0, not sent) from keys limited to a resolution.
+    #[serde(skip_serializing_if = "count_withheld")]
     pub count: u64,
+}
+
+fn count_withheld(count: &u64) -> bool {
+    *count == 0
 }
 
 /// What one insert did.

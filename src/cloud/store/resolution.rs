@@ -22,13 +22,14 @@ pub struct Window {
 impl Window {
     /// The whole buckets of `bucket_ns` (rounded up to a multiple of `floor_ns`, both
     /// positive) that `from_ns..=to_ns` touches, at most `limit` of them, none before
-    /// the epoch. `None` for an empty window.
+    /// the epoch and none that has not ended by `now_ns`. `None` for an empty window.
     pub fn new(
         from_ns: i64,
         to_ns: i64,
         bucket_ns: i64,
         floor_ns: i64,
         limit: usize,
+        now_ns: i64,
     ) -> Option<Self> {
         let floor_ns = floor_ns.max(1);
         let bucket_ns = bucket_ns
@@ -38,7 +39,10 @@ impl Window {
             .checked_mul(floor_ns)?;
         let (from_ns, to_ns) = (from_ns.max(0), to_ns.max(0));
         let start = from_ns - from_ns % bucket_ns;
-        let last = to_ns - to_ns % bucket_ns;
+        // Finished buckets only: the one still filling would give each new sample away
+        // by the change in its average.
+        let now_ns = now_ns.max(0);
+        let last = (to_ns - to_ns % bucket_ns).min(now_ns - now_ns % bucket_ns - bucket_ns);
         let cap = start.saturating_add((limit.max(1) as i64 - 1).saturating_mul(bucket_ns));
         let end = last.min(cap).saturating_add(bucket_ns - 1);
         (start <= end).then_some(Window {
@@ -91,6 +95,8 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
+    /// Long after every window of these tests.
+    const NOW: i64 = 1_000_000 * 3_600 * S;
 
     fn b(ts_s: i64, avg: f64, count: u64) -> Bucket {
         Bucket {
@@ -104,21 +110,26 @@ mod tests {
 
     #[test]
     fn a_window_around_one_sample_covers_its_whole_bucket() {
-        let w = Window::new(7_200 * S + 5, 7_200 * S + 6, 3_600 * S, 3_600 * S, 100).unwrap();
+        let w = Window::new(7_200 * S + 5, 7_200 * S + 6, 3_600 * S, 3_600 * S, 100, NOW).unwrap();
         assert_eq!((w.from_ns, w.to_ns), (7_200 * S, 10_800 * S - 1));
         // A bucket finer than the floor is the floor; one between is rounded up.
-        let w = Window::new(0, 1, 10 * S, 3_600 * S, 100).unwrap();
+        let w = Window::new(0, 1, 10 * S, 3_600 * S, 100, NOW).unwrap();
         assert_eq!(w.bucket_ns, 3_600 * S);
-        let w = Window::new(0, 1, 5_000 * S, 3_600 * S, 100).unwrap();
+        let w = Window::new(0, 1, 5_000 * S, 3_600 * S, 100, NOW).unwrap();
         assert_eq!(w.bucket_ns, 7_200 * S);
     }
 
     #[test]
     fn the_limit_cuts_at_a_bucket_boundary() {
-        let w = Window::new(0, 100 * 3_600 * S, 3_600 * S, 3_600 * S, 3).unwrap();
+        let w = Window::new(0, 100 * 3_600 * S, 3_600 * S, 3_600 * S, 3, NOW).unwrap();
         assert_eq!((w.from_ns, w.to_ns), (0, 3 * 3_600 * S - 1));
-        assert!(Window::new(-10 * S, -S, S, S, 10).is_some_and(|w| w.from_ns == 0));
-        assert!(Window::new(i64::MAX - 1, i64::MAX, S, S, 10).is_some());
+        assert!(Window::new(-10 * S, -S, S, S, 10, NOW).is_some_and(|w| w.from_ns == 0));
+        // At the end of time nothing overflows (and the bucket holding `now` is unfinished).
+        assert!(Window::new(i64::MAX - 1, i64::MAX, S, S, 10, i64::MAX).is_none());
+        // The bucket still filling is left out; a window of it alone holds nothing.
+        let w = Window::new(0, NOW, 3_600 * S, 3_600 * S, 100_000_000, NOW + 5).unwrap();
+        assert_eq!(w.to_ns, NOW - 1);
+        assert!(Window::new(NOW, NOW + 5, 3_600 * S, 3_600 * S, 10, NOW + 5).is_none());
     }
 
     #[test]
