@@ -4,6 +4,8 @@
 //! durable SQLite outbox and forwards it over MQTT with mutual TLS. The cloud half
 //! (feature `cloud`) terminates those streams and stores each sample exactly once.
 #![deny(unsafe_code)]
+// No `.unwrap()` on a path that handles outside input: tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backoff;
 pub mod bytesize;
