@@ -5,7 +5,7 @@
 use super::{blocking, parse, Api, Ctx, Refusal};
 use crate::cloud::iam::access::{Caller, Grant, Iam, Op, Target};
 use crate::cloud::iam::keys::{Action, KeyInfo, Scope};
-use crate::cloud::iam::users::{check_password, hash_password, verify_password, Role};
+use crate::cloud::iam::users::{check_password, Role};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
@@ -126,10 +126,7 @@ async fn register(
         Ok(checked?)
     })
     .await?;
-    let turn = api.passwords.slot().await?;
-    let password = r.password.clone();
-    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
-    drop(turn);
+    let hash = api.passwords.hash(&r.password).await?;
     blocking(move || {
         api.iam()
             .users()
@@ -177,10 +174,7 @@ async fn login(
     // throttle before the first refusal is recorded.
     let held = api.clone();
     let _one = held.passwords.one_per_account(&l.email)?;
-    let turn = api.passwords.slot().await?;
-    let (password, against) = (l.password.clone(), stored.clone());
-    let checked = blocking(move || Ok(verify_password(&password, &against))).await?;
-    drop(turn);
+    let checked = api.passwords.verify(&l.password, &stored).await?;
     blocking(move || {
         let token = api
             .iam()
@@ -321,10 +315,7 @@ async fn reset_confirm(
         Ok(spent?)
     })
     .await?;
-    let turn = api.passwords.slot().await?;
-    let password = r.password.clone();
-    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
-    drop(turn);
+    let hash = api.passwords.hash(&r.password).await?;
     blocking(move || {
         api.iam()
             .users()
@@ -352,10 +343,7 @@ async fn system_register(
     let r: SystemRegistration = parse(&body)?;
     let (api2, ctx2, tenant) = (api.clone(), ctx.clone(), r.tenant.clone());
     let sys = blocking(move || system(&mut api2.iam(), &ctx2, "register-user", &tenant)).await?;
-    let turn = api.passwords.slot().await?;
-    let password = r.password.clone();
-    let hash = blocking(move || hash_password(&password).map_err(into)).await?;
-    drop(turn);
+    let hash = api.passwords.hash(&r.password).await?;
     blocking(move || {
         api.iam()
             .users()

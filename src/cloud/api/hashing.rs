@@ -4,6 +4,8 @@
 //! (503 `busy`), while every request that needs no password goes on meanwhile.
 
 use super::Refusal;
+use crate::cloud::iam::access::Denied;
+use crate::cloud::iam::users::{hash_password, verify_password, PasswordHashed, UserError};
 use axum::http::StatusCode;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -47,6 +49,27 @@ impl Passwords {
                 "too many password checks at once: try again in a few seconds",
             )),
         }
+    }
+
+    /// Hashes `password` in turn, off the async threads and the IAM lock.
+    pub async fn hash(&self, password: &str) -> Result<PasswordHashed, Refusal> {
+        let _turn = self.slot().await?;
+        let password = password.to_string();
+        super::blocking(move || {
+            hash_password(&password).map_err(|e| Refusal::from(Denied::from(e)))
+        })
+        .await
+    }
+
+    /// Checks `password` against the PHC string `stored`, in turn.
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: &str,
+    ) -> Result<Result<(), UserError>, Refusal> {
+        let _turn = self.slot().await?;
+        let (password, stored) = (password.to_string(), stored.to_string());
+        super::blocking(move || Ok(verify_password(&password, &stored))).await
     }
 
     /// Claims the account's one password check at a time, or refuses (429) while
