@@ -72,8 +72,13 @@ fn decisions(db: Db) -> f64 {
 
 /// Plain single-row inserts per second (each its own transaction).
 fn inserts(db: Db) -> f64 {
-    db.schema("CREATE TABLE plain(id INTEGER PRIMARY KEY, ts INTEGER, actor TEXT, resource TEXT, outcome TEXT)")
-        .unwrap();
+    let ddl = "CREATE TABLE plain(id INTEGER PRIMARY KEY, ts INTEGER, actor TEXT, resource TEXT, outcome TEXT)";
+    let ddl = if db.is_postgres() {
+        fieldgate::cloud::sql::postgres_ddl(ddl)
+    } else {
+        ddl.to_string()
+    };
+    db.execute(&ddl, &[]).unwrap();
     let t = Instant::now();
     let mut m = 0i64;
     while t.elapsed() < RUN {

@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod pattern;
 pub mod protocol;
 pub mod sample;
+pub mod schema;
 pub mod tls;
 
 #[cfg(feature = "gateway")]

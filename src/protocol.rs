@@ -101,7 +101,7 @@ pub struct Batch {
 }
 
 /// Why a payload was refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("payload of {0} bytes is over the limit of {MAX_PAYLOAD} bytes")]
     TooLarge(usize),

@@ -253,10 +253,7 @@ fn audit_verify_names_the_first_tampered_entry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cloud");
     std::fs::create_dir_all(&data).unwrap();
-    let db = fieldgate::cloud::sql::Db::Sqlite(
-        rusqlite::Connection::open(fieldgate::cloud::store_path(&data)).unwrap(),
-    );
-    fieldgate::cloud::iam::audit::open(&db).unwrap();
+    let db = fieldgate::cloud::sql::Db::sqlite(&fieldgate::cloud::store_path(&data)).unwrap();
     // The cloud's own anchor in its data directory, as `audit verify` opens it.
     let anchor = fieldgate::cloud::iam::anchor::Anchor::open(&data, &db).unwrap();
     let mut keys = Keys::open(db, std::sync::Arc::new(anchor)).unwrap();

@@ -151,9 +151,7 @@ async fn ingest_session_never_panics() {
     use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
     use rumqttc::mqttbytes::QoS;
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(std::sync::Mutex::new(
-        fieldgate::cloud::store::Store::open(&dir.path().join("fuzz.db")).unwrap(),
-    ));
+    let (_, ingest) = fieldgate::cloud::open(dir.path(), &[]).unwrap();
     let mut seed = BytesMut::new();
     for p in [
         Packet::Connect(Connect::new("gw")),
@@ -176,7 +174,7 @@ async fn ingest_session_never_panics() {
     for _ in 0..1_500 {
         let input = mutate(&mut rng, &seed);
         let io = tokio::io::join(std::io::Cursor::new(input), tokio::io::sink());
-        let _ = fieldgate::cloud::ingest::session("gw", store.clone(), io).await;
+        let _ = fieldgate::cloud::ingest::endpoint::session("gw", ingest.clone(), io).await;
     }
 }
 

@@ -28,7 +28,7 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     let port = broker.port;
 
     let stop = CancellationToken::new();
-    let link = fieldgate::cloud::bridge::BrokerLink {
+    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
         host: "127.0.0.1".into(),
         port,
         ca: pki.ca_cert(),
@@ -37,7 +37,11 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
         client_id: "fieldgate-ingest".into(),
         share_group: None,
     };
-    let ingest = tokio::spawn(fieldgate::cloud::bridge::run(link, store, stop.clone()));
+    let ingest = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
+        link,
+        store,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The real gateway publishes through the broker.

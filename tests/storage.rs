@@ -255,7 +255,6 @@ fn suite(open: &dyn Fn() -> Store) {
             ),
         ]
     );
-    assert_eq!(st.revoked("gw").unwrap(), None);
 }
 
 #[test]

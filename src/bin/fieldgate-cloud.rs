@@ -276,7 +276,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
             let db = db()?;
-            let users = cloud::iam::users::Users::open(&db).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let users = cloud::iam::users::Users::new(&db);
             users
                 .create_system_account(&email, password.trim_end_matches(['\r', '\n']))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -290,7 +290,6 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCmd::Verify) => {
             let db = db()?;
-            cloud::iam::audit::open(&db)?;
             let anchor = cloud::iam::anchor::Anchor::open(&data, &db)?;
             match cloud::iam::audit::verify(&db, &anchor)? {
                 cloud::iam::audit::Verdict::Intact { entries } => {
@@ -330,10 +329,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             ..
         } => {
             let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
-            let store =
-                std::sync::Arc::new(std::sync::Mutex::new(tokio::task::block_in_place(|| {
-                    database.store(&data)
-                })?));
+            let ingest = tokio::task::block_in_place(|| {
+                let store = std::sync::Arc::new(std::sync::Mutex::new(database.store(&data)?));
+                let registry = cloud::registry::Registry::with(database.db(&data)?)?;
+                anyhow::Ok(std::sync::Arc::new(cloud::ingest::Ingest::new(
+                    store, registry,
+                )))
+            })?;
             let shutdown = shutdown_on_signal();
             let api_task = match api {
                 Some(a) => {
@@ -353,7 +355,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let link = cloud::bridge::BrokerLink {
+            let link = cloud::ingest::bridge::BrokerLink {
                 host: host.into(),
                 port: port.parse().context("--broker port")?,
                 ca: broker_ca.context("--broker-ca is required with --broker")?,
@@ -362,7 +364,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 client_id,
                 share_group,
             };
-            let ran = cloud::bridge::run(link, store, shutdown).await;
+            let ran = cloud::ingest::bridge::run(link, ingest, shutdown).await;
             if let Some(t) = api_task {
                 let _ = t.await;
             }
@@ -525,6 +527,7 @@ async fn demo(
             _ = shutdown.cancelled() => break,
         }
         let rows = store
+            .store()
             .lock()
             .map_err(|_| anyhow::anyhow!("store lock"))?
             .tail(seen, 1000)?;
@@ -561,7 +564,6 @@ fn demo_access(data: &Path, database: &cloud::Database) -> anyhow::Result<DemoAc
     use cloud::iam::users::UserError;
     let err = |e: cloud::iam::keys::Refused| anyhow::anyhow!("demo tenant: {e}");
     let db = database.db(data)?;
-    fieldgate::cloud::iam::audit::open(&db)?;
     let anchor = fieldgate::cloud::iam::anchor::Anchor::open(data, &db)?;
     let iam = Iam::with(db, std::sync::Arc::new(anchor)).map_err(err)?;
     let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());

@@ -6,6 +6,7 @@
 use super::Entry;
 use crate::protocol::{Gap, Sequenced};
 use crate::sample::{Quality, Sample, TimeQuality, Value};
+use crate::schema::{Migration, Schema, Step};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -35,6 +36,8 @@ pub enum OutboxError {
     },
     #[error("buffer database: {0}")]
     Sql(rusqlite::Error),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     #[error("cannot start the buffer thread: {0}")]
     Thread(String),
 }
@@ -48,7 +51,54 @@ impl From<rusqlite::Error> for OutboxError {
     }
 }
 
-/// What is stored per row beside the point and timestamps.
+/// The outbox's schema: one numbered list of migrations, forward only (`schema`).
+/// A rollback to the previous release must still deliver what this one buffered: every
+/// migration here is one that release can read (docs/storage.md).
+pub const SCHEMA: Schema = Schema {
+    name: "gateway buffer",
+    migrations: &[
+        Migration {
+            version: 1,
+            what: "the outbox of release 0.1: samples, gap records, counters",
+            older_can_read: false,
+            steps: &[Step {
+                owner: "buffer::outbox",
+                sql: "CREATE TABLE IF NOT EXISTS outbox(
+                          seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+                          class INTEGER NOT NULL,
+                          ts_ns INTEGER NOT NULL,
+                          mono_ns INTEGER NOT NULL,
+                          boot  TEXT NOT NULL,
+                          tq    INTEGER NOT NULL,
+                          point TEXT NOT NULL,
+                          body  BLOB NOT NULL,
+                          size  INTEGER NOT NULL);
+                      CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox(class, seq);
+                      CREATE TABLE IF NOT EXISTS gaps(first INTEGER PRIMARY KEY, last INTEGER NOT NULL);
+                      CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+                postgres: None,
+            }],
+        },
+        Migration {
+            version: 2,
+            what: "each row says how its body is encoded (release 0.1's rows: format 1)",
+            older_can_read: true,
+            steps: &[Step {
+                owner: "buffer::outbox",
+                sql: "ALTER TABLE outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 1;",
+                postgres: None,
+            }],
+        },
+    ],
+};
+
+/// The encodings of a row's body this release reads: 1, postcard of `Body`.
+/// A release that adds one writes it only once its update is committed, so the release
+/// before it never meets a row it cannot read (docs/storage.md).
+const BODY_FORMAT: i64 = 1;
+
+/// What is stored per row beside the point and timestamps (body format 1; its fields
+/// and their order are fixed: postcard has no field names).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Body {
     value: Value,
@@ -117,7 +167,7 @@ impl Outbox {
             path: path.display().to_string(),
             error,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         // WAL with synchronous=FULL: a commit is on disk (fsync of the WAL) before it
@@ -134,22 +184,7 @@ impl Outbox {
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_size_limit", WAL_LIMIT)
             .map_err(open_err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS outbox(
-                 seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-                 class INTEGER NOT NULL,
-                 ts_ns INTEGER NOT NULL,
-                 mono_ns INTEGER NOT NULL,
-                 boot  TEXT NOT NULL,
-                 tq    INTEGER NOT NULL,
-                 point TEXT NOT NULL,
-                 body  BLOB NOT NULL,
-                 size  INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox(class, seq);
-             CREATE TABLE IF NOT EXISTS gaps(first INTEGER PRIMARY KEY, last INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
-        )
-        .map_err(open_err)?;
+        SCHEMA.migrate_sqlite(&mut conn, &path.display().to_string())?;
         let bytes: i64 = conn
             .query_row("SELECT COALESCE(SUM(size), 0) FROM outbox", [], |r| {
                 r.get(0)
@@ -261,8 +296,8 @@ impl Outbox {
         }
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO outbox(class, ts_ns, mono_ns, boot, tq, point, body, size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO outbox(class, ts_ns, mono_ns, boot, tq, point, body, size, format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for e in entries {
                 let s = &e.sample;
@@ -280,7 +315,8 @@ impl Outbox {
                     tq_code(s.time),
                     s.point,
                     body,
-                    size as i64
+                    size as i64,
+                    BODY_FORMAT
                 ])?;
                 seqs.push(tx.last_insert_rowid() as u64);
                 added += size;
@@ -322,7 +358,9 @@ impl Outbox {
         Ok(seqs)
     }
 
-    /// Up to `limit` samples with `after < seq <= upto`, in sequence order.
+    /// Up to `limit` samples with `after < seq <= upto`, in sequence order. Rows in a body
+    /// format this release does not know (a newer release's, after a rollback) stay in
+    /// the outbox for the release that wrote them.
     pub fn fetch(
         &self,
         after: u64,
@@ -330,13 +368,15 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<Sequenced>, OutboxError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT seq, ts_ns, point, body, tq FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, ts_ns, point, body, tq FROM outbox
+             WHERE seq > ?1 AND seq <= ?2 AND format <= ?4 ORDER BY seq LIMIT ?3",
         )?;
         let rows = q.query_map(
             params![
                 after.min(i64::MAX as u64) as i64,
                 upto.min(i64::MAX as u64) as i64,
-                limit as i64
+                limit as i64,
+                BODY_FORMAT
             ],
             |r| {
                 let body: Vec<u8> = r.get(3)?;

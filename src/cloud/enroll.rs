@@ -1,14 +1,13 @@
 //! Enrollment and renewal: the checks behind `/v1/enroll` and `/v1/renew`, each outcome
 //! recorded in the registry with the peer's address.
 
-use super::api::Refusal;
+use super::code::{Code, Refused};
 use super::pki::{CsrProblem, Pki};
 use super::registry::{Registry, Spent, TokenProblem};
 use crate::enrollment::{
     hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest,
     RenewRequest, TpmEvidence,
 };
-use axum::http::StatusCode;
 use std::time::Duration;
 
 pub struct Enrollment {
@@ -23,44 +22,33 @@ pub struct Enrollment {
 
 impl Enrollment {
     /// Records a refusal and returns it.
-    fn refuse(
-        &self,
-        device: &str,
-        peer: &str,
-        status: StatusCode,
-        code: &str,
-        message: String,
-    ) -> Refusal {
-        tracing::warn!(device, peer, code, %message, "identity request refused");
+    fn refuse(&self, device: &str, peer: &str, code: Code, message: String) -> Refused {
+        tracing::warn!(device, peer, %code, %message, "identity request refused");
         let _ = self
             .registry
             .record(device, "refused", &format!("{code}: {message}"), peer);
-        Refusal::new(status, code, message)
+        Refused::new(code, message)
     }
 
     /// A CSR refused: unreadable, or naming another device than `device`.
-    fn refuse_csr(&self, device: &str, peer: &str, problem: CsrProblem) -> Refusal {
+    fn refuse_csr(&self, device: &str, peer: &str, problem: CsrProblem) -> Refused {
         match problem {
-            CsrProblem::Invalid(why) => {
-                self.refuse(device, peer, StatusCode::BAD_REQUEST, "csr_invalid", why)
-            }
+            CsrProblem::Invalid(why) => self.refuse(device, peer, Code::CsrInvalid, why),
             CsrProblem::OtherDevice(cn) => self.refuse(
                 device,
                 peer,
-                StatusCode::FORBIDDEN,
-                "csr_device_mismatch",
+                Code::CsrDeviceMismatch,
                 format!("the CSR names `{cn}`, not `{device}`"),
             ),
         }
     }
 
-    fn refuse_if_revoked(&self, device: &str, peer: &str) -> Result<(), Refusal> {
+    fn refuse_if_revoked(&self, device: &str, peer: &str) -> Result<(), Refused> {
         match self.registry.revoked(device) {
             Ok(Some(reason)) => Err(self.refuse(
                 device,
                 peer,
-                StatusCode::FORBIDDEN,
-                "revoked",
+                Code::Revoked,
                 format!("{device} is revoked ({reason})"),
             )),
             _ => Ok(()),
@@ -72,14 +60,10 @@ impl Enrollment {
     /// was registered, whatever its request says. `Some(registered EK)` (or
     /// `Some(None)` under `--require-tpm` when none is registered: the challenge then
     /// refuses with `ek_unknown`) when the proof is due; `None` when a token is enough.
-    fn tpm_proof(&self, device: &str) -> Result<Option<Option<Vec<u8>>>, Refusal> {
+    fn tpm_proof(&self, device: &str) -> Result<Option<Option<Vec<u8>>>, Refused> {
         let registered = self.registry.ek(device).map_err(|e| {
             tracing::error!(device, error = %e, "registry read failed");
-            Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the registry failed; see the cloud's log",
-            )
+            Refused::new(Code::Internal, "the registry failed; see the cloud's log")
         })?;
         Ok((self.require_tpm || registered.is_some()).then_some(registered))
     }
@@ -90,7 +74,7 @@ impl Enrollment {
         csr: &str,
         peer: &str,
         event: &str,
-    ) -> Result<CertResponse, Refusal> {
+    ) -> Result<CertResponse, Refused> {
         let (cert, serial, fingerprint) = self
             .pki
             .sign_csr(csr, device, self.lifetime)
@@ -113,22 +97,17 @@ impl Enrollment {
         })
     }
 
-    pub fn enroll(&self, req: &EnrollRequest, peer: &str) -> Result<EnrollAnswer, Refusal> {
+    pub fn enroll(&self, req: &EnrollRequest, peer: &str) -> Result<EnrollAnswer, Refused> {
         let device = req.device_id.as_str();
         if !crate::protocol::valid_device_id(device) {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_device_id",
+            return Err(Refused::new(
+                Code::BadDeviceId,
                 format!("`{device}` is not a valid device id"),
             ));
         }
         self.refuse_if_revoked(device, peer)?;
         if self.registry.lifecycle(device).as_deref() == Some("registered") {
-            return Err(self.refuse(
-                device,
-                peer,
-                StatusCode::FORBIDDEN,
-                "device_unclaimed",
+            return Err(self.refuse(device, peer, Code::DeviceUnclaimed,
                 format!("{device} is registered but no tenant has claimed it yet: claim it with the code on its label first"),
             ));
         }
@@ -153,7 +132,7 @@ impl Enrollment {
 
     /// The public key of a CSR for `device`, or a recorded refusal. Checked before
     /// the token, so a bad CSR does not spend it.
-    fn csr_key(&self, device: &str, csr: &str, peer: &str) -> Result<Vec<u8>, Refusal> {
+    fn csr_key(&self, device: &str, csr: &str, peer: &str) -> Result<Vec<u8>, Refused> {
         let (cn, key) = Pki::inspect_csr(csr).map_err(|p| self.refuse_csr(device, peer, p))?;
         if cn != device {
             return Err(self.refuse_csr(device, peer, CsrProblem::OtherDevice(cn)));
@@ -168,36 +147,32 @@ impl Enrollment {
         device: &str,
         peer: &str,
         outcome: Result<Result<Spent, TokenProblem>, super::registry::RegistryError>,
-    ) -> Result<&'static str, Refusal> {
+    ) -> Result<&'static str, Refused> {
         match outcome {
             Ok(Ok(Spent::First)) => Ok("enrolled"),
             Ok(Ok(Spent::Again)) => Ok("enrolled-again"),
             Ok(Err(p)) => {
                 let (code, msg) = match p {
                     TokenProblem::Unknown => (
-                        "token_unknown",
+                        Code::TokenUnknown,
                         "the token is not one this cloud issued".to_string(),
                     ),
                     TokenProblem::OtherDevice(_) => (
-                        "token_device_mismatch",
+                        Code::TokenDeviceMismatch,
                         format!("the token was issued for another device, not {device}"),
                     ),
                     TokenProblem::Used => (
-                        "token_used",
+                        Code::TokenUsed,
                         "the token was used already, by another key: tokens work once".to_string(),
                     ),
                     TokenProblem::Expired => (
-                        "token_expired",
+                        Code::TokenExpired,
                         "the token has expired: issue a new one".to_string(),
                     ),
                 };
-                Err(self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg))
+                Err(self.refuse(device, peer, code, msg))
             }
-            Err(e) => Err(Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            )),
+            Err(e) => Err(Refused::new(Code::Internal, e.to_string())),
         }
     }
 
@@ -213,17 +188,16 @@ impl Enrollment {
         token: Option<&str>,
         registered: Option<Vec<u8>>,
         peer: &str,
-    ) -> Result<Challenge, Refusal> {
-        let forbid =
-            |code: &str, msg: String| self.refuse(device, peer, StatusCode::FORBIDDEN, code, msg);
+    ) -> Result<Challenge, Refused> {
+        let forbid = |code: Code, msg: String| self.refuse(device, peer, code, msg);
         let Some(ev) = tpm else {
-            return Err(forbid("tpm_proof_required", "this cloud requires proof that the key lives in the device's TPM: enroll with `identity.backend = \"tpm\"`".into()));
+            return Err(forbid(Code::TpmProofRequired, "this cloud requires proof that the key lives in the device's TPM: enroll with `identity.backend = \"tpm\"`".into()));
         };
         let Some(registered) = registered else {
-            return Err(forbid("ek_unknown", format!("no endorsement key is registered for {device}: register it at manufacture (`fieldgate identity ek` on the device, `fieldgate-cloud register {device} --ek …`)")));
+            return Err(forbid(Code::EkUnknown, format!("no endorsement key is registered for {device}: register it at manufacture (`fieldgate identity ek` on the device, `fieldgate-cloud register {device} --ek …`)")));
         };
         if unhex(&ev.ek).as_deref() != Some(registered.as_slice()) {
-            return Err(forbid("ek_mismatch", format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
+            return Err(forbid(Code::EkMismatch, format!("this TPM's endorsement key is not the one registered for {device}: another box, or another TPM")));
         }
         let csr_key = self.csr_key(device, csr, peer)?;
         // Enrollment pays with a token; renewal is authenticated by the current
@@ -240,30 +214,27 @@ impl Enrollment {
                 self.refuse(
                     device,
                     peer,
-                    StatusCode::BAD_REQUEST,
-                    "tpm_key_invalid",
+                    Code::TpmKeyInvalid,
                     format!("the key's public area: {why}"),
                 )
             })?;
         if public.point != csr_key {
             return Err(forbid(
-                "tpm_key_invalid",
+                Code::TpmKeyInvalid,
                 "the TPM key in the evidence is not the CSR's key".into(),
             ));
         }
         let need = attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::SIGN;
         if public.attributes & need != need || public.attributes & attr::DECRYPT != 0 {
-            return Err(forbid("tpm_key_invalid", format!("the key's attributes {:#x} do not say: made in the TPM, bound to it, signing only", public.attributes)));
+            return Err(forbid(Code::TpmKeyInvalid, format!("the key's attributes {:#x} do not say: made in the TPM, bound to it, signing only", public.attributes)));
         }
         let credential: [u8; 32] = rand::random();
         let (blob, secret) = make_credential(&registered, &public.name, &credential)
-            .map_err(|why| self.refuse(device, peer, StatusCode::BAD_REQUEST, "ek_invalid", why))?;
+            .map_err(|why| self.refuse(device, peer, Code::EkInvalid, why))?;
         let id = hex(&rand::random::<[u8; 16]>());
         let reg = &self.registry;
         reg.put_challenge(&id, device, &credential, csr, token)
-            .map_err(|e| {
-                Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
+            .map_err(|e| Refused::new(Code::Internal, e.to_string()))?;
         let _ = reg.record(
             device,
             "challenged",
@@ -278,14 +249,14 @@ impl Enrollment {
     }
 
     /// Step two: the credential the TPM recovered; the token is spent only now.
-    pub fn activate(&self, req: &ActivateRequest, peer: &str) -> Result<CertResponse, Refusal> {
-        let taken = self.registry.take_challenge(&req.challenge).map_err(|e| {
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+    pub fn activate(&self, req: &ActivateRequest, peer: &str) -> Result<CertResponse, Refused> {
+        let taken = self
+            .registry
+            .take_challenge(&req.challenge)
+            .map_err(|e| Refused::new(Code::Internal, e.to_string()))?;
         let Some((device, want, csr, token_hash)) = taken else {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "challenge_unknown",
+            return Err(Refused::new(
+                Code::ChallengeUnknown,
                 "no such challenge, or it expired (five minutes) or was answered already",
             ));
         };
@@ -295,8 +266,7 @@ impl Enrollment {
             return Err(self.refuse(
                 &device,
                 peer,
-                StatusCode::FORBIDDEN,
-                "activation_failed",
+                Code::ActivationFailed,
                 "the credential is wrong: the key is not in the TPM the endorsement key belongs to"
                     .into(),
             ));
@@ -324,7 +294,7 @@ impl Enrollment {
         device: &str,
         req: &RenewRequest,
         peer: &str,
-    ) -> Result<EnrollAnswer, Refusal> {
+    ) -> Result<EnrollAnswer, Refused> {
         self.refuse_if_revoked(device, peer)?;
         if let Some(registered) = self.tpm_proof(device)? {
             let fingerprint =

@@ -1,13 +1,14 @@
 //! The cloud side: the issuing CA, the MQTT ingest and the sample store.
 
 pub mod api;
-pub mod bridge;
+pub mod code;
 pub mod credential;
 pub mod enroll;
 pub mod iam;
 pub mod ingest;
 pub mod pki;
 pub mod registry;
+pub mod schema;
 pub mod sql;
 pub mod store;
 pub mod watch;
@@ -83,23 +84,24 @@ pub fn redact(location: &str) -> String {
     }
 }
 
-/// Opens (creating on first use) the CA and the store of `data_dir`.
+/// Opens (creating on first use) the CA and the ingest (store and registry) of `data_dir`.
 pub fn open(
     data_dir: &Path,
     server_names: &[String],
-) -> anyhow::Result<(pki::Pki, ingest::SharedStore)> {
+) -> anyhow::Result<(pki::Pki, Arc<ingest::Ingest>)> {
     open_with(data_dir, server_names, &Database::default())
 }
 
-/// Opens the CA of `data_dir` and the store `database` names.
+/// Opens the CA of `data_dir` and the ingest over the database `database` names.
 pub fn open_with(
     data_dir: &Path,
     server_names: &[String],
     database: &Database,
-) -> anyhow::Result<(pki::Pki, ingest::SharedStore)> {
+) -> anyhow::Result<(pki::Pki, Arc<ingest::Ingest>)> {
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), server_names)?;
-    let store = database.store(data_dir)?;
-    Ok((pki, Arc::new(Mutex::new(store))))
+    let store = Arc::new(Mutex::new(database.store(data_dir)?));
+    let registry = registry::Registry::with(database.db(data_dir)?)?;
+    Ok((pki, Arc::new(ingest::Ingest::new(store, registry))))
 }
 
 /// Runs the single-node cloud: the embedded mutual-TLS ingest on `listener`, accepting
@@ -158,7 +160,7 @@ pub async fn run_with(
         None => None,
     };
     drop(pki);
-    ingest::serve(listener, tls, store, shutdown).await;
+    ingest::endpoint::serve(listener, tls, store, shutdown).await;
     if let Some(t) = api_task {
         let _ = t.await;
     }

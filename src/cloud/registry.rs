@@ -5,25 +5,6 @@
 use crate::args;
 use crate::cloud::sql::{Db, DbError, Row};
 
-/// Tables shared with the sample store (which checks revocations at connect).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS enroll_tokens(
-    token_hash BLOB PRIMARY KEY, device TEXT NOT NULL, created_ns INTEGER NOT NULL,
-    expires_ns INTEGER NOT NULL, used_ns INTEGER, spent_key BLOB);
-CREATE TABLE IF NOT EXISTS identity_events(
-    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, device TEXT NOT NULL, event TEXT NOT NULL,
-    detail TEXT NOT NULL, peer TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS revoked(
-    device TEXT PRIMARY KEY, ts_ns INTEGER NOT NULL, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS device_ek(
-    device TEXT PRIMARY KEY, ek BLOB NOT NULL, registered_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS challenges(
-    id TEXT PRIMARY KEY, device TEXT NOT NULL, credential_hash BLOB NOT NULL, csr TEXT NOT NULL,
-    token_hash BLOB NOT NULL, expires_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS certificates(
-    serial TEXT PRIMARY KEY, device TEXT NOT NULL, key_fingerprint TEXT NOT NULL,
-    not_after_ns INTEGER NOT NULL, issued_ns INTEGER NOT NULL);";
-
 #[derive(Debug, thiserror::Error)]
 #[error("registry: {0}")]
 pub struct RegistryError(#[from] DbError);
@@ -89,8 +70,6 @@ fn key_hash(key: &[u8]) -> Vec<u8> {
 impl Registry {
     /// Makes the tables if they are missing.
     pub fn with(db: Db) -> Result<Registry, RegistryError> {
-        db.schema(SCHEMA)?;
-        db.schema(super::iam::devices::SCHEMA)?;
         Ok(Registry {
             db: std::sync::Mutex::new(db),
         })

@@ -10,14 +10,6 @@ use crate::args;
 use crate::cloud::sql::{DbError, Exec};
 use std::net::IpAddr;
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS device_networks(
-    device TEXT NOT NULL, network TEXT NOT NULL, first_ns INTEGER NOT NULL,
-    last_ns INTEGER NOT NULL, PRIMARY KEY(device, network));
-CREATE TABLE IF NOT EXISTS device_rates(
-    device TEXT PRIMARY KEY, minute INTEGER NOT NULL, count INTEGER NOT NULL, normal REAL,
-    minutes INTEGER NOT NULL);";
-
 /// Serializes the rate's read-and-update across ingest workers sharing PostgreSQL.
 pub const RATE_LOCK: i64 = 0x7261_7465;
 
@@ -180,10 +172,7 @@ mod tests {
     use crate::cloud::sql::Db;
 
     fn db() -> Db {
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        db.schema(SCHEMA).unwrap();
-        db.schema(crate::cloud::iam::audit::SCHEMA).unwrap();
-        db.schema(crate::cloud::iam::devices::SCHEMA).unwrap();
+        let db = Db::memory().unwrap();
         db.execute(
             "INSERT INTO devices(device, claim_hash, tenant, state, updated_ns) VALUES ('gw', x'00', 'acme', 'enrolled', 0)",
             &[],

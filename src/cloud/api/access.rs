@@ -3,6 +3,7 @@
 //! list, revoke). Every tenant route goes through `grant`, which audits its answer.
 
 use super::{blocking, parse, Api, Ctx, Refusal};
+use crate::cloud::code::Code;
 use crate::cloud::iam::access::{Caller, Grant, Iam, Op, Target};
 use crate::cloud::iam::keys::{Action, KeyInfo, Scope};
 use crate::cloud::iam::users::{check_password, Role};
@@ -49,8 +50,7 @@ fn person(iam: &mut Iam, ctx: &Ctx) -> Result<(String, bool), Refusal> {
     match ctx.caller(iam)? {
         Caller::User { email, system } => Ok((email, system)),
         _ => Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            Code::Unauthenticated,
             "this needs a person's session (POST /v1/sessions)",
         )),
     }
@@ -62,10 +62,10 @@ fn system(iam: &mut Iam, ctx: &Ctx, action: &str, resource: &str) -> Result<Stri
     let outcome = if system {
         Ok(())
     } else {
-        Err(crate::cloud::iam::keys::Refused {
-            code: "forbidden",
-            message: "only system accounts may do this".into(),
-        })
+        Err(crate::cloud::code::Refused::new(
+            Code::Forbidden,
+            "only system accounts may do this",
+        ))
     };
     iam.audit(
         "",
@@ -511,8 +511,7 @@ async fn claim(
         let g = grant(&mut iam, &ctx, Op::ClaimDevice, Target::tenant(&tenant))?;
         if !g.sees_device(&r.device) {
             return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "action_not_granted",
+                Code::ActionNotGranted,
                 "the key does not reach this device",
             ));
         }
@@ -796,11 +795,7 @@ async fn revoke_key(
             .flatten()
             .is_some_and(|s| s.tenant == g.tenant());
         if !of_tenant {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such key in this tenant",
-            ));
+            return Err(Refusal::new(Code::NotFound, "no such key in this tenant"));
         }
         let revoked = iam
             .keys()

@@ -3,12 +3,12 @@
 
 use super::access::grant;
 use super::{blocking, Api, Ctx, Refusal};
+use crate::cloud::code::Code;
 use crate::cloud::iam::access::{Grant, Op, Target};
 use crate::cloud::store::resolution::Window;
 use crate::cloud::store::{History, Row};
 use crate::protocol::Gap;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -151,8 +151,7 @@ fn instant(s: &str) -> Result<i64, Refusal> {
         })
         .ok_or_else(|| {
             Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                Code::BadRequest,
                 format!("`{s}` is neither nanoseconds since the epoch nor an RFC 3339 time"),
             )
         })
@@ -173,22 +172,12 @@ async fn history(
         None => to_ns.saturating_sub(3_600_000_000_000),
     };
     if from_ns > to_ns {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "`from` is after `to`",
-        ));
+        return Err(Refusal::new(Code::BadRequest, "`from` is after `to`"));
     }
     let bucket_ns = i64::try_from(q.resolution)
         .ok()
         .and_then(|s| s.checked_mul(1_000_000_000))
-        .ok_or_else(|| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "`resolution` is too large",
-            )
-        })?;
+        .ok_or_else(|| Refusal::new(Code::BadRequest, "`resolution` is too large"))?;
     let limit = q.limit.unwrap_or(MAX_POINTS).min(MAX_POINTS);
     blocking(move || {
         let g = read(&api, &ctx, &tenant, &dev, Some(&q.stream), q.resolution)?;
@@ -218,8 +207,7 @@ async fn history(
         let now = crate::sample::now_ns();
         let Some(w) = Window::new(from_ns, to_ns, bucket_ns, floor_ns, limit, now) else {
             return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                Code::BadRequest,
                 "the window holds no finished bucket of this key's resolution",
             ));
         };

@@ -1,9 +1,9 @@
 //! Enrollment of new gateways and renewal of their certificates (see docs/identity.md).
 
 use super::{blocking, parse, Api, Peer, Refusal};
+use crate::cloud::code::Code;
 use crate::enrollment::{ActivateRequest, CertResponse, EnrollAnswer, EnrollRequest, RenewRequest};
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -21,9 +21,13 @@ async fn enroll(
     body: axum::body::Bytes,
 ) -> Result<Json<EnrollAnswer>, Refusal> {
     let req: EnrollRequest = parse(&body)?;
-    blocking(move || api.enrollment.enroll(&req, &peer.addr.to_string()))
-        .await
-        .map(Json)
+    blocking(move || {
+        api.enrollment
+            .enroll(&req, &peer.addr.to_string())
+            .map_err(Refusal::from)
+    })
+    .await
+    .map(Json)
 }
 
 async fn activate(
@@ -32,9 +36,13 @@ async fn activate(
     body: axum::body::Bytes,
 ) -> Result<Json<CertResponse>, Refusal> {
     let req: ActivateRequest = parse(&body)?;
-    blocking(move || api.enrollment.activate(&req, &peer.addr.to_string()))
-        .await
-        .map(Json)
+    blocking(move || {
+        api.enrollment
+            .activate(&req, &peer.addr.to_string())
+            .map_err(Refusal::from)
+    })
+    .await
+    .map(Json)
 }
 
 async fn renew(
@@ -44,13 +52,16 @@ async fn renew(
 ) -> Result<Json<EnrollAnswer>, Refusal> {
     let Some(device) = peer.device.clone() else {
         return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "certificate_required",
+            Code::CertificateRequired,
             "renewal needs the current certificate as the TLS client certificate",
         ));
     };
     let req: RenewRequest = parse(&body)?;
-    blocking(move || api.enrollment.renew(&device, &req, &peer.addr.to_string()))
-        .await
-        .map(Json)
+    blocking(move || {
+        api.enrollment
+            .renew(&device, &req, &peer.addr.to_string())
+            .map_err(Refusal::from)
+    })
+    .await
+    .map(Json)
 }

@@ -4,9 +4,9 @@
 //! (503 `busy`), while every request that needs no password goes on meanwhile.
 
 use super::Refusal;
+use crate::cloud::code::Code;
 use crate::cloud::iam::access::Denied;
 use crate::cloud::iam::users::{hash_password, verify_password, PasswordHashed, UserError};
-use axum::http::StatusCode;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,8 +44,7 @@ impl Passwords {
         match tokio::time::timeout(WAIT, self.slots.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
+                Code::Busy,
                 "too many password checks at once: try again in a few seconds",
             )),
         }
@@ -80,8 +79,7 @@ impl Passwords {
         let mut set = self.checking.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(email.clone()) {
             return Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
+                Code::TooManyAttempts,
                 "a sign-in of this account is being checked: one at a time",
             ));
         }

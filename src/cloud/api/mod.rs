@@ -14,8 +14,9 @@ mod enrollment;
 mod hashing;
 pub mod webhook;
 
+use super::code::{Code, Refused};
 use super::enroll::Enrollment;
-use super::iam::access::{Caller, Denied, Iam, Origin};
+use super::iam::access::{Caller, Iam, Origin};
 use super::store::Store;
 use crate::enrollment::{ApiError, MAX_BODY};
 use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts};
@@ -59,10 +60,8 @@ impl Api {
         webhook: webhook::Policy,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Api> {
-        crate::cloud::iam::audit::open(&db)?;
         let anchor = crate::cloud::iam::anchor::Anchor::open(data_dir, &db)?;
         let iam = Iam::with(db, Arc::new(anchor)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        iam.db().schema(webhook::SCHEMA)?;
         Ok(Api {
             enrollment,
             iam: Mutex::new(iam),
@@ -81,59 +80,59 @@ impl Api {
     }
 }
 
-/// An API refusal.
+/// An API refusal: the one place where a `Code` becomes an HTTP status and a JSON body.
 #[derive(Debug)]
-pub struct Refusal(pub StatusCode, pub ApiError);
+pub struct Refusal {
+    pub code: Code,
+    pub message: String,
+}
 
 impl Refusal {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Refusal {
-        Refusal(
-            status,
-            ApiError {
-                error: code.into(),
-                message: message.into(),
-            },
-        )
+    pub fn new(code: Code, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
     }
 
     fn internal(what: &str) -> Refusal {
-        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
+        Refusal::new(Code::Internal, what)
     }
 }
 
-impl From<Denied> for Refusal {
-    fn from(d: Denied) -> Refusal {
-        let status = match d.code {
-            "unauthenticated" | "key_unknown" => StatusCode::UNAUTHORIZED,
-            "not_found" => StatusCode::NOT_FOUND,
-            "bad_request" | "token_invalid" => StatusCode::BAD_REQUEST,
-            "conflict" => StatusCode::CONFLICT,
-            "too_many_attempts" => StatusCode::TOO_MANY_REQUESTS,
-            "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::FORBIDDEN,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(message = %d.message, "API request failed");
-        }
-        Refusal::new(status, d.code, d.message)
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Refusal {
+        Refusal::new(r.code, r.message)
     }
 }
 
 impl From<super::store::StoreError> for Refusal {
     fn from(e: super::store::StoreError) -> Refusal {
-        tracing::error!(error = %e, "API read failed");
-        Refusal::internal("the store failed; see the cloud's log")
+        Refusal::internal(&e.to_string())
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // What failed inside (a database's words, a path) is for the log, not the caller.
+        let message = if self.code == Code::Internal {
+            tracing::error!(message = %self.message, "API request failed");
+            "the cloud could not complete the request; its log says why".to_string()
+        } else {
+            self.message
+        };
+        let body = ApiError {
+            error: self.code.as_str().into(),
+            message,
+        };
+        (status, Json(body)).into_response()
     }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", why);
+    let bad = |why: String| Refusal::new(Code::BadRequest, why);
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not the expected JSON: {e}")))?;
     if has_nul(&value) {
@@ -160,8 +159,7 @@ async fn no_nul(req: axum::extract::Request, next: axum::middleware::Next) -> Re
     let encoded = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
     if encoded.contains("%00") {
         return Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            Code::BadRequest,
             "the path or query may not contain NUL characters (%00)",
         )
         .into_response();
@@ -199,8 +197,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
                 Some(t) => Some(t.trim().to_string()),
                 None => {
                     return Err(Refusal::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthenticated",
+                        Code::Unauthenticated,
                         "the Authorization header must be `Bearer TOKEN`",
                     ))
                 }
@@ -243,11 +240,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn not_found() -> Refusal {
-    Refusal::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see GET /v1/openapi.json",
-    )
+    Refusal::new(Code::NotFound, "no such endpoint; see GET /v1/openapi.json")
 }
 
 async fn openapi() -> Response {
@@ -270,17 +263,19 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return res;
     }
+    // The framework's own refusals (its routing and extractors): every other 4xx it
+    // makes is a request it could not read.
     let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "http_413",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::BadRequest,
     };
     let (parts, body) = res.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let mut out = Refusal::new(status, code, String::from_utf8_lossy(&text).trim()).into_response();
+    let mut out = Refusal::new(code, String::from_utf8_lossy(&text).trim()).into_response();
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         out.headers_mut().insert(header::ALLOW, allow.clone());
     }

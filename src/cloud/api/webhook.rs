@@ -14,6 +14,7 @@
 use super::access::grant;
 use super::{blocking, parse, Api, Ctx, Refusal};
 use crate::args;
+use crate::cloud::code::Code;
 use crate::cloud::iam::access::{Op, Target};
 use crate::cloud::iam::audit::SecurityEvent;
 use axum::extract::{Path, State};
@@ -26,10 +27,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS webhooks(
-    tenant TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, updated_ns INTEGER NOT NULL);";
 
 pub fn routes() -> Router<Arc<Api>> {
     Router::new().route(
@@ -154,7 +151,7 @@ fn host_port(uri: &http::Uri) -> Option<(String, u16)> {
 }
 
 fn bad_url(why: &str) -> Refusal {
-    Refusal::new(StatusCode::BAD_REQUEST, "bad_request", why)
+    Refusal::new(Code::BadRequest, why)
 }
 
 fn check_url(url: &str, allow_http: bool) -> Result<(), Refusal> {
@@ -231,7 +228,7 @@ async fn show(
             )
             .and_then(|r| r.map(|r| r.text(0)).transpose())
             .map_err(|e| Refusal::internal(&e.to_string()))?
-            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "not_found", "no webhook is set"))?;
+            .ok_or_else(|| Refusal::new(Code::NotFound, "no webhook is set"))?;
         Ok(Json(Webhook { url, secret: None }))
     })
     .await

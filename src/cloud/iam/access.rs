@@ -10,6 +10,7 @@ use super::devices::Devices;
 use super::keys::{Action, KeyError, Keys, Refused, Request, Scope};
 use super::users::{Permission, Role, UserError, Users};
 use crate::args;
+use crate::cloud::code::Code;
 use crate::cloud::sql::{Db, DbError};
 use std::net::IpAddr;
 
@@ -176,34 +177,16 @@ impl Grant {
     }
 }
 
-/// A refusal by code: `unauthenticated`, `not_found`, `forbidden`, a key's refusal
-/// (`key_expired`, …), or `bad_request`, `conflict`, `token_invalid`, `internal`.
+/// A refusal: a `Code` and a sentence.
 pub type Denied = Refused;
 
-fn denied(code: &'static str, message: impl Into<String>) -> Denied {
-    Refused {
-        code,
-        message: message.into(),
-    }
+fn denied(code: Code, message: impl Into<String>) -> Denied {
+    Refused::new(code, message)
 }
 
 impl From<UserError> for Denied {
     fn from(e: UserError) -> Denied {
-        let code = match &e {
-            UserError::BadRequest(_) => "bad_request",
-            UserError::Conflict(_) => "conflict",
-            UserError::WrongCredentials => "unauthenticated",
-            UserError::Forbidden(_) => "forbidden",
-            UserError::NotFound => "not_found",
-            UserError::TokenInvalid => "token_invalid",
-            UserError::Store(_) => "internal",
-        };
-        let text = e.to_string();
-        let message = text
-            .split_once(": ")
-            .map(|(_, m)| m.to_string())
-            .unwrap_or(text);
-        denied(code, message)
+        denied(e.code(), e.message())
     }
 }
 
@@ -211,14 +194,14 @@ impl From<KeyError> for Denied {
     fn from(e: KeyError) -> Denied {
         match e {
             KeyError::Refused(r) => r,
-            other => denied("internal", other.to_string()),
+            other => denied(Code::Internal, other.to_string()),
         }
     }
 }
 
 impl From<DbError> for Denied {
     fn from(e: DbError) -> Denied {
-        denied("internal", format!("store: {e}"))
+        denied(Code::Internal, format!("store: {e}"))
     }
 }
 
@@ -248,11 +231,9 @@ pub struct Iam {
 }
 
 impl Iam {
-    /// Makes the tables if they are missing.
-    /// The audit chain is anchored by `anchor` (`Anchor::open` in the data directory).
+    /// Over the cloud database; the audit chain is anchored by `anchor` (`Anchor::open`
+    /// in the data directory).
     pub fn with(db: Db, anchor: std::sync::Arc<super::anchor::Anchor>) -> Result<Iam, Denied> {
-        // The users' tables too.
-        Devices::open(&db)?;
         Ok(Iam {
             keys: Keys::open(db, anchor)?,
         })
@@ -344,7 +325,7 @@ impl Iam {
         )?;
         if row.map_or(Ok(0), |r| r.int(0))? >= limit {
             return Err(denied(
-                "too_many_attempts",
+                Code::TooManyAttempts,
                 "too many attempts for this account or from this address: wait a minute",
             ));
         }
@@ -409,7 +390,7 @@ impl Iam {
             match self.users().session(token)? {
                 Some((email, system)) => Ok(Caller::User { email, system }),
                 None => Err(denied(
-                    "unauthenticated",
+                    Code::Unauthenticated,
                     "the session is unknown or has expired: log in again",
                 )),
             }
@@ -425,7 +406,7 @@ impl Iam {
             }
         } else {
             Err(denied(
-                "unauthenticated",
+                Code::Unauthenticated,
                 "the bearer token is neither a session (fgs_…) nor an API key (fgk_…)",
             ))
         };
@@ -483,13 +464,13 @@ impl Iam {
         match caller {
             Caller::Anonymous => {
                 return Err(denied(
-                    "unauthenticated",
+                    Code::Unauthenticated,
                     "log in (POST /v1/sessions) or present an API key as `Authorization: Bearer`",
                 ))
             }
             Caller::Device(_) => {
                 return Err(denied(
-                    "forbidden",
+                    Code::Forbidden,
                     "device certificates reach enrollment and renewal only",
                 ))
             }
@@ -502,7 +483,7 @@ impl Iam {
             Caller::Key { scope, .. } => {
                 let action = op.key_action().ok_or_else(|| {
                     denied(
-                        "action_not_granted",
+                        Code::ActionNotGranted,
                         format!("API keys may not {}: a person must", op.name()),
                     )
                 })?;
@@ -522,7 +503,7 @@ impl Iam {
         if let Some(device) = target.device {
             // Ownership is read now: a transferred device is gone from the old tenant.
             if self.devices().owner(device)?.as_deref() != Some(target.tenant) {
-                return Err(denied("not_found", "no such device in this tenant"));
+                return Err(denied(Code::NotFound, "no such device in this tenant"));
             }
         }
         Ok(grant)
@@ -533,10 +514,10 @@ impl Iam {
     pub fn mint_key(&self, grant: &Grant, scope: &Scope) -> Result<(String, String), Denied> {
         let role = grant
             .role
-            .ok_or_else(|| denied("forbidden", "only people mint root keys"))?;
+            .ok_or_else(|| denied(Code::Forbidden, "only people mint root keys"))?;
         if scope.tenant != grant.tenant {
             return Err(denied(
-                "scope_widened",
+                Code::ScopeWidened,
                 "a key minted here can reach this tenant only",
             ));
         }
@@ -546,12 +527,15 @@ impl Iam {
             .find(|a| !key_actions(role).contains(a))
         {
             return Err(denied(
-                "scope_widened",
+                Code::ScopeWidened,
                 format!("a {} cannot give a key the action {a:?}", role.as_str()),
             ));
         }
         if scope.not_after_ns <= scope.not_before_ns {
-            return Err(denied("bad_request", "the key's validity window is empty"));
+            return Err(denied(
+                Code::BadRequest,
+                "the key's validity window is empty",
+            ));
         }
         Ok(self.keys.create(scope)?)
     }
@@ -569,7 +553,7 @@ impl Iam {
                 .delegate(token, child, from.source, from.web, from.now_ns)
                 .map_err(Denied::from),
             _ => Err(denied(
-                "delegation_refused",
+                Code::DelegationRefused,
                 "child keys are minted with the parent key as the bearer",
             )),
         };

@@ -9,16 +9,6 @@ use crate::args;
 use crate::cloud::sql::{Db, DbError, Exec, Row};
 use sha2::{Digest, Sha256};
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS audit(
-    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    resource TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL, reason TEXT NOT NULL,
-    prev BLOB NOT NULL, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_head(one INTEGER PRIMARY KEY CHECK (one = 1), id INTEGER NOT NULL, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS security_events(
-    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, tenant TEXT NOT NULL, kind TEXT NOT NULL,
-    actor TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL);";
-
 /// Refusals from one actor or one address within `BURST_WINDOW_NS` that make a burst.
 pub const BURST_THRESHOLD: i64 = 5;
 pub const BURST_WINDOW_NS: i64 = 60_000_000_000;
@@ -97,10 +87,6 @@ pub fn head(db: &Db) -> Result<Option<(i64, Vec<u8>)>, DbError> {
 pub enum Verdict {
     Intact { entries: u64 },
     Broken { id: i64, why: String },
-}
-
-pub fn open(db: &Db) -> Result<(), DbError> {
-    db.schema(SCHEMA)
 }
 
 /// Appends to the chain are serialized across servers by this lock (PostgreSQL's
@@ -371,8 +357,8 @@ mod tests {
     /// Ten entries, anchored in a directory of their own.
     fn filled() -> (Db, Anchor, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        open(&db).unwrap();
+        let db = Db::memory().unwrap();
+
         let anchor = Anchor::open(dir.path(), &db).unwrap();
         for i in 1..=10 {
             append(&db, &anchor, &entry(i)).unwrap();
@@ -469,8 +455,8 @@ mod tests {
     #[test]
     fn a_chain_from_before_the_key_verifies_and_continues_keyed() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        open(&db).unwrap();
+        let db = Db::memory().unwrap();
+
         let mut prev = vec![0u8; 32];
         for i in 1..=3 {
             let link = chain(None, &prev, &entry(i));

@@ -9,11 +9,6 @@ use crate::args;
 use crate::cloud::sql::Db;
 use sha2::{Digest, Sha256};
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS devices(
-    device TEXT PRIMARY KEY, claim_hash BLOB NOT NULL, tenant TEXT, state TEXT NOT NULL,
-    updated_ns INTEGER NOT NULL);";
-
 fn hash(code: &str) -> Vec<u8> {
     Sha256::digest(code.trim().to_ascii_uppercase().as_bytes()).to_vec()
 }
@@ -23,14 +18,7 @@ pub struct Devices<'a> {
 }
 
 impl<'a> Devices<'a> {
-    /// Makes the tables if missing (the users' too), then as `new`.
-    pub fn open(db: &'a Db) -> Result<Devices<'a>, UserError> {
-        db.schema(SCHEMA)?;
-        Users::open(db)?;
-        Ok(Devices::new(db))
-    }
-
-    /// Over a database whose tables exist (made by `open` once).
+    /// Over the cloud database (`cloud::schema` made its tables).
     pub fn new(db: &'a Db) -> Devices<'a> {
         Devices { db }
     }
@@ -185,9 +173,9 @@ mod tests {
 
     #[test]
     fn register_claim_transfer_revoke() {
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        let d = Devices::open(&db).unwrap();
-        let u = Users::open(&db).unwrap();
+        let db = Db::memory().unwrap();
+        let d = Devices::new(&db);
+        let u = Users::new(&db);
         u.register("ann@acme.example", "acme password", "acme")
             .unwrap();
         u.register("bob@globex.example", "globex password", "globex")

@@ -14,11 +14,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS api_keys(
-    id TEXT PRIMARY KEY, parent TEXT, secret_hash BLOB NOT NULL, scope TEXT NOT NULL,
-    created_ns INTEGER NOT NULL, revoked_ns INTEGER);";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -72,19 +67,10 @@ pub struct Request<'a> {
     pub now_ns: i64,
 }
 
-/// Why a key was refused: a stable code and a sentence.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct Refused {
-    pub code: &'static str,
-    pub message: String,
-}
+pub use crate::cloud::code::{Code, Refused};
 
-fn refused(code: &'static str, message: impl Into<String>) -> Refused {
-    Refused {
-        code,
-        message: message.into(),
-    }
+fn refused(code: Code, message: impl Into<String>) -> Refused {
+    Refused::new(code, message)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +146,7 @@ impl Scope {
         for (what, list) in [("devices", &self.devices), ("streams", &self.streams)] {
             if list.len() > MAX_PATTERNS {
                 return Err(refused(
-                    "bad_request",
+                    Code::BadRequest,
                     format!(
                         "at most {MAX_PATTERNS} `{what}` patterns, not {}",
                         list.len()
@@ -169,7 +155,7 @@ impl Scope {
             }
             if let Some(p) = list.iter().find(|p| p.chars().count() > MAX_PATTERN_LEN) {
                 return Err(refused(
-                    "bad_request",
+                    Code::BadRequest,
                     format!(
                         "a `{what}` pattern of {} characters: at most {MAX_PATTERN_LEN}",
                         p.chars().count()
@@ -179,7 +165,7 @@ impl Scope {
         }
         if self.origins.len() > MAX_PATTERNS || self.cidrs.len() > MAX_PATTERNS {
             return Err(refused(
-                "bad_request",
+                Code::BadRequest,
                 format!("at most {MAX_PATTERNS} origins and {MAX_PATTERNS} networks"),
             ));
         }
@@ -198,21 +184,21 @@ impl Scope {
 
     pub fn check(&self, r: &Request) -> Result<(), Refused> {
         if r.now_ns < self.not_before_ns {
-            return Err(refused("key_not_yet_valid", "the key is not valid yet"));
+            return Err(refused(Code::KeyNotYetValid, "the key is not valid yet"));
         }
         if r.now_ns >= self.not_after_ns {
-            return Err(refused("key_expired", "the key has expired"));
+            return Err(refused(Code::KeyExpired, "the key has expired"));
         }
         if !self.cidrs.is_empty() && !self.cidrs.iter().any(|n| n.contains(&r.source)) {
             return Err(refused(
-                "key_source_refused",
+                Code::KeySourceRefused,
                 format!("the key may not be used from {}", r.source),
             ));
         }
         match r.origin {
             Some(o) if !self.origins.iter().any(|x| x == o) => {
                 return Err(refused(
-                    "key_origin_refused",
+                    Code::KeyOriginRefused,
                     format!("the key may not be used from the web origin {o}"),
                 ))
             }
@@ -220,7 +206,7 @@ impl Scope {
         }
         if !self.actions.contains(&r.action) {
             return Err(refused(
-                "action_not_granted",
+                Code::ActionNotGranted,
                 format!("the key may not {:?}", r.action),
             ));
         }
@@ -229,11 +215,11 @@ impl Scope {
             || r.stream.is_some_and(|s| !self.sees_stream(s))
         {
             // The same answer whether the resource exists or not.
-            return Err(refused("not_found", "no such resource for this key"));
+            return Err(refused(Code::NotFound, "no such resource for this key"));
         }
         if r.resolution_s < self.min_resolution_s {
             return Err(refused(
-                "resolution_too_fine",
+                Code::ResolutionTooFine,
                 format!(
                     "the key may read history at {} s resolution or coarser",
                     self.min_resolution_s
@@ -263,8 +249,6 @@ pub struct Keys {
 
 impl Keys {
     pub fn open(db: Db, anchor: std::sync::Arc<super::anchor::Anchor>) -> Result<Keys, KeyError> {
-        db.schema(SCHEMA)?;
-        audit::open(&db)?;
         Ok(Keys { db, anchor })
     }
 
@@ -287,7 +271,7 @@ impl Keys {
     /// The key of `token` and its validity: known, secret right, neither it nor an
     /// ancestor revoked.
     pub fn resolve(&self, token: &str) -> Result<(String, Scope), KeyError> {
-        let unknown = || KeyError::Refused(refused("key_unknown", "not a key of this cloud"));
+        let unknown = || KeyError::Refused(refused(Code::KeyUnknown, "not a key of this cloud"));
         let (id, secret) = split(token).ok_or_else(unknown)?;
         // The key and its ancestors in one statement (one round trip on PostgreSQL),
         // the key first; 64 levels at most.
@@ -312,7 +296,7 @@ impl Keys {
                     "an ancestor of the key"
                 };
                 return Err(KeyError::Refused(refused(
-                    "key_revoked",
+                    Code::KeyRevoked,
                     format!("{whose} was revoked"),
                 )));
             }
@@ -332,19 +316,19 @@ impl Keys {
         let (pid, parent) = self.resolve(parent_token)?;
         if !parent.may_delegate || !parent.actions.contains(&Action::Issue) {
             return Err(KeyError::Refused(refused(
-                "delegation_refused",
+                Code::DelegationRefused,
                 "the key may not mint child keys",
             )));
         }
         if now_ns >= parent.not_after_ns || now_ns < parent.not_before_ns {
             return Err(KeyError::Refused(refused(
-                "key_expired",
+                Code::KeyExpired,
                 "the parent key is not valid now",
             )));
         }
         if !parent.cidrs.is_empty() && !parent.cidrs.iter().any(|n| n.contains(&source)) {
             return Err(KeyError::Refused(refused(
-                "key_source_refused",
+                Code::KeySourceRefused,
                 format!("the key may not be used from {source}"),
             )));
         }
@@ -353,13 +337,13 @@ impl Keys {
         // The parent's web origins bind its use for minting as for anything else.
         if let Some(o) = origin.filter(|o| !parent.origins.iter().any(|x| x == o)) {
             return Err(KeyError::Refused(refused(
-                "key_origin_refused",
+                Code::KeyOriginRefused,
                 format!("the key may not be used from the web origin {o}"),
             )));
         }
         if let Some(why) = parent.widened_by(child) {
             return Err(KeyError::Refused(refused(
-                "scope_widened",
+                Code::ScopeWidened,
                 format!("a child key cannot have {why}"),
             )));
         }
@@ -504,7 +488,7 @@ mod tests {
 
     fn code(r: Result<impl std::fmt::Debug, KeyError>) -> &'static str {
         match r {
-            Err(KeyError::Refused(e)) => e.code,
+            Err(KeyError::Refused(e)) => e.code.as_str(),
             other => panic!("{other:?}"),
         }
     }
@@ -512,7 +496,7 @@ mod tests {
     #[test]
     fn every_refusal_has_its_reason_and_the_allowed_cases_work() {
         let mut k = Keys::open(
-            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            Db::memory().unwrap(),
             std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
         )
         .unwrap();
@@ -623,7 +607,7 @@ mod tests {
     #[test]
     fn children_only_narrow_and_revocation_reaches_descendants() {
         let mut k = Keys::open(
-            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            Db::memory().unwrap(),
             std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
         )
         .unwrap();
@@ -711,7 +695,7 @@ mod tests {
         ] {
             match k.delegate(&child, &wider, src, None, NOW) {
                 Err(KeyError::Refused(e)) => {
-                    assert_eq!(e.code, "scope_widened");
+                    assert_eq!(e.code, Code::ScopeWidened);
                     assert!(e.message.contains(what), "{what}: {}", e.message);
                 }
                 other => panic!("{what}: {other:?}"),
@@ -730,7 +714,7 @@ mod tests {
     #[test]
     fn a_failure_burst_and_out_of_cidr_use_raise_events() {
         let mut k = Keys::open(
-            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            Db::memory().unwrap(),
             std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
         )
         .unwrap();
@@ -774,7 +758,7 @@ mod tests {
     #[test]
     fn an_ancestor_revoked_by_hand_in_the_database_still_stops_its_children() {
         let mut k = Keys::open(
-            Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+            Db::memory().unwrap(),
             std::sync::Arc::new(super::super::anchor::Anchor::ephemeral()),
         )
         .unwrap();

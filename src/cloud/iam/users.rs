@@ -12,22 +12,11 @@
 //! | owner | also transfer devices to another tenant, make owners, delete the tenant |
 
 use crate::args;
+use crate::cloud::code::Code;
 use crate::cloud::sql::{Db, DbError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
-
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tenants(id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS users(
-    email TEXT PRIMARY KEY, password TEXT NOT NULL, system INTEGER NOT NULL DEFAULT 0,
-    created_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS memberships(
-    email TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY(email, tenant));
-CREATE TABLE IF NOT EXISTS reset_tokens(
-    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL, used_ns INTEGER);
-CREATE TABLE IF NOT EXISTS sessions(
-    token_hash BLOB PRIMARY KEY, email TEXT NOT NULL, expires_ns INTEGER NOT NULL);";
 
 /// How long a session lasts.
 pub const SESSION_NS: i64 = 12 * 3_600_000_000_000;
@@ -89,24 +78,53 @@ impl Permission {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserError {
-    #[error("bad_request: {0}")]
     BadRequest(String),
-    #[error("conflict: {0}")]
     Conflict(String),
-    #[error("unauthenticated: wrong email or password")]
     WrongCredentials,
-    #[error("forbidden: {0}")]
     Forbidden(String),
     /// The same answer whether the tenant exists or the user is not in it.
-    #[error("not_found: no such tenant for this user")]
     NotFound,
-    #[error("token_invalid: the reset token is unknown, used or expired")]
     TokenInvalid,
-    #[error("store: {0}")]
     Store(String),
 }
+
+impl UserError {
+    /// The refusal's code.
+    pub fn code(&self) -> Code {
+        match self {
+            UserError::BadRequest(_) => Code::BadRequest,
+            UserError::Conflict(_) => Code::Conflict,
+            UserError::WrongCredentials => Code::Unauthenticated,
+            UserError::Forbidden(_) => Code::Forbidden,
+            UserError::NotFound => Code::NotFound,
+            UserError::TokenInvalid => Code::TokenInvalid,
+            UserError::Store(_) => Code::Internal,
+        }
+    }
+
+    /// The sentence for the caller, without the code.
+    pub fn message(&self) -> String {
+        match self {
+            UserError::BadRequest(m) | UserError::Conflict(m) | UserError::Forbidden(m) => {
+                m.clone()
+            }
+            UserError::WrongCredentials => "wrong email or password".into(),
+            UserError::NotFound => "no such tenant for this user".into(),
+            UserError::TokenInvalid => "the reset token is unknown, used or expired".into(),
+            UserError::Store(e) => e.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for UserError {}
 
 impl From<DbError> for UserError {
     fn from(e: DbError) -> Self {
@@ -181,13 +199,7 @@ pub struct Users<'a> {
 }
 
 impl<'a> Users<'a> {
-    /// Makes the tables if missing, then as `new`.
-    pub fn open(db: &'a Db) -> Result<Users<'a>, UserError> {
-        db.schema(SCHEMA)?;
-        Ok(Users::new(db))
-    }
-
-    /// Over a database whose tables exist (made by `open` once).
+    /// Over the cloud database (`cloud::schema` made its tables).
     pub fn new(db: &'a Db) -> Users<'a> {
         Users { db }
     }
@@ -564,8 +576,8 @@ mod tests {
 
     #[test]
     fn registration_login_roles_and_reset() {
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        let u = Users::open(&db).unwrap();
+        let db = Db::memory().unwrap();
+        let u = Users::new(&db);
         u.register("ann@acme.example", "correct horse battery", "acme")
             .unwrap();
         assert!(matches!(

@@ -5,13 +5,14 @@
 //! shared subscription (`$share/GROUP/…`); the store's (device, seq) key makes a batch
 //! delivered twice (a worker killed before its acknowledgement) count once.
 
-use super::ingest::SharedStore;
-use crate::protocol::{self, Batch, StateMessage, Topic};
+use super::Ingest;
+use crate::protocol;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +43,7 @@ const RECEIVE_MAXIMUM: u16 = 32;
 
 pub async fn run(
     link: BrokerLink,
-    store: SharedStore,
+    ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tls = crate::tls::client_config(&link.ca, &link.cert, &link.key)?;
@@ -53,7 +54,7 @@ pub async fn run(
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
         .set_receive_maximum(Some(RECEIVE_MAXIMUM))
-        .set_max_packet_size(Some(super::ingest::MAX_PACKET as u32));
+        .set_max_packet_size(Some(super::endpoint::MAX_PACKET as u32));
     let prefix = match &link.share_group {
         Some(g) => format!("$share/{g}/"),
         None => String::new(),
@@ -69,13 +70,15 @@ pub async fn run(
             // acknowledged meanwhile, so a worker stopped here leaves it to the broker.
             let mut attempt = 0;
             loop {
-                let (st, p2) = (store.clone(), p.clone());
-                let stored = tokio::task::spawn_blocking(move || store_one(&st, &p2))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .and_then(|r| r);
+                let (i, p2) = (ingest.clone(), p.clone());
+                let stored = tokio::task::spawn_blocking(move || {
+                    i.accept(None, &String::from_utf8_lossy(&p2.topic), &p2.payload)
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|r| r.map_err(anyhow::Error::from));
                 match stored {
-                    Ok(()) => break,
+                    Ok(_) => break,
                     Err(e) => {
                         tracing::error!(error = %e, attempt, "could not store; trying again (not acknowledged)");
                         let d = crate::backoff::backoff(
@@ -133,40 +136,4 @@ pub async fn run(
     storer.abort();
     let _ = storer.await;
     outcome
-}
-
-/// Stores one delivery: a batch, a state message, or a payload refused with its reason.
-fn store_one(store: &SharedStore, p: &Publish) -> anyhow::Result<()> {
-    let topic = String::from_utf8_lossy(&p.topic);
-    let payload = &p.payload[..];
-    let mut s = store
-        .lock()
-        .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-    let topic_device = match protocol::parse_topic(&topic) {
-        Some(Topic::Data(dev) | Topic::State(dev)) => Some(dev),
-        _ => None,
-    };
-    // Behind a broker the ingest never sees the connection: a revoked device may still
-    // be connected there, so each of its deliveries is refused (and kept) here.
-    if let Some(dev) = topic_device {
-        if let Some(reason) = s.revoked(dev)? {
-            let why = format!("revoked: the device's identity was revoked ({reason})");
-            s.reject(Some(dev), &topic, &why, payload)?;
-            return Ok(());
-        }
-    }
-    match protocol::parse_topic(&topic) {
-        Some(Topic::Data(dev)) => match Batch::decode(payload) {
-            Ok(b) => {
-                s.insert(dev, &b)?;
-            }
-            Err(e) => s.reject(Some(dev), &topic, &e.to_string(), payload)?,
-        },
-        Some(Topic::State(dev)) => match serde_json::from_slice::<StateMessage>(payload) {
-            Ok(m) => s.set_state(dev, &m)?,
-            Err(e) => s.reject(Some(dev), &topic, &e.to_string(), payload)?,
-        },
-        None => s.reject(None, &topic, "not a fieldgate topic", payload)?,
-    }
-    Ok(())
 }
