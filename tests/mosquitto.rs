@@ -140,3 +140,142 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     let _ = ingest.await;
     drop(broker);
 }
+
+/// Ingest is written once: the same deliveries through the embedded endpoint and through
+/// Mosquitto to the bridge come to the same stored samples, gaps, state and refusals
+/// (with the same reasons).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
+    use fieldgate::protocol::{Batch, Gap};
+    need("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let batch = |first: u64, gaps: Vec<Gap>| {
+        Batch {
+            samples: (first..first + 3)
+                .map(|s| float_sample(s, "m/p", fieldgate::sample::now_ns(), s as f64))
+                .collect(),
+            gaps,
+        }
+        .encode()
+    };
+    // (topic kind, payload): what a device may send, good and bad.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("data", batch(1, vec![])),
+        ("data", batch(1, vec![])),
+        ("data", b"\x01not postcard at all".to_vec()),
+        ("data", vec![]),
+        ("data", vec![99, 0, 0, 0]),
+        ("data", batch(10, vec![Gap { first: 4, last: 9 }])),
+        ("state", br#"{"state":"online","version":"0.2.0"}"#.to_vec()),
+        ("state", b"{not json".to_vec()),
+    ];
+
+    // The embedded endpoint: a PUBACK is written after the delivery is stored.
+    let embedded = Cloud::start(&d.join("embedded")).await;
+    embedded.dev_cert("gw-same", &d.join("certs-a"));
+    let (client, mut ev) = mqtt_client(
+        embedded.addr,
+        "gw-same",
+        &d.join("certs-a/ca.crt"),
+        Some((&d.join("certs-a/device.crt"), &d.join("certs-a/device.key"))),
+    );
+    for (kind, payload) in &cases {
+        client
+            .publish(
+                format!("fg/v1/gw-same/{kind}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .unwrap();
+        until_puback(&mut ev).await.unwrap();
+    }
+
+    // The bridge behind Mosquitto.
+    let data = d.join("bridged");
+    let (pki, ingest) =
+        fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+    pki.dev_cert("gw-same", &d.join("certs-b")).unwrap();
+    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    let broker = Mosquitto::start(
+        &d.join("broker"),
+        &pki,
+        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
+    );
+    let stop = CancellationToken::new();
+    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        ca: pki.ca_cert(),
+        cert: d.join("ingest/device.crt"),
+        key: d.join("ingest/device.key"),
+        client_id: "fieldgate-ingest".into(),
+        share_group: None,
+    };
+    let bridge = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
+        link,
+        ingest,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (client, mut ev) = mqtt_client(
+        format!("127.0.0.1:{}", broker.port).parse().unwrap(),
+        "gw-same",
+        &d.join("certs-b/ca.crt"),
+        Some((&d.join("certs-b/device.crt"), &d.join("certs-b/device.key"))),
+    );
+    for (kind, payload) in &cases {
+        client
+            .publish(
+                format!("fg/v1/gw-same/{kind}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .unwrap();
+        until_puback(&mut ev).await.unwrap();
+    }
+
+    type Seen = (
+        Vec<(u64, String, serde_json::Value)>,
+        Vec<(u64, u64)>,
+        Option<String>,
+        Vec<(Option<String>, String, String)>,
+    );
+    let seen = |dir: &std::path::Path| -> Seen {
+        let s = fieldgate::cloud::store::Store::open(&fieldgate::cloud::store_path(dir)).unwrap();
+        (
+            s.query("gw-same", None, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.seq, r.point, r.value))
+                .collect(),
+            s.gaps("gw-same")
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.first, g.last))
+                .collect(),
+            s.state("gw-same").unwrap(),
+            s.rejections(100).unwrap(),
+        )
+    };
+    let want = seen(&d.join("embedded"));
+    assert_eq!(
+        want.0.len(),
+        6,
+        "two batches of three, the repeat once: {want:?}"
+    );
+    assert_eq!(want.1, vec![(4, 9)]);
+    assert_eq!(want.2.as_deref(), Some("online"));
+    assert_eq!(want.3.len(), 4, "{:?}", want.3);
+    wait_for(
+        "the bridge to store the same",
+        Duration::from_secs(20),
+        || seen(&data) == want,
+    );
+    stop.cancel();
+    let _ = bridge.await;
+}
