@@ -108,9 +108,12 @@ fn main() {
         let (cert, _, _) = pki
             .sign_csr(&csr, "bench-gw", Duration::from_secs(3600))
             .unwrap();
-        let chain = rustls_pemfile::certs(&mut cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        let chain = {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        };
         let client = identity::signer::client_config(roots.clone(), chain, key.clone());
         let (per_sig, n) = signatures(key.as_ref());
         let hs = rt.block_on(handshakes(server.clone(), client));

@@ -9,6 +9,32 @@ pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Pacing of an accept loop: after a failed accept(2) (out of descriptors, most often)
+/// the loop waits, longer each time in a row, instead of spinning until connections end.
+#[derive(Debug, Default)]
+pub struct AcceptPause {
+    failures: u32,
+}
+
+impl AcceptPause {
+    /// A connection was accepted.
+    pub fn accepted(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Accepting failed with `e`: logs it and waits.
+    pub async fn failed(&mut self, listener: &str, e: &std::io::Error) {
+        tracing::warn!(listener, error = %e, failures = self.failures, "accept failed");
+        let d = backoff(
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+            self.failures,
+        );
+        self.failures = self.failures.saturating_add(1);
+        tokio::time::sleep(d).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@ pub mod backoff;
 pub mod bytesize;
 pub mod der;
 pub mod enrollment;
+pub mod hex;
+pub mod https;
 pub mod pattern;
 pub mod protocol;
 pub mod sample;

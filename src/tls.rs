@@ -1,7 +1,10 @@
 //! The project's one place that builds rustls configurations from PEM files.
 
 use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer},
+    pki_types::{
+        pem::{self, PemObject},
+        CertificateDer, PrivateKeyDer,
+    },
     ClientConfig, RootCertStore, ServerConfig,
 };
 use std::{path::Path, sync::Arc};
@@ -30,7 +33,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// Reads all certificates of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Invalid {
             path: path.display().to_string(),
@@ -47,14 +50,15 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// Reads the first private key of a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| TlsError::Invalid {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.display().to_string(),
+        },
+        e => TlsError::Invalid {
             path: path.display().to_string(),
             why: e.to_string(),
-        })?
-        .ok_or_else(|| TlsError::NoKey {
-            path: path.display().to_string(),
-        })
+        },
+    })
 }
 
 /// A root store holding the certificates of one CA file.

@@ -104,11 +104,7 @@ async fn query_and_dev_cert_from_the_command_line() {
         .output()
         .unwrap();
     assert!(ok.status.success());
-    let der =
-        rustls_pemfile::certs(&mut std::fs::read(certs.join("device.crt")).unwrap().as_slice())
-            .next()
-            .unwrap()
-            .unwrap();
+    let der = fieldgate::tls::load_certs(&certs.join("device.crt")).unwrap()[0].clone();
     assert_eq!(
         fieldgate::cloud::ingest::device_id_of(der.as_ref()).as_deref(),
         Some("gw-new")

@@ -1057,7 +1057,7 @@ async fn security_events_reach_the_tenants_webhook_signed(
             .expect("the webhook got the events within 15 s")
             .unwrap();
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-        let want = fieldgate::enrollment::hex(ring::hmac::sign(&key, &body).as_ref());
+        let want = fieldgate::hex::encode(ring::hmac::sign(&key, &body).as_ref());
         assert_eq!(
             signature,
             format!("sha256={want}"),

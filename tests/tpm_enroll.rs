@@ -389,7 +389,8 @@ async fn a_short_lived_certificate_is_renewed_on_schedule() {
 /// and the real device then enrolls. Every refusal is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tpm_proof_required_only_the_registered_tpm_can_enroll() {
-    use fieldgate::enrollment::{hex, ActivateRequest, EnrollAnswer};
+    use fieldgate::enrollment::{ActivateRequest, EnrollAnswer};
+    use fieldgate::hex::encode as hex;
     use fieldgate::identity::enroll::{answer_challenge, evidence, post_activate};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -258,7 +258,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             if !fieldgate::protocol::valid_device_id(&device) {
                 bail!("`{device}` is not a valid device id");
             }
-            let point = fieldgate::enrollment::unhex(ek.trim())
+            let point = fieldgate::hex::decode(ek.trim())
                 .filter(|p| p.len() == 65 && p[0] == 4)
                 .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
             // The CA too, made on first use: the gateway pins it.
@@ -566,7 +566,7 @@ fn demo_access(data: &Path, database: &cloud::Database) -> anyhow::Result<DemoAc
     let db = database.db(data)?;
     let anchor = fieldgate::cloud::iam::anchor::Anchor::open(data, &db)?;
     let iam = Iam::with(db, std::sync::Arc::new(anchor)).map_err(err)?;
-    let password: String = fieldgate::enrollment::hex(&rand::random::<[u8; 9]>());
+    let password: String = fieldgate::hex::encode(&rand::random::<[u8; 9]>());
     let email = "demo@fieldgate.example";
     let users = iam.users();
     match users.register(email, &password, "demo") {

@@ -361,10 +361,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Identity(IdentityCmd::Ek { config }) => {
             let cfg = load(&config)?;
             let key = identity_key(&cfg, true)?;
-            let tpm = key
-                .tpm()
+            let (ek, _) = fieldgate::identity::tpm_evidence(key.as_ref())?
                 .context("the identity is not in a TPM (identity.backend = \"file\")")?;
-            println!("{}", fieldgate::enrollment::hex(&tpm.ek_point()?));
+            println!("{}", fieldgate::hex::encode(&ek));
             Ok(())
         }
         Command::Identity(IdentityCmd::Csr { config, out }) => {

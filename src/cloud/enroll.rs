@@ -5,9 +5,10 @@ use super::code::{Code, Refused};
 use super::pki::{CsrProblem, Pki};
 use super::registry::{Registry, Spent, TokenProblem};
 use crate::enrollment::{
-    hex, unhex, ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest,
-    RenewRequest, TpmEvidence,
+    ActivateRequest, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
+    TpmEvidence,
 };
+use crate::hex::{decode as unhex, encode as hex};
 use std::time::Duration;
 
 pub struct Enrollment {

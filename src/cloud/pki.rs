@@ -34,7 +34,7 @@ fn spki_fingerprint(csr: &rcgen::CertificateSigningRequestParams) -> String {
     } else {
         raw.to_vec()
     };
-    crate::enrollment::hex(&sha2::Sha256::digest(&spki))
+    crate::hex::encode(&sha2::Sha256::digest(&spki))
 }
 
 fn write(path: &Path, data: &str, private: bool) -> Result<(), PkiError> {
@@ -211,7 +211,7 @@ impl Pki {
         let cert = csr
             .signed_by(&issuer, &self.ca_key)
             .map_err(|e| CsrProblem::Invalid(e.to_string()))?;
-        let serial_hex = crate::enrollment::hex(&serial);
+        let serial_hex = crate::hex::encode(&serial);
         Ok((cert.pem(), serial_hex, fingerprint))
     }
 

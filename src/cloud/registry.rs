@@ -87,7 +87,7 @@ impl Registry {
         ttl: std::time::Duration,
     ) -> Result<String, RegistryError> {
         let bytes: [u8; 24] = rand::random();
-        let token: String = crate::enrollment::hex(&bytes);
+        let token: String = crate::hex::encode(&bytes);
         let now = crate::sample::now_ns();
         self.db().execute(
             "INSERT INTO enroll_tokens(token_hash, device, created_ns, expires_ns) VALUES ($1, $2, $3, $4)",
@@ -143,7 +143,7 @@ impl Registry {
         self.record(
             device,
             "ek-registered",
-            &crate::enrollment::hex(&ek[..ek.len().min(9)]),
+            &crate::hex::encode(&ek[..ek.len().min(9)]),
             "admin",
         )
     }

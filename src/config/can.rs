@@ -265,12 +265,7 @@ fn check_dbc(c: &mut Checker<'_>, span: &std::ops::Range<usize>, path: &str, b: 
     for f in &b.dbc {
         hash.update(std::fs::read(f).unwrap_or_default());
     }
-    b.dbc_hash = hash
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|x| format!("{x:02x}"))
-        .collect();
+    b.dbc_hash = crate::hex::encode(&hash.finalize()[..8]);
     for m in &b.messages {
         if !db.messages().any(|d| &d.name == m) {
             c.err(

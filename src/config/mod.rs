@@ -395,7 +395,7 @@ impl GatewayConfig {
         cfg.hash = {
             use sha2::Digest;
             let d = sha2::Sha256::digest(text.as_bytes());
-            d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+            crate::hex::encode(&d[..8])
         };
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.uplink.ca, &mut cfg.uplink.cert]

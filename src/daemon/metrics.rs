@@ -159,9 +159,13 @@ fn labelled<T>(
 
 pub async fn serve(listener: tokio::net::TcpListener, view: View, shutdown: CancellationToken) {
     let view = std::sync::Arc::new(view);
+    let mut pause = crate::backoff::AcceptPause::default();
     loop {
         let (mut stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(x) => { pause.accepted(); x }
+                Err(e) => { pause.failed("metrics", &e).await; continue }
+            },
             _ = shutdown.cancelled() => return,
         };
         let view = view.clone();

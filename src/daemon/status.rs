@@ -77,14 +77,17 @@ pub async fn serve(path: PathBuf, view: View, shutdown: CancellationToken) {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660));
     }
+    let mut pause = crate::backoff::AcceptPause::default();
     loop {
         tokio::select! {
-            conn = listener.accept() => {
-                if let Ok((mut stream, _)) = conn {
+            conn = listener.accept() => match conn {
+                Ok((mut stream, _)) => {
+                    pause.accepted();
                     let json = serde_json::to_vec(&view.snapshot().await).unwrap_or_default();
                     let _ = stream.write_all(&json).await;
                 }
-            }
+                Err(e) => pause.failed("status", &e).await,
+            },
             _ = shutdown.cancelled() => break,
         }
     }

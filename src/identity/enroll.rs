@@ -4,10 +4,10 @@
 
 use super::Key;
 use crate::enrollment::{
-    hex, unhex, ActivateRequest, ApiError, CertResponse, Challenge, EnrollAnswer, EnrollRequest,
-    RenewRequest, TpmEvidence,
+    ActivateRequest, ApiError, CertResponse, Challenge, EnrollAnswer, EnrollRequest, RenewRequest,
+    TpmEvidence,
 };
-use http_body_util::{BodyExt, Full, Limited};
+use crate::hex::{decode as unhex, encode as hex};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,10 +65,6 @@ pub async fn https_request(
         .trim_end_matches(']')
         .to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let connect_err = |why: String| EnrollError::Connect {
-        url: url.into(),
-        why,
-    };
     let roots = crate::tls::root_store(ca).map_err(|e| EnrollError::Local(e.to_string()))?;
     let tls = match client {
         Some((chain, key)) => super::signer::client_config(roots, chain, key),
@@ -81,61 +77,35 @@ pub async fn https_request(
             )
         }
     };
-    let name = rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| EnrollError::Url(format!("{url}: {e}")))?;
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(15),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| connect_err("timed out".into()))?
-    .map_err(|e| connect_err(e.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| connect_err(format!("TLS: {e}")))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-    let driver = tokio::spawn(conn);
     let target = format!("{}{path}", url.trim_end_matches('/'))
         .parse::<http::Uri>()
         .ok()
         .and_then(|u| u.path_and_query().map(|p| p.to_string()))
         .unwrap_or(path.to_string());
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(target)
-        .header(http::header::HOST, format!("{host}:{port}"));
-    if body.is_some() {
-        req = req.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| EnrollError::Local(e.to_string()))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(req))
-        .await
-        .map_err(|_| connect_err("no answer within 30 s".into()))?
-        .map_err(|e| {
-            // hyper's own message is terse; the cause (often a TLS alert) says more.
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            connect_err(format!("{e}{cause}"))
-        })?;
-    let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|e| connect_err(format!("reading the answer: {e}")))?
-        .to_bytes()
-        .to_vec();
-    driver.abort();
-    Ok((status, body))
+    crate::https::request(
+        &crate::https::Target {
+            host: &host,
+            port,
+            addr: None,
+            tls: Some(tls),
+        },
+        crate::https::Request {
+            method,
+            path: &target,
+            headers,
+            body,
+            limit: 1 << 20,
+            timeout: std::time::Duration::from_secs(30),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        crate::https::HttpError::Request(why) => EnrollError::Url(format!("{url}: {why}")),
+        e => EnrollError::Connect {
+            url: url.into(),
+            why: e.to_string(),
+        },
+    })
 }
 
 fn answer<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, EnrollError> {
@@ -200,17 +170,13 @@ pub async fn answer_challenge(
     ca: &Path,
     ch: &Challenge,
 ) -> Result<CertResponse, EnrollError> {
-    let tpm = key.tpm().ok_or_else(|| {
-        EnrollError::Local("the cloud asks for TPM proof, but this key is not in a TPM".into())
-    })?;
     let (Some(blob), Some(secret)) = (unhex(&ch.credential_blob), unhex(&ch.encrypted_secret))
     else {
         return Err(EnrollError::Local(
             "the cloud's challenge is not hex".into(),
         ));
     };
-    let credential = tpm
-        .activate_credential(blob, secret)
+    let credential = super::activate_credential(key, blob, secret)
         .map_err(|e| EnrollError::Local(e.to_string()))?;
     post_activate(
         url,
@@ -225,13 +191,10 @@ pub async fn answer_challenge(
 
 /// What a TPM key can show about itself: its EK and its public area.
 pub fn evidence(key: &dyn Key) -> Result<Option<TpmEvidence>, EnrollError> {
-    let Some(tpm) = key.tpm() else {
-        return Ok(None);
-    };
-    let local = |e: super::IdentityError| EnrollError::Local(e.to_string());
-    Ok(Some(TpmEvidence {
-        ek: hex(&tpm.ek_point().map_err(local)?),
-        key_public: hex(&tpm.key_public().map_err(local)?),
+    let shown = super::tpm_evidence(key).map_err(|e| EnrollError::Local(e.to_string()))?;
+    Ok(shown.map(|(ek, key_public)| TpmEvidence {
+        ek: hex(&ek),
+        key_public: hex(&key_public),
     }))
 }
 

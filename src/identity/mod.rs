@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod file;
 pub mod renewal;
 pub mod signer;
+#[cfg(feature = "tpm")]
 pub mod tpm;
 
 use serde::Deserialize;
@@ -118,6 +119,23 @@ impl Holder {
         ca: &std::path::Path,
         cert: &std::path::Path,
     ) -> Result<(), String> {
+        #[cfg(not(feature = "tpm"))]
+        return {
+            let _ = (device_id, url, ca, cert);
+            Err("key rotation needs the TPM backend, and this build has no TPM support".into())
+        };
+        #[cfg(feature = "tpm")]
+        self.rotate_tpm(device_id, url, ca, cert).await
+    }
+
+    #[cfg(feature = "tpm")]
+    async fn rotate_tpm(
+        &self,
+        device_id: &str,
+        url: &str,
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+    ) -> Result<(), String> {
         let current = self.key().map_err(|e| e.to_string())?;
         let Some(old) = current.tpm() else {
             return Err("key rotation needs the TPM backend".into());
@@ -175,9 +193,55 @@ pub trait Key: Send + Sync {
     /// Where the key lives, for people (`TPM swtpm:… handle 0x81000f47`, a file path).
     fn location(&self) -> String;
     /// The TPM behind the key, for enrollment with TPM proof.
+    #[cfg(feature = "tpm")]
     fn tpm(&self) -> Option<&tpm::TpmKey> {
         None
     }
+}
+
+/// Recovers a credential the cloud made for the TPM behind `key` (enrollment with TPM
+/// proof, TPM2_ActivateCredential).
+#[cfg(feature = "tpm")]
+pub fn activate_credential(
+    key: &dyn Key,
+    blob: Vec<u8>,
+    secret: Vec<u8>,
+) -> Result<Vec<u8>, IdentityError> {
+    key.tpm()
+        .ok_or_else(|| IdentityError::Tpm {
+            tcti: key.location(),
+            message: "the cloud asks for TPM proof, but this key is not in a TPM".into(),
+        })?
+        .activate_credential(blob, secret)
+}
+
+#[cfg(not(feature = "tpm"))]
+pub fn activate_credential(
+    key: &dyn Key,
+    _blob: Vec<u8>,
+    _secret: Vec<u8>,
+) -> Result<Vec<u8>, IdentityError> {
+    Err(IdentityError::Tpm {
+        tcti: key.location(),
+        message: "the cloud asks for TPM proof, and this build has no TPM support".into(),
+    })
+}
+
+/// The EK's point and the key's public area (TPMT_PUBLIC).
+pub type Evidence = (Vec<u8>, Vec<u8>);
+
+/// What a key in a TPM shows of itself for enrollment; None for a key outside a TPM.
+#[cfg(feature = "tpm")]
+pub fn tpm_evidence(key: &dyn Key) -> Result<Option<Evidence>, IdentityError> {
+    match key.tpm() {
+        Some(t) => Ok(Some((t.ek_point()?, t.key_public()?))),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+pub fn tpm_evidence(_key: &dyn Key) -> Result<Option<Evidence>, IdentityError> {
+    Ok(None)
 }
 
 /// The SubjectPublicKeyInfo (DER) of a P-256 public point.
@@ -188,10 +252,7 @@ pub fn spki_der(point: &[u8]) -> Vec<u8> {
 /// SHA-256 of the SubjectPublicKeyInfo, as hex: the key's fingerprint.
 pub fn fingerprint(key: &dyn Key) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(spki_der(key.public_point()))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&sha2::Sha256::digest(spki_der(key.public_point())))
 }
 
 /// Opens the configured key; with `create`, a TPM key that does not exist yet is made.
@@ -213,24 +274,7 @@ pub fn open_for(
     create: bool,
 ) -> Result<Arc<dyn Key>, IdentityError> {
     match cfg.backend {
-        Backend::Tpm => {
-            if cfg.rotate_key {
-                if let Some(spki) = cert.and_then(cert_spki) {
-                    for handle in [cfg.handle, cfg.handle + 1] {
-                        let c = IdentityConfig {
-                            handle,
-                            ..cfg.clone()
-                        };
-                        if let Ok(k) = tpm::TpmKey::open(&c, false) {
-                            if spki_der(k.public_point()) == spki {
-                                return Ok(Arc::new(k));
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(Arc::new(tpm::TpmKey::open(cfg, create)?))
-        }
+        Backend::Tpm => open_tpm(cfg, cert, create),
         Backend::File => {
             let path = key_file.ok_or_else(|| IdentityError::File {
                 path: "(none)".into(),
@@ -241,7 +285,44 @@ pub fn open_for(
     }
 }
 
+#[cfg(feature = "tpm")]
+fn open_tpm(
+    cfg: &IdentityConfig,
+    cert: Option<&std::path::Path>,
+    create: bool,
+) -> Result<Arc<dyn Key>, IdentityError> {
+    if cfg.rotate_key {
+        if let Some(spki) = cert.and_then(cert_spki) {
+            for handle in [cfg.handle, cfg.handle + 1] {
+                let c = IdentityConfig {
+                    handle,
+                    ..cfg.clone()
+                };
+                if let Ok(k) = tpm::TpmKey::open(&c, false) {
+                    if spki_der(k.public_point()) == spki {
+                        return Ok(Arc::new(k));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Arc::new(tpm::TpmKey::open(cfg, create)?))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn open_tpm(
+    cfg: &IdentityConfig,
+    _cert: Option<&std::path::Path>,
+    _create: bool,
+) -> Result<Arc<dyn Key>, IdentityError> {
+    Err(IdentityError::Tpm {
+        tcti: cfg.tcti.clone(),
+        message: "this fieldgate was built without TPM support (the `tpm` feature): use a build with it, or `identity.backend = \"file\"` on a development host".into(),
+    })
+}
+
 /// The SubjectPublicKeyInfo of the first certificate in a PEM file.
+#[cfg(feature = "tpm")]
 fn cert_spki(path: &std::path::Path) -> Option<Vec<u8>> {
     let certs = crate::tls::load_certs(path).ok()?;
     let (_, c) = x509_parser::parse_x509_certificate(certs[0].as_ref()).ok()?;

@@ -164,7 +164,7 @@ async fn renewal_cannot_launder_a_tpm_identity_into_a_software_key() {
     assert_eq!((r.0, code(&r)), (403, "tpm_proof_required"), "{r:?}");
     // Claiming TPM evidence for a software key gets a challenge no one here can answer.
     let fake = json!({"csr": software_csr("gw-tpm"),
-                      "tpm": {"ek": fieldgate::enrollment::hex(&ek), "key_public": "00"}});
+                      "tpm": {"ek": fieldgate::hex::encode(&ek), "key_public": "00"}});
     let r = api.call("POST", "/v1/renew", &stolen, Some(fake)).await;
     assert_eq!(r.0, 400, "{r:?}");
     assert!(r.1.get("certificate").is_none());

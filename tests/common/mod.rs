@@ -600,7 +600,7 @@ impl Swtpm {
             tcti: self.tcti(),
             ..Default::default()
         };
-        std::sync::Arc::new(fieldgate::identity::tpm::TpmKey::open(&cfg, true).unwrap())
+        fieldgate::identity::open(&cfg, None, true).unwrap()
     }
 
     pub fn stop(&mut self) {

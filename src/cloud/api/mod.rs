@@ -349,15 +349,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut pause = crate::backoff::AcceptPause::default();
     loop {
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
+                Ok(x) => { pause.accepted(); x }
+                Err(e) => { pause.failed("API", &e).await; continue }
             },
             _ = shutdown.cancelled() => return,
         };

@@ -21,7 +21,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -195,7 +194,7 @@ async fn set(
     blocking(move || {
         let mut iam = api.iam();
         let g = grant(&mut iam, &ctx, Op::ReadAudit, Target::tenant(&tenant))?;
-        let secret = crate::enrollment::hex(&rand::random::<[u8; 24]>());
+        let secret = crate::hex::encode(&rand::random::<[u8; 24]>());
         iam.db()
             .execute(
                 "INSERT INTO webhooks(tenant, url, secret, updated_ns) VALUES ($1, $2, $3, $4)
@@ -315,7 +314,7 @@ async fn send_with_retries(
     let body = serde_json::to_vec(&event).unwrap_or_default();
     let signature = {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-        crate::enrollment::hex(ring::hmac::sign(&key, &body).as_ref())
+        crate::hex::encode(ring::hmac::sign(&key, &body).as_ref())
     };
     for attempt in 0..6u32 {
         match post(&url, &signature, body.clone(), &allowed).await {
@@ -339,6 +338,24 @@ async fn send_with_retries(
     );
 }
 
+/// The system's CA roots for webhooks, loaded once.
+fn system_tls() -> Arc<rustls::ClientConfig> {
+    static TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        crate::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    })
+    .clone()
+}
+
 /// One POST to an address checked now; https with the system's roots, or plain http
 /// where allowed.
 async fn post(
@@ -351,57 +368,25 @@ async fn post(
     let (host, port) = host_port(&uri).ok_or("no host")?;
     let https = uri.scheme_str() == Some("https");
     let addr = resolve(&host, port, allowed).await?;
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
+    let signature = format!("sha256={signature}");
+    let (status, _) = crate::https::request(
+        &crate::https::Target {
+            host: &host,
+            port,
+            addr: Some(addr),
+            tls: https.then(system_tls),
+        },
+        crate::https::Request {
+            method: http::Method::POST,
+            path: uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            headers: &[("x-fieldgate-signature", &signature)],
+            body: Some(body),
+            limit: 64 * 1024,
+            timeout: Duration::from_secs(10),
+        },
     )
     .await
-    .map_err(|_| "connect timed out".to_string())?
     .map_err(|e| e.to_string())?;
-    let req = http::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header(http::header::HOST, format!("{host}:{port}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("x-fieldgate-signature", format!("sha256={signature}"))
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        if https {
-            crate::install_crypto_provider();
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-            let tls = rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let name =
-                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())?;
-            send(hyper_util::rt::TokioIo::new(stream), req).await
-        } else {
-            send(hyper_util::rt::TokioIo::new(tcp), req).await
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| "no answer within 20 s".to_string())?
-}
-
-async fn send<T>(io: T, req: http::Request<Full<bytes::Bytes>>) -> Result<u16, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    driver.abort();
     Ok(status)
 }
 

@@ -49,7 +49,7 @@ impl Anchor {
             let key: [u8; 32] = rand::random();
             let text = format!(
                 "{KEY_FORMAT}\nkey {}\nkeyed-after {head}\n",
-                crate::enrollment::hex(&key)
+                crate::hex::encode(&key)
             );
             let tmp = dir.join(format!("audit.key.{}", std::process::id()));
             write_private(&tmp, &text).map_err(io(&tmp))?;
@@ -107,7 +107,7 @@ impl Anchor {
                 .open(path)
                 .ok();
         }
-        let line = format!("{CHECKPOINT_FORMAT} {id} {}\n", crate::enrollment::hex(mac));
+        let line = format!("{CHECKPOINT_FORMAT} {id} {}\n", crate::hex::encode(mac));
         // One write per line: lines of servers sharing the file do not interleave.
         if let Some(f) = w.as_mut() {
             if let Err(e) = f.write_all(line.as_bytes()) {
@@ -137,7 +137,7 @@ impl Anchor {
                 let mut f = l.split(' ');
                 (f.next()? == CHECKPOINT_FORMAT).then_some(())?;
                 let id = f.next()?.parse().ok()?;
-                let mac = crate::enrollment::unhex(f.next()?)?;
+                let mac = crate::hex::decode(f.next()?)?;
                 (mac.len() == 32).then_some((id, mac))
             })
             .collect())
@@ -152,7 +152,7 @@ fn parse_key(text: &str) -> Result<([u8; 32], i64), String> {
     let key = lines
         .next()
         .and_then(|l| l.strip_prefix("key "))
-        .and_then(crate::enrollment::unhex)
+        .and_then(crate::hex::decode)
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .ok_or("no 32-byte `key` line")?;
     let after = lines

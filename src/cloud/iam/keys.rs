@@ -254,8 +254,8 @@ impl Keys {
 
     fn insert(&self, parent: Option<&str>, scope: &Scope) -> Result<(String, String), KeyError> {
         scope.check_size()?;
-        let id: String = crate::enrollment::hex(&rand::random::<[u8; 8]>());
-        let secret: String = crate::enrollment::hex(&rand::random::<[u8; 16]>());
+        let id: String = crate::hex::encode(&rand::random::<[u8; 8]>());
+        let secret: String = crate::hex::encode(&rand::random::<[u8; 16]>());
         self.db.execute(
             "INSERT INTO api_keys(id, parent, secret_hash, scope, created_ns) VALUES ($1, $2, $3, $4, $5)",
             args![&id, parent, hash(&secret), serde_json::to_string(scope)?, crate::sample::now_ns()],

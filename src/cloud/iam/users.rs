@@ -355,7 +355,7 @@ impl<'a> Users<'a> {
     /// A session for a user who just logged in: `fgs_` and 48 hex digits, valid for
     /// twelve hours; only its hash is kept.
     pub fn start_session(&self, email: &str) -> Result<String, UserError> {
-        let secret: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
+        let secret: String = crate::hex::encode(&rand::random::<[u8; 24]>());
         let now = crate::sample::now_ns();
         self.db
             .execute("DELETE FROM sessions WHERE expires_ns < $1", args![now])?;
@@ -516,7 +516,7 @@ impl<'a> Users<'a> {
         if !self.exists(email)? {
             return Ok(None);
         }
-        let token: String = crate::enrollment::hex(&rand::random::<[u8; 24]>());
+        let token: String = crate::hex::encode(&rand::random::<[u8; 24]>());
         self.db.execute(
             "INSERT INTO reset_tokens(token_hash, email, expires_ns) VALUES ($1, $2, $3)",
             args![

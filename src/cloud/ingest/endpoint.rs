@@ -59,19 +59,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let mut failures = 0;
+    let mut pause = crate::backoff::AcceptPause::default();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => { failures = 0; x }
-                Err(e) => {
-                    // Out of descriptors, most often: wait for connections to end.
-                    tracing::warn!(error = %e, "accept failed");
-                    let d = crate::backoff::backoff(Duration::from_millis(50), Duration::from_secs(2), failures);
-                    failures += 1;
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
+                Ok(x) => { pause.accepted(); x }
+                Err(e) => { pause.failed("ingest", &e).await; continue }
             },
             _ = shutdown.cancelled() => return,
         };

@@ -97,7 +97,7 @@ fn row(device: &str, r: &sql::Row) -> Result<Row, DbError> {
         (_, None) => match (r.opt_real(4)?, r.opt_text(6)?, r.opt_blob(7)?) {
             (Some(f), _, _) => serde_json::json!(f),
             (_, Some(s), _) => serde_json::json!(s),
-            (_, _, Some(b)) => serde_json::json!(crate::enrollment::hex(&b)),
+            (_, _, Some(b)) => serde_json::json!(crate::hex::encode(&b)),
             _ => serde_json::Value::Null,
         },
     };

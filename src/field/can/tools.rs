@@ -71,7 +71,7 @@ fn tidy(v: f64) -> String {
 }
 
 fn hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02X}")).collect()
+    crate::hex::encode_upper(data)
 }
 
 impl Printer {
