@@ -13,6 +13,8 @@ pub mod der;
 pub mod enrollment;
 pub mod hex;
 pub mod https;
+#[cfg(any(feature = "gateway", feature = "cloud"))]
+pub mod logging;
 pub mod pattern;
 pub mod protocol;
 pub mod sample;

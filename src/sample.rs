@@ -47,6 +47,10 @@ impl Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Very large or very small magnitudes in exponent form, not 300 digits.
+            Value::Float(v) if v.is_finite() && *v != 0.0 && !(1e-6..1e15).contains(&v.abs()) => {
+                write!(f, "{v:e}")
+            }
             Value::Float(v) => write!(f, "{v}"),
             Value::Int(v) => write!(f, "{v}"),
             Value::UInt(v) => write!(f, "{v}"),
@@ -141,4 +145,18 @@ pub fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_readably_at_any_magnitude() {
+        assert_eq!(Value::Float(21.5).to_string(), "21.5");
+        assert_eq!(Value::Float(0.0).to_string(), "0");
+        assert_eq!(Value::Float(1.5e300).to_string(), "1.5e300");
+        assert_eq!(Value::Float(-2.5e-300).to_string(), "-2.5e-300");
+        assert!(Value::Float(f64::MAX).to_string().len() < 30);
+    }
 }

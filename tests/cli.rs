@@ -90,6 +90,59 @@ async fn query_and_dev_cert_from_the_command_line() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("dev/p2"));
+    // The newest per point; the newest `--limit` with a note that more exist; a reader
+    // that closes the pipe ends the command quietly.
+    let latest = cloud_cmd(&cloud.data)
+        .args([
+            "query", "--device", "gw-cli", "--latest", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let latest: Vec<serde_json::Value> = String::from_utf8_lossy(&latest.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let points: Vec<&str> = latest
+        .iter()
+        .map(|l| l["point"].as_str().unwrap())
+        .collect();
+    assert_eq!(points, ["dev/p0", "dev/p1", "dev/p2"]);
+    let newest_seq = cloud.rows("gw-cli").iter().map(|r| r.seq).max().unwrap();
+    let two = cloud_cmd(&cloud.data)
+        .args([
+            "query", "--device", "gw-cli", "--limit", "2", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    let seqs: Vec<u64> = String::from_utf8_lossy(&two.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs.len(), 2);
+    assert!(
+        seqs[0] < seqs[1] && seqs[1] >= newest_seq,
+        "{seqs:?}, newest {newest_seq}"
+    );
+    assert!(String::from_utf8_lossy(&two.stderr).contains("only the newest 2 samples"));
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --data-dir {} query --device gw-cli | head -1",
+            env!("CARGO_BIN_EXE_fieldgate-cloud"),
+            cloud.data.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     let bad = cloud_cmd(&cloud.data)
         .args(["query", "--device", "gw-cli", "--since", "yesterday-ish"])
         .output()

@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::Slave;
+use tokio_modbus::client::Context;
 use tokio_util::sync::CancellationToken;
 
 /// Longest a failing device waits between attempts.
@@ -252,7 +250,6 @@ impl BusPoller {
     /// connection should be reopened.
     async fn poll_group(&mut self, gi: usize, ctx: &mut Context) -> (Vec<Entry>, bool) {
         let unit = self.groups[gi].unit;
-        ctx.set_slave(Slave(unit));
         let blocks = self.groups[gi].planner.blocks().to_vec();
         let mut results: Vec<Option<Result<Vec<u16>, Quality>>> =
             vec![None; self.groups[gi].points.len()];
@@ -260,7 +257,7 @@ impl BusPoller {
         let mut answered = false;
         let mut first_error: Option<String> = None;
         for block in &blocks {
-            match self.read(ctx, block).await {
+            match self.read(ctx, unit, block).await {
                 Ok(words) => {
                     answered = true;
                     let specs = self.groups[gi].planner.points().to_vec();
@@ -285,7 +282,7 @@ impl BusPoller {
                             count: spec.width,
                             points: vec![pi],
                         };
-                        match self.read(ctx, &single).await {
+                        match self.read(ctx, unit, &single).await {
                             Ok(w) => results[pi] = Some(Ok(w)),
                             Err(ReadError::Exception(c)) => {
                                 failed.push(pi);
@@ -401,41 +398,31 @@ impl BusPoller {
     }
 
     /// One request, with the bus timeout and retries on timeout.
-    async fn read(&self, ctx: &mut Context, b: &ReadBlock) -> Result<Vec<u16>, ReadError> {
-        use super::types::Function::*;
+    async fn read(
+        &self,
+        ctx: &mut Context,
+        unit: u8,
+        b: &ReadBlock,
+    ) -> Result<Vec<u16>, ReadError> {
+        use super::scan::{read, Probe};
         let mut attempt = 0;
         loop {
-            let fut = async {
-                match b.function {
-                    Coil => ctx.read_coils(b.start, b.count).await.map(|r| r.map(bits)),
-                    DiscreteInput => ctx
-                        .read_discrete_inputs(b.start, b.count)
-                        .await
-                        .map(|r| r.map(bits)),
-                    InputRegister => ctx.read_input_registers(b.start, b.count).await,
-                    HoldingRegister => ctx.read_holding_registers(b.start, b.count).await,
-                }
-            };
-            match tokio::time::timeout(self.timeout, fut).await {
-                Ok(Ok(Ok(words))) if words.len() >= b.count as usize => return Ok(words),
-                Ok(Ok(Ok(words))) => {
+            match read(ctx, unit, b.function, b.start, b.count, self.timeout).await {
+                Probe::Answers(words) if words.len() >= b.count as usize => return Ok(words),
+                Probe::Answers(words) => {
                     return Err(ReadError::Transport(format!(
                         "asked for {} items, got {}",
                         b.count,
                         words.len()
                     )))
                 }
-                Ok(Ok(Err(code))) => return Err(ReadError::Exception(u8::from(code))),
-                Ok(Err(e)) => return Err(ReadError::Transport(e.to_string())),
-                Err(_) if attempt < self.retries => attempt += 1,
-                Err(_) => return Err(ReadError::Timeout),
+                Probe::Exception(code) => return Err(ReadError::Exception(code)),
+                Probe::Error(e) => return Err(ReadError::Transport(e)),
+                Probe::Silent if attempt < self.retries => attempt += 1,
+                Probe::Silent => return Err(ReadError::Timeout),
             }
         }
     }
-}
-
-fn bits(v: Vec<bool>) -> Vec<u16> {
-    v.into_iter().map(u16::from).collect()
 }
 
 fn sample(p: &PointRt, value: Value, quality: Quality, ts: Stamp) -> Entry {

@@ -1,0 +1,135 @@
+//! The administrator's commands: tokens, endorsement keys, system accounts, revocation,
+//! the audit chain's check, identity events, development certificates.
+
+use crate::rfc3339;
+use anyhow::{bail, Context as _};
+use fieldgate::cloud;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Admin commands: one connection on this (blocking) thread.
+fn db(data: &Path, database: &cloud::Database) -> anyhow::Result<cloud::sql::Db> {
+    tokio::task::block_in_place(|| database.db(data))
+}
+
+fn registry(data: &Path, database: &cloud::Database) -> anyhow::Result<cloud::registry::Registry> {
+    Ok(cloud::registry::Registry::with(db(data, database)?)?)
+}
+
+pub fn token(
+    data: &Path,
+    database: &cloud::Database,
+    device: String,
+    valid: Duration,
+) -> anyhow::Result<()> {
+    let registry = || registry(data, database);
+    if !fieldgate::protocol::valid_device_id(&device) {
+        bail!("`{device}` is not a valid device id");
+    }
+    // The CA too, made on first use: the gateway pins it.
+    cloud::pki::Pki::open_or_create(&data.join("pki"), &cloud::SERVER_NAMES.map(String::from))?;
+    println!("{}", registry()?.create_token(&device, valid)?);
+    eprintln!(
+                "one-time token for {device}, valid for {}: give it to the gateway (identity.token_file, or `fieldgate enroll --token`)",
+                humantime::format_duration(valid)
+            );
+    Ok(())
+}
+
+pub fn register(
+    data: &Path,
+    database: &cloud::Database,
+    device: String,
+    ek: String,
+) -> anyhow::Result<()> {
+    let registry = || registry(data, database);
+    if !fieldgate::protocol::valid_device_id(&device) {
+        bail!("`{device}` is not a valid device id");
+    }
+    let point = fieldgate::hex::decode(ek.trim())
+                .filter(|p| p.len() == 65 && p[0] == 4)
+                .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
+    // The CA too, made on first use: the gateway pins it.
+    cloud::pki::Pki::open_or_create(&data.join("pki"), &cloud::SERVER_NAMES.map(String::from))?;
+    registry()?.register_ek(&device, &point)?;
+    println!("registered the endorsement key of {device}");
+    Ok(())
+}
+
+pub fn system_account(
+    data: &Path,
+    database: &cloud::Database,
+    email: String,
+) -> anyhow::Result<()> {
+    let db = || db(data, database);
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let db = db()?;
+    let users = cloud::iam::users::Users::new(&db);
+    users
+        .create_system_account(&email, password.trim_end_matches(['\r', '\n']))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("system account {email} created");
+    Ok(())
+}
+
+pub fn revoke(
+    data: &Path,
+    database: &cloud::Database,
+    device: String,
+    reason: String,
+) -> anyhow::Result<()> {
+    let registry = || registry(data, database);
+    registry()?.revoke(&device, &reason)?;
+    println!("{device} revoked: refused from its next connection on");
+    Ok(())
+}
+
+pub fn audit_verify(data: &Path, database: &cloud::Database) -> anyhow::Result<()> {
+    let db = || db(data, database);
+    let db = db()?;
+    let anchor = cloud::iam::anchor::Anchor::open(data, &db)?;
+    match cloud::iam::audit::verify(&db, &anchor)? {
+        cloud::iam::audit::Verdict::Intact { entries } => {
+            println!("audit log intact: {entries} entries");
+            Ok(())
+        }
+        cloud::iam::audit::Verdict::Broken { id, why } => {
+            bail!("audit log BROKEN at entry {id}: {why}")
+        }
+    }
+}
+
+pub fn identities(
+    data: &Path,
+    database: &cloud::Database,
+    device: Option<String>,
+) -> anyhow::Result<()> {
+    let registry = || registry(data, database);
+    for e in registry()?.events(device.as_deref())? {
+        println!(
+            "{}  {:<20} {:<13} {:<22} {}",
+            rfc3339(e.ts_ns),
+            e.device,
+            e.event,
+            e.peer,
+            e.detail
+        );
+    }
+    Ok(())
+}
+
+pub fn dev_cert(data: &Path, device_id: String, out: PathBuf) -> anyhow::Result<()> {
+    let (pki, _) = cloud::open(
+        data,
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    )?;
+    pki.dev_cert(&device_id, &out)?;
+    println!(
+        "wrote {0}/device.crt, {0}/device.key and {0}/ca.crt for {device_id}",
+        out.display()
+    );
+    Ok(())
+}
