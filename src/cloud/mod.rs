@@ -17,6 +17,49 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// Why the cloud could not start or open its data.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("{path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the database {location}: {source}")]
+    Database {
+        location: String,
+        #[source]
+        source: sql::DbError,
+    },
+    #[error("opening the store {location}: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: store::StoreError,
+    },
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Anchor(#[from] iam::anchor::AnchorError),
+    #[error("identity and access: {0}")]
+    Iam(#[from] code::Refused),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the broker: {0}")]
+    Broker(String),
+    #[error("a start-up task failed: {0}")]
+    Task(String),
+}
+
 /// Paths of a cloud data directory.
 pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cloud.db")
@@ -50,21 +93,29 @@ impl Database {
 
     /// A connection for identity, access and the registry (making the data directory
     /// for SQLite).
-    pub fn db(&self, data_dir: &Path) -> anyhow::Result<sql::Db> {
+    pub fn db(&self, data_dir: &Path) -> Result<sql::Db, CloudError> {
         if self.url.is_none() {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir).map_err(|source| CloudError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
         }
         let location = self.location(data_dir);
-        sql::Db::open(&location, self.ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("opening the database {}: {e}", redact(&location)))
+        sql::Db::open(&location, self.ca.as_deref()).map_err(|source| CloudError::Database {
+            location: redact(&location),
+            source,
+        })
     }
 
     /// A connection to the sample store.
-    pub fn store(&self, data_dir: &Path) -> anyhow::Result<store::Store> {
+    pub fn store(&self, data_dir: &Path) -> Result<store::Store, CloudError> {
         let location = self.location(data_dir);
-        store::Store::open_location(&location, self.ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("opening the store {}: {e}", redact(&location)))
+        store::Store::open_location(&location, self.ca.as_deref()).map_err(|source| {
+            CloudError::Store {
+                location: redact(&location),
+                source,
+            }
+        })
     }
 }
 
@@ -88,7 +139,7 @@ pub fn redact(location: &str) -> String {
 pub fn open(
     data_dir: &Path,
     server_names: &[String],
-) -> anyhow::Result<(pki::Pki, Arc<ingest::Ingest>)> {
+) -> Result<(pki::Pki, Arc<ingest::Ingest>), CloudError> {
     open_with(data_dir, server_names, &Database::default())
 }
 
@@ -97,7 +148,7 @@ pub fn open_with(
     data_dir: &Path,
     server_names: &[String],
     database: &Database,
-) -> anyhow::Result<(pki::Pki, Arc<ingest::Ingest>)> {
+) -> Result<(pki::Pki, Arc<ingest::Ingest>), CloudError> {
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), server_names)?;
     let store = Arc::new(Mutex::new(database.store(data_dir)?));
     let registry = registry::Registry::with(database.db(data_dir)?)?;
@@ -110,7 +161,7 @@ pub async fn run(
     data_dir: &Path,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), CloudError> {
     run_with(data_dir, listener, None, Settings::default(), shutdown).await
 }
 
@@ -146,7 +197,7 @@ pub async fn run_with(
     api: Option<tokio::net::TcpListener>,
     settings: Settings,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), CloudError> {
     let (pki, store) = open_with(
         data_dir,
         &SERVER_NAMES.map(String::from),
@@ -154,7 +205,7 @@ pub async fn run_with(
     )?;
     let tls =
         crate::tls::mtls_server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key())?;
-    tracing::info!(addr = %listener.local_addr()?, "ingest listening (MQTT over mutual TLS)");
+    tracing::info!(addr = ?listener.local_addr().ok(), "ingest listening (MQTT over mutual TLS)");
     let api_task = match api {
         Some(l) => Some(serve_api(data_dir, l, &settings, shutdown.clone()).await?),
         None => None,
@@ -177,7 +228,7 @@ pub async fn serve_api(
     listener: tokio::net::TcpListener,
     settings: &Settings,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, CloudError> {
     let names = SERVER_NAMES.map(String::from);
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), &names)?;
     let api_tls =
@@ -185,16 +236,17 @@ pub async fn serve_api(
     // Connecting waits for the database: off the async threads.
     let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
     let (registry, iam_db, reads) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((database.db(&d)?, database.db(&d)?, database.store(&d)?))
+        Ok::<_, CloudError>((database.db(&d)?, database.db(&d)?, database.store(&d)?))
     })
-    .await??;
+    .await
+    .map_err(|e| CloudError::Task(e.to_string()))??;
     let enrollment = Arc::new(enroll::Enrollment {
         pki,
         registry: registry::Registry::with(registry)?,
         lifetime: settings.cert_lifetime,
         require_tpm: settings.require_tpm,
     });
-    tracing::info!(addr = %listener.local_addr()?, "API listening (HTTPS)");
+    tracing::info!(addr = ?listener.local_addr().ok(), "API listening (HTTPS)");
     let api = Arc::new(api::Api::open(
         enrollment,
         iam_db,

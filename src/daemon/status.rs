@@ -94,15 +94,29 @@ pub async fn serve(path: PathBuf, view: View, shutdown: CancellationToken) {
     let _ = std::fs::remove_file(&path);
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("cannot reach the daemon at {path}: {source} (is fieldgate running?)")]
+    Unreachable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the daemon's status: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("the daemon's status is not the document this release reads: {0}")]
+    Document(#[from] serde_json::Error),
+}
+
 /// Reads a status document from a running daemon.
-pub async fn query(path: &std::path::Path) -> anyhow::Result<Status> {
+pub async fn query(path: &std::path::Path) -> Result<Status, QueryError> {
     use tokio::io::AsyncReadExt;
-    let mut s = tokio::net::UnixStream::connect(path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the daemon at {}: {e} (is fieldgate running?)",
-            path.display()
-        )
-    })?;
+    let mut s = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| QueryError::Unreachable {
+            path: path.display().to_string(),
+            source,
+        })?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     Ok(serde_json::from_slice(&buf)?)

@@ -79,12 +79,24 @@ impl Proc {
     }
 }
 
+/// A port for a peer a test starts. Bind-then-drop of port 0 raced: the kernel may hand
+/// the same ephemeral port to another test's connection before the peer binds it. These
+/// come from below the ephemeral range (Linux: 32768 up), one process-wide counter per
+/// test binary, each checked free on TCP (and the next one too, for peers that take two).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 500) * 24;
+    loop {
+        // Two at a time: a peer such as swtpm takes `port + 1` too, which no later call
+        // may hand out.
+        let n = NEXT.fetch_add(2, Ordering::Relaxed);
+        let port = (20_000 + (offset + n) % 12_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) {
+            return port;
+        }
+    }
 }
 
 pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Admin commands: one connection on this (blocking) thread.
 fn db(data: &Path, database: &cloud::Database) -> anyhow::Result<cloud::sql::Db> {
-    tokio::task::block_in_place(|| database.db(data))
+    Ok(tokio::task::block_in_place(|| database.db(data))?)
 }
 
 fn registry(data: &Path, database: &cloud::Database) -> anyhow::Result<cloud::registry::Registry> {

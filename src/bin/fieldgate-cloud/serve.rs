@@ -87,7 +87,7 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
             },
             database: database.clone(),
         };
-        return cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await;
+        return Ok(cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await?);
     };
     let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
     let ingest = tokio::task::block_in_place(|| {
@@ -129,5 +129,5 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
     if let Some(t) = api_task {
         let _ = t.await;
     }
-    ran
+    Ok(ran?)
 }

@@ -59,9 +59,9 @@ impl Api {
         reads: Store,
         webhook: webhook::Policy,
         data_dir: &std::path::Path,
-    ) -> anyhow::Result<Api> {
+    ) -> Result<Api, crate::cloud::CloudError> {
         let anchor = crate::cloud::iam::anchor::Anchor::open(data_dir, &db)?;
-        let iam = Iam::with(db, Arc::new(anchor)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let iam = Iam::with(db, Arc::new(anchor))?;
         Ok(Api {
             enrollment,
             iam: Mutex::new(iam),

@@ -45,7 +45,7 @@ pub async fn run(
     link: BrokerLink,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::cloud::CloudError> {
     let tls = crate::tls::client_config(&link.ca, &link.cert, &link.key)?;
     let mut opts = MqttOptions::new(link.client_id.clone(), link.host.clone(), link.port);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
@@ -75,8 +75,8 @@ pub async fn run(
                     i.accept(None, &String::from_utf8_lossy(&p2.topic), &p2.payload)
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|r| r.map_err(anyhow::Error::from));
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
                 match stored {
                     Ok(_) => break,
                     Err(e) => {
@@ -109,7 +109,7 @@ pub async fn run(
                 for kind in ["data", "state"] {
                     let filter = format!("{prefix}{}/+/{kind}", protocol::TOPIC_ROOT);
                     if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
-                        break 'events anyhow::Result::Err(e.into());
+                        break 'events Err(crate::cloud::CloudError::Broker(e.to_string()));
                     }
                 }
             }

@@ -239,6 +239,31 @@ impl Printer {
     }
 }
 
+/// Why a CAN tool stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot read {path}: {source}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open CAN interface {ifname}: {source} (does `ip link show {ifname}` list it, and is it up?)")]
+    Interface {
+        ifname: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {ifname}: {source}")]
+    Read {
+        ifname: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
 /// Decodes a whole candump log; bad lines are reported on stderr and skipped.
 pub fn decode_log(
     path: &Path,
@@ -246,9 +271,11 @@ pub fn decode_log(
     j1939: bool,
     format: Format,
     out: &mut impl Write,
-) -> anyhow::Result<Summary> {
-    let reader = LogReader::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+) -> Result<Summary, ToolError> {
+    let reader = LogReader::open(path).map_err(|source| ToolError::Log {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut p = Printer::new(db, j1939, format);
     for rec in reader {
         match rec {
@@ -274,16 +301,18 @@ pub async fn dump(
     j1939: bool,
     format: Format,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Summary> {
-    let sock = super::socket::open(ifname, None)
-        .map_err(|e| anyhow::anyhow!("cannot open CAN interface {ifname}: {e} (does `ip link show {ifname}` list it, and is it up?)"))?;
+) -> Result<Summary, ToolError> {
+    let sock = super::socket::open(ifname, None).map_err(|source| ToolError::Interface {
+        ifname: ifname.into(),
+        source,
+    })?;
     let mut p = Printer::new(db, j1939, format);
     let mut out = std::io::stdout();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             r = sock.read_frame() => {
-                let frame = r.map_err(|e| anyhow::anyhow!("reading {ifname}: {e}"))?;
+                let frame = r.map_err(|source| ToolError::Read { ifname: ifname.into(), source })?;
                 let rec = Received::from_socketcan(frame, crate::sample::now_ns());
                 p.print(&mut out, ifname, &rec)?;
                 out.flush()?;

@@ -26,7 +26,7 @@ inherit cargo systemd useradd
 
 # The gateway alone: no cloud code in the image (EXTRA_CARGO_FLAGS is cargo.bbclass's).
 # nooelint: oelint.vars.mispell
-EXTRA_CARGO_FLAGS = "--no-default-features --features gateway --bin fieldgate"
+EXTRA_CARGO_FLAGS = "--no-default-features --features gateway,tpm --bin fieldgate"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
