@@ -158,6 +158,18 @@ impl Schema {
         })
     }
 
+    /// Logs that a newer release's database, left readable, is used as it is.
+    pub fn used_as_newer(&self, place: &str, stamp: &Stamp) {
+        tracing::info!(
+            place,
+            version = stamp.version,
+            written_by = stamp.written_by,
+            known = self.latest(),
+            "the {} was migrated by a newer release, which left it readable: used as it is",
+            self.name
+        );
+    }
+
     /// Brings the SQLite database on `conn` up to date (`place` names it in messages),
     /// under the write lock. Returns the plan it carried out.
     pub fn migrate_sqlite(&self, conn: &mut Connection, place: &str) -> Result<(), SchemaError> {
@@ -183,14 +195,7 @@ impl Schema {
         match self.plan(place, stored)? {
             Plan::Current => return Ok(()),
             Plan::NewerReadable(stamp) => {
-                tracing::info!(
-                    place,
-                    version = stamp.version,
-                    written_by = stamp.written_by,
-                    known = self.latest(),
-                    "the {} was migrated by a newer release, which left it readable: used as it is",
-                    self.name
-                );
+                self.used_as_newer(place, &stamp);
                 return Ok(());
             }
             Plan::Migrate { migrations, stamp } => {

@@ -536,13 +536,7 @@ pub(crate) fn migrate_postgres(
     match schema.plan(place, stored)? {
         Plan::Current => return Ok(()),
         Plan::NewerReadable(stamp) => {
-            tracing::info!(
-                place,
-                version = stamp.version,
-                written_by = stamp.written_by,
-                "the {} was migrated by a newer release, which left it readable: used as it is",
-                schema.name
-            );
+            schema.used_as_newer(place, &stamp);
             return Ok(());
         }
         Plan::Migrate { migrations, stamp } => {

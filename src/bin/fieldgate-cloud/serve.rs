@@ -66,6 +66,15 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
         webhook_allow_http,
         webhook_allow_net,
     } = args;
+    let settings = cloud::Settings {
+        cert_lifetime,
+        require_tpm,
+        webhook: cloud::api::webhook::Policy {
+            allow_http: webhook_allow_http,
+            allow_nets: webhook_allow_net,
+        },
+        database: database.clone(),
+    };
     let Some(b) = broker else {
         let l = tokio::net::TcpListener::bind(&listen)
             .await
@@ -77,15 +86,6 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
                     .with_context(|| format!("cannot listen on {a}"))?,
             ),
             None => None,
-        };
-        let settings = cloud::Settings {
-            cert_lifetime,
-            require_tpm,
-            webhook: cloud::api::webhook::Policy {
-                allow_http: webhook_allow_http,
-                allow_nets: webhook_allow_net,
-            },
-            database: database.clone(),
         };
         return Ok(cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await?);
     };
@@ -103,15 +103,6 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
             let l = tokio::net::TcpListener::bind(&a)
                 .await
                 .with_context(|| format!("cannot listen on {a}"))?;
-            let settings = cloud::Settings {
-                cert_lifetime,
-                require_tpm,
-                webhook: cloud::api::webhook::Policy {
-                    allow_http: webhook_allow_http,
-                    allow_nets: webhook_allow_net,
-                },
-                database: database.clone(),
-            };
             Some(cloud::serve_api(&data, l, &settings, shutdown.clone()).await?)
         }
         None => None,
