@@ -174,24 +174,7 @@ async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
     // The embedded endpoint: a PUBACK is written after the delivery is stored.
     let embedded = Cloud::start(&d.join("embedded")).await;
     embedded.dev_cert("gw-same", &d.join("certs-a"));
-    let (client, mut ev) = mqtt_client(
-        embedded.addr,
-        "gw-same",
-        &d.join("certs-a/ca.crt"),
-        Some((&d.join("certs-a/device.crt"), &d.join("certs-a/device.key"))),
-    );
-    for (kind, payload) in &cases {
-        client
-            .publish(
-                format!("fg/v1/gw-same/{kind}"),
-                QoS::AtLeastOnce,
-                false,
-                payload.clone(),
-            )
-            .await
-            .unwrap();
-        until_puback(&mut ev).await.unwrap();
-    }
+    send_as_gw_same(embedded.addr, &d.join("certs-a"), &cases).await;
 
     // The bridge behind Mosquitto.
     let data = d.join("bridged");
@@ -220,24 +203,8 @@ async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (client, mut ev) = mqtt_client(
-        format!("127.0.0.1:{}", broker.port).parse().unwrap(),
-        "gw-same",
-        &d.join("certs-b/ca.crt"),
-        Some((&d.join("certs-b/device.crt"), &d.join("certs-b/device.key"))),
-    );
-    for (kind, payload) in &cases {
-        client
-            .publish(
-                format!("fg/v1/gw-same/{kind}"),
-                QoS::AtLeastOnce,
-                false,
-                payload.clone(),
-            )
-            .await
-            .unwrap();
-        until_puback(&mut ev).await.unwrap();
-    }
+    let at = format!("127.0.0.1:{}", broker.port).parse().unwrap();
+    send_as_gw_same(at, &d.join("certs-b"), &cases).await;
 
     type Seen = (
         Vec<(u64, String, serde_json::Value)>,
@@ -278,4 +245,31 @@ async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
     );
     stop.cancel();
     let _ = bridge.await;
+}
+
+/// Publishes `cases` (topic kind, payload) as gw-same with the certificates in `certs`,
+/// each waiting for its PUBACK.
+async fn send_as_gw_same(
+    addr: std::net::SocketAddr,
+    certs: &std::path::Path,
+    cases: &[(&str, Vec<u8>)],
+) {
+    let (client, mut ev) = mqtt_client(
+        addr,
+        "gw-same",
+        &certs.join("ca.crt"),
+        Some((&certs.join("device.crt"), &certs.join("device.key"))),
+    );
+    for (kind, payload) in cases {
+        client
+            .publish(
+                format!("fg/v1/gw-same/{kind}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .unwrap();
+        until_puback(&mut ev).await.unwrap();
+    }
 }
