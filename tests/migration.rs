@@ -14,8 +14,18 @@ fn fixture(part: &str) -> PathBuf {
     root().join("tests/fixtures/release-0.1").join(part)
 }
 
-/// A copy of the fixture directory `part` in `into`.
+/// A copy of the fixture directory `part` in `into`. Its database must be there: an
+/// empty directory would only show that a new database starts empty.
 fn copy_fixture(part: &str, into: &Path) {
+    let db = if part == "gateway" {
+        "buffer.db"
+    } else {
+        "cloud.db"
+    };
+    assert!(
+        fixture(part).join(db).is_file(),
+        "the fixture {part}/{db} is missing (is it committed? *.db is ignored elsewhere)"
+    );
     std::fs::create_dir_all(into).unwrap();
     for e in std::fs::read_dir(fixture(part)).unwrap() {
         let e = e.unwrap();
