@@ -79,7 +79,7 @@ fn main() {
     let clock = std::sync::Arc::new(fieldgate::clock::Clock::new(
         fieldgate::clock::SyncCheck::Always,
     ));
-    let mut bus = CanBus::new(cfg.can[0].get_ref(), Default::default(), clock).unwrap();
+    let mut bus = CanBus::new(cfg.can[0].get_ref(), Default::default(), clock);
     let t = Instant::now();
     let mut samples = 0usize;
     for f in &fs {

@@ -4,10 +4,11 @@
 //! Run: `cargo bench --bench datapath` (release build; takes about a minute).
 
 use fieldgate::buffer::{outbox::Outbox, Buffer, BufferSettings, Entry};
-use fieldgate::config::{Class, GatewayConfig};
+use fieldgate::config::GatewayConfig;
 use fieldgate::field::modbus::planner::{Planner, PointSpec};
 use fieldgate::field::modbus::sim::{SimMap, SimService};
 use fieldgate::field::modbus::Function;
+use fieldgate::model::Class;
 use fieldgate::protocol::Gap;
 use fieldgate::sample::{now_ns, Quality, Sample, TimeQuality, Value};
 use std::path::Path;

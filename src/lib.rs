@@ -30,9 +30,15 @@ pub mod config;
 #[cfg(feature = "gateway")]
 pub mod daemon;
 #[cfg(feature = "gateway")]
+pub mod dbc;
+#[cfg(feature = "gateway")]
+pub mod doctor;
+#[cfg(feature = "gateway")]
 pub mod field;
 #[cfg(feature = "gateway")]
 pub mod identity;
+#[cfg(feature = "gateway")]
+pub mod model;
 #[cfg(feature = "gateway")]
 pub mod uplink;
 

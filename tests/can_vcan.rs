@@ -89,7 +89,7 @@ min_interval = "0s"
     })
     .unwrap();
     let status = fieldgate::field::can::bus::CanStatus::default();
-    let bus = CanBus::new(cfg.can[0].get_ref(), status.clone(), clock).unwrap();
+    let bus = CanBus::new(cfg.can[0].get_ref(), status.clone(), clock);
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(bus.run(buffer.clone(), stop.clone()));
     let st = || {

@@ -5,26 +5,15 @@
 
 pub mod outbox;
 
-use crate::config::Class;
+pub use crate::model::{Class, Entry};
 use crate::protocol::{Gap, Sequenced};
-use crate::sample::Sample;
+
 pub use outbox::{Outbox, OutboxError, Stats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// A sample on its way into the buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub sample: Sample,
-    /// Priority class at the cap.
-    pub class: Class,
-    /// The boot clock when it was taken, to correct `sample.ts_ns` if the wall clock
-    /// was not yet synchronised.
-    pub mono_ns: i64,
-}
 
 /// Most samples committed in one group.
 const MAX_GROUP: usize = 5000;
@@ -318,5 +307,11 @@ fn serve(outbox: &mut Outbox, cmd: Command, errors: &mut ErrorLog) {
             }));
         }
         Command::Append(_) | Command::Flush(_) | Command::Stats(_) => {}
+    }
+}
+
+impl crate::model::SampleSink for Buffer {
+    async fn accept(&self, samples: Vec<Entry>) {
+        self.append(samples).await
     }
 }

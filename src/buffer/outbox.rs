@@ -589,7 +589,7 @@ pub fn ranges(sorted: &[u64]) -> Vec<Gap> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Class;
+    use crate::model::Class;
 
     fn e(sample: Sample, class: Class) -> Entry {
         Entry {

@@ -38,9 +38,11 @@ pub struct CanBusConfig {
     /// Buffer class of the bus's signals (bus state and DM1 codes are always alarms).
     #[serde(default)]
     pub class: Class,
-    /// SHA-256 of the DBC files, so a reload restarts the bus when they change.
+    /// The DBC files as validation loaded them (once: the bus decodes with these, so
+    /// a file changed after the check cannot make the two disagree). Equal when the
+    /// files' texts are, so a reload restarts the bus when they change.
     #[serde(skip)]
-    pub dbc_hash: String,
+    pub db: std::sync::Arc<crate::dbc::CanDb>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -187,7 +189,7 @@ fn emit_fields(
 }
 
 /// Checks the `[[can]]` tables; loads their DBC files (a broken DBC is reported at its
-/// own file and line). Fills in `dbc_hash`.
+/// own file and line). Fills in `db`.
 pub(super) fn check(
     c: &mut Checker<'_>,
     buses: &mut [Spanned<CanBusConfig>],
@@ -253,19 +255,13 @@ pub(super) fn check(
 }
 
 fn check_dbc(c: &mut Checker<'_>, span: &std::ops::Range<usize>, path: &str, b: &mut CanBusConfig) {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    let db = match crate::field::can::db::CanDb::load_all(&b.dbc) {
+    let db = match crate::dbc::CanDb::load_all(&b.dbc) {
         Ok(db) => db,
         Err(e) => {
-            c.err(span.clone(), path, "dbc", e);
+            c.err(span.clone(), path, "dbc", e.to_string());
             return;
         }
     };
-    for f in &b.dbc {
-        hash.update(std::fs::read(f).unwrap_or_default());
-    }
-    b.dbc_hash = crate::hex::encode(&hash.finalize()[..8]);
     for m in &b.messages {
         if !db.messages().any(|d| &d.name == m) {
             c.err(
@@ -292,6 +288,7 @@ fn check_dbc(c: &mut Checker<'_>, span: &std::ops::Range<usize>, path: &str, b: 
             );
         }
     }
+    b.db = std::sync::Arc::new(db);
 }
 
 #[cfg(test)]

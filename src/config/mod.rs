@@ -4,11 +4,11 @@
 
 pub mod can;
 pub mod device_id;
-pub mod environment;
+pub mod identity;
 mod validate;
 
 use crate::bytesize::ByteSize;
-use crate::field::modbus::{DataType, Function, WordOrder};
+use crate::model::{Class, DataType, Function, WordOrder};
 pub use can::CanBusConfig;
 use serde::Deserialize;
 use std::{
@@ -69,7 +69,7 @@ pub struct GatewayConfig {
     pub clock: ClockConfig,
     /// Where the gateway's key lives (`[identity]`): the TPM, or a file on development hosts.
     #[serde(default)]
-    pub identity: crate::identity::IdentityConfig,
+    pub identity: identity::IdentityConfig,
     #[serde(default)]
     pub bus: Vec<Spanned<BusConfig>>,
     #[serde(default)]
@@ -337,23 +337,6 @@ pub struct PointConfig {
 
 fn one() -> f64 {
     1.0
-}
-
-/// Priority class of a point's samples in the buffer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Class {
-    /// Dropped first when the buffer is full.
-    #[default]
-    Telemetry,
-    /// Kept while any telemetry can still be dropped.
-    Alarm,
-}
-
-impl Class {
-    pub fn rank(self) -> u8 {
-        self as u8
-    }
 }
 
 impl PointConfig {

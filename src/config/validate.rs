@@ -1,7 +1,7 @@
 //! Semantic checks of a parsed gateway config, each error located at its line.
 
 use super::{ConfigError, GatewayConfig, Spanned};
-use crate::field::modbus::DataType;
+use crate::model::DataType;
 use std::collections::HashSet;
 
 /// Collects errors with the location of the table they occur in.
@@ -114,14 +114,14 @@ pub(super) fn check(cfg: &mut GatewayConfig, text: &str, file: &str) -> Vec<Conf
     }
     let u = &cfg.uplink;
     match (cfg.identity.backend, &u.key) {
-        (crate::identity::Backend::File, None) => c.err(
+        (super::identity::Backend::File, None) => c.err(
             whole.clone(),
             "uplink",
             "key",
             "the file identity needs `key = \"device.key\"`; or set `[identity] backend = \"tpm\"`"
                 .into(),
         ),
-        (crate::identity::Backend::Tpm, Some(_)) => c.err(
+        (super::identity::Backend::Tpm, Some(_)) => c.err(
             whole.clone(),
             "uplink",
             "key",

@@ -2,7 +2,6 @@
 //! status socket, reloads buses on request, feeds the systemd watchdog while every task
 //! is alive, and shuts everything down in order.
 
-pub mod liveness;
 pub mod metrics;
 pub mod notify;
 pub mod status;
@@ -12,8 +11,8 @@ use crate::clock::Clock;
 use crate::config::{BusConfig, CanBusConfig, GatewayConfig};
 use crate::field::can::bus::{CanBus, CanStatus};
 use crate::field::modbus::poller::{BusPoller, BusStatus};
+use crate::model::liveness::Liveness;
 use crate::uplink::{Uplink, UplinkStatus};
-use liveness::Liveness;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,17 +61,8 @@ impl Shared {
     fn start_can(&self, bus: &CanBusConfig) -> Running<CanBusConfig> {
         let stop = CancellationToken::new();
         let beat = self.liveness.register(&format!("bus {}", bus.name));
-        let task = match CanBus::new(bus, self.can.clone(), self.clock.clone()) {
-            Ok(b) => tokio::spawn(b.with_beat(beat).run(self.buffer.clone(), stop.clone())),
-            Err(e) => {
-                // The config check loaded these files; they changed since.
-                tracing::error!(bus = %bus.name, error = %e, "cannot load the DBC files: the bus stays off until the next reload");
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    tokio::select! { _ = beat.sleep(Duration::MAX) => {}, _ = stop.cancelled() => {} }
-                })
-            }
-        };
+        let bus_task = CanBus::new(bus, self.can.clone(), self.clock.clone()).with_beat(beat);
+        let task = tokio::spawn(bus_task.run(self.buffer.clone(), stop.clone()));
         Running {
             config: bus.clone(),
             stop,

@@ -1,7 +1,7 @@
 //! The development backend: a P-256 key in a PKCS#8 PEM file. Anyone who can read the
 //! file can copy the identity; the daemon says so at every start.
 
-use super::{IdentityError, Key};
+use super::{Backend, IdentityError, Key};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use std::path::{Path, PathBuf};
 
@@ -48,8 +48,8 @@ impl Key for FileKey {
             .map_err(|e| IdentityError::Sign(e.to_string()))
     }
 
-    fn backend(&self) -> &'static str {
-        "file"
+    fn backend(&self) -> Backend {
+        Backend::File
     }
 
     fn location(&self) -> String {

@@ -10,70 +10,8 @@ pub mod signer;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 
-use serde::Deserialize;
+pub use crate::config::identity::{default_handle, default_tcti, Backend, IdentityConfig};
 use std::sync::Arc;
-
-/// `[identity]` in the gateway config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// `tpm`, or `file` (development hosts: the key is `uplink.key`).
-    #[serde(default)]
-    pub backend: Backend,
-    /// How to reach the TPM: `device:/dev/tpmrm0` (the kernel's resource manager), or
-    /// `swtpm:host=127.0.0.1,port=2321` for the simulator.
-    #[serde(default = "default_tcti")]
-    pub tcti: String,
-    /// The persistent handle of the key, in the owner range 0x81000000-0x817FFFFF.
-    #[serde(default = "default_handle")]
-    pub handle: u32,
-    /// An auth value the key requires for every signature (none by default).
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// The cloud's HTTPS API (`https://cloud.example.net:8443`): enrollment on first
-    /// power-on (with `token_file`) and renewal at two thirds of the certificate's life.
-    #[serde(default)]
-    pub enroll_url: Option<String>,
-    /// The one-time bootstrap token, for the first enrollment.
-    #[serde(default)]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Make a new TPM key at each renewal (it alternates between `handle` and
-    /// `handle + 1`; the old key is removed once the new certificate is stored).
-    #[serde(default)]
-    pub rotate_key: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    File,
-    Tpm,
-}
-
-pub fn default_tcti() -> String {
-    "device:/dev/tpmrm0".into()
-}
-
-/// The handle fieldgate uses unless told otherwise: in the owner's persistent range,
-/// away from 0x81000001 (the usual storage root key) and 0x81010001 (the EK).
-pub fn default_handle() -> u32 {
-    0x8100_0F47
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        IdentityConfig {
-            backend: Backend::File,
-            tcti: default_tcti(),
-            handle: default_handle(),
-            auth: None,
-            enroll_url: None,
-            token_file: None,
-            rotate_key: false,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -176,7 +114,7 @@ impl Holder {
             self.cert.as_deref(),
             true,
         )?;
-        tracing::info!(backend = k.backend(), key = %k.location(), fingerprint = %fingerprint(k.as_ref()), "identity key ready");
+        tracing::info!(backend = %k.backend(), key = %k.location(), fingerprint = %fingerprint(k.as_ref()), "identity key ready");
         *slot = Some(k.clone());
         Ok(k)
     }
@@ -189,7 +127,7 @@ pub trait Key: Send + Sync {
     /// Signs `message` (hashed with SHA-256 here, signed where the key lives).
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IdentityError>;
     /// `tpm` or `file`.
-    fn backend(&self) -> &'static str;
+    fn backend(&self) -> Backend;
     /// Where the key lives, for people (`TPM swtpm:… handle 0x81000f47`, a file path).
     fn location(&self) -> String;
     /// The TPM behind the key, for enrollment with TPM proof.

@@ -3,7 +3,7 @@
 //! working certificate is only ever replaced by a complete new one.
 
 use super::Holder;
-use crate::daemon::liveness::Beat;
+use crate::model::liveness::Beat;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

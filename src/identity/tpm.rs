@@ -6,7 +6,7 @@
 //! A tss-esapi context is not thread-safe, so one thread owns it and serves signatures
 //! over a channel; the rest of the daemon holds a cheap handle.
 
-use super::{IdentityConfig, IdentityError, Key};
+use super::{Backend, IdentityConfig, IdentityError, Key};
 use std::str::FromStr;
 use std::sync::mpsc;
 use tss_esapi::{
@@ -577,8 +577,8 @@ impl Key for TpmKey {
         self.ask(|reply| Job::Sign { digest, reply })
     }
 
-    fn backend(&self) -> &'static str {
-        "tpm"
+    fn backend(&self) -> Backend {
+        Backend::Tpm
     }
 
     fn location(&self) -> String {

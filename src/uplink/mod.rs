@@ -38,7 +38,7 @@ pub struct Uplink {
     /// Goes into the birth message.
     pub config_hash: String,
     /// Heartbeat for the watchdog, if supervised.
-    pub beat: Option<crate::daemon::liveness::Beat>,
+    pub beat: Option<crate::model::liveness::Beat>,
     /// The key; a TPM key is opened (and made, the first time) at the first connection,
     /// so the sources keep buffering while the TPM is not reachable.
     pub identity: Arc<crate::identity::Holder>,

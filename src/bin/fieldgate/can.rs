@@ -39,8 +39,8 @@ pub struct DbcArgs {
 }
 
 impl DbcArgs {
-    fn load(&self) -> anyhow::Result<fieldgate::field::can::db::CanDb> {
-        fieldgate::field::can::db::CanDb::load_all(&self.dbc).map_err(anyhow::Error::msg)
+    fn load(&self) -> anyhow::Result<fieldgate::dbc::CanDb> {
+        Ok(fieldgate::dbc::CanDb::load_all(&self.dbc)?)
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("environment:");
-    let findings = fieldgate::config::environment::check(&cfg).await;
+    let findings = fieldgate::doctor::check(&cfg).await;
     for f in &findings {
         match &f.problem {
             None => println!("  ok    {}", f.what),

@@ -134,7 +134,7 @@ fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
     let key = identity_key(cfg, false)?;
     let mut doc = serde_json::json!({
         "device_id": cfg.gateway.device_id,
-        "backend": key.backend(),
+        "backend": key.backend().to_string(),
         "key": key.location(),
         "fingerprint": fieldgate::identity::fingerprint(key.as_ref()),
     });
@@ -170,7 +170,7 @@ fn identity_show(cfg: &GatewayConfig, json: bool) -> anyhow::Result<()> {
         doc["key"].as_str().unwrap_or(""),
         doc["backend"].as_str().unwrap_or("")
     );
-    if key.backend() == "file" {
+    if key.backend() == fieldgate::identity::Backend::File {
         println!("              a FILE key: development only, anyone who can read it can act as this gateway");
     }
     println!(

@@ -6,12 +6,13 @@ use super::decoder::{passes, Decoded, Decoder};
 use super::emit::EmitState;
 use super::frame::{BusError, Received};
 use super::log::LogReader;
-use crate::buffer::Entry;
 use crate::clock::{Clock, Stamp};
 use crate::config::can::{EmitPolicy, ReplaySpeed};
-use crate::config::{CanBusConfig, Class};
-use crate::daemon::liveness::Beat;
+use crate::config::CanBusConfig;
 use crate::field::SampleSink;
+use crate::model::liveness::Beat;
+use crate::model::Class;
+use crate::model::Entry;
 use crate::sample::{Quality, Sample, TimeQuality, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -67,10 +68,10 @@ pub struct CanBus {
 }
 
 impl CanBus {
-    /// Loads the bus's DBC files (checked already by the config) and keeps the
+    /// A bus decoding with the DBC files its checked configuration loaded, keeping the
     /// configured messages.
-    pub fn new(cfg: &CanBusConfig, status: CanStatus, clock: Arc<Clock>) -> Result<CanBus, String> {
-        let mut db = CanDb::load_all(&cfg.dbc)?;
+    pub fn new(cfg: &CanBusConfig, status: CanStatus, clock: Arc<Clock>) -> CanBus {
+        let mut db = CanDb::clone(&cfg.db);
         if !cfg.messages.is_empty() {
             db.retain(|m| cfg.messages.contains(&m.name));
         }
@@ -80,7 +81,7 @@ impl CanBus {
             (None, Some(r)) => format!("replay of {}", r.file.display()),
             (None, None) => String::new(),
         };
-        Ok(CanBus {
+        CanBus {
             filters: decoder.filters(),
             decoder,
             cfg: cfg.clone(),
@@ -94,7 +95,7 @@ impl CanBus {
             status,
             clock,
             beat: None,
-        })
+        }
     }
 
     pub fn with_beat(mut self, beat: Beat) -> CanBus {

@@ -48,7 +48,7 @@ impl EmitState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Class;
+    use crate::model::Class;
     use std::time::Duration;
 
     fn policy() -> EmitPolicy {

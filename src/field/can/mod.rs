@@ -1,9 +1,10 @@
-//! CAN buses: DBC databases and signal decoding (sans-I/O). The SocketCAN reader, J1939
-//! transport reassembly and candump replay build on these.
+//! CAN buses: the SocketCAN reader, J1939 transport reassembly and candump replay,
+//! decoding with the DBC databases of `crate::dbc` (sans-I/O).
+
+pub use crate::dbc as db;
+pub use crate::dbc::decode;
 
 pub mod bus;
-pub mod db;
-pub mod decode;
 pub mod decoder;
 pub mod emit;
 pub mod frame;

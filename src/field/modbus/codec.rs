@@ -1,6 +1,6 @@
 //! Register decoding and encoding: plain functions from 16-bit words to values and back.
 
-use super::types::{DataType, WordOrder};
+use crate::model::registers::{DataType, WordOrder};
 use crate::sample::Value;
 
 /// Why registers could not be turned into a value.

@@ -7,6 +7,5 @@ pub mod report;
 pub mod scan;
 pub mod sim;
 pub mod transport;
-pub mod types;
 
-pub use types::{DataType, Function, WordOrder};
+pub use crate::model::registers::{DataType, Function, WordOrder};

@@ -3,7 +3,7 @@
 //!
 //! No I/O: the poller executes the blocks and reports back what failed.
 
-use super::types::Function;
+use crate::model::registers::Function;
 use std::collections::HashSet;
 
 /// Where one point sits in the device's address space.

@@ -4,9 +4,9 @@ use super::codec;
 use super::planner::{Planner, PointSpec, ReadBlock};
 use super::report::ReportFilter;
 use super::transport::{connect, Endpoint};
-use crate::buffer::Entry;
 use crate::clock::{Clock, Stamp};
 use crate::config::{BusConfig, PointConfig};
+use crate::model::Entry;
 use crate::sample::{Quality, Sample, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,7 @@ pub struct BusPoller {
     status: BusStatus,
     clock: Arc<Clock>,
     /// Heartbeat for the watchdog, if supervised.
-    beat: Option<crate::daemon::liveness::Beat>,
+    beat: Option<crate::model::liveness::Beat>,
 }
 
 enum ReadError {
@@ -136,7 +136,7 @@ impl BusPoller {
     }
 
     /// Beats `beat` at least once a second while polling.
-    pub fn with_beat(mut self, beat: crate::daemon::liveness::Beat) -> BusPoller {
+    pub fn with_beat(mut self, beat: crate::model::liveness::Beat) -> BusPoller {
         self.beat = Some(beat);
         self
     }

@@ -1,7 +1,7 @@
 //! Commissioning probes: which unit ids answer on a bus, and which address ranges of a
 //! unit can be read.
 
-use super::types::Function;
+use crate::model::registers::Function;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 use tokio_modbus::client::{Context, Reader};

@@ -3,7 +3,7 @@
 //! devices do.
 
 use super::codec;
-use super::types::{DataType, Function, WordOrder};
+use crate::model::registers::{DataType, Function, WordOrder};
 use crate::sample::Value;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};

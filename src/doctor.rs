@@ -1,8 +1,10 @@
-//! What a config needs from the machine, checked without touching any device: serial
-//! ports present and accessible, certificates readable, valid now and naming this
-//! gateway, brokers resolvable, the state directory writable.
+//! The doctor of `fieldgate check`: what a config needs from the machine, checked
+//! without touching any device: serial ports present and accessible, certificates
+//! readable, valid now and naming this gateway, the TPM key, brokers resolvable, the
+//! state directory writable. Configuration itself never probes the machine; this sits
+//! above it. A finding's problem is a sentence for the person at the console.
 
-use super::{split_host_port, GatewayConfig};
+use crate::config::{split_host_port, GatewayConfig};
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,7 +1,11 @@
 //! A DBC database, loaded with the can-dbc parser and checked: messages by CAN id,
-//! signals with layout, scaling, range, unit, value table and multiplexing.
+//! signals with layout, scaling, range, unit, value table and multiplexing. It sits
+//! below `config` (which loads the files once, at validation) and `field::can` (which
+//! decodes with what config loaded).
 
-use super::decode::{extract, integer, interpret, ByteOrder, Kind, Layout};
+pub mod decode;
+
+use decode::{extract, integer, interpret, ByteOrder, Kind, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -95,6 +99,35 @@ pub enum DbError {
 pub struct CanDb {
     /// Keyed by the id with bit 31 set for extended ids, as can-dbc's `raw()`.
     messages: HashMap<u32, MessageDef>,
+    /// SHA-256 over the texts it was loaded from, in order.
+    digest: [u8; 32],
+}
+
+/// Two databases are equal when they were loaded from the same texts (a configuration
+/// reload restarts a bus whose DBC files changed, and only then).
+impl PartialEq for CanDb {
+    fn eq(&self, other: &CanDb) -> bool {
+        self.digest == other.digest
+    }
+}
+
+/// Two definitions of one CAN id in the files of one bus.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: messages {first} and {second} share the CAN id {id:#x}")]
+pub struct MergeError {
+    pub path: String,
+    pub first: String,
+    pub second: String,
+    pub id: u32,
+}
+
+/// Why a bus's DBC files could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    File(#[from] DbError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
 }
 
 fn key(id: u32, extended: bool) -> u32 {
@@ -126,11 +159,11 @@ impl CanDb {
     }
 
     /// Loads and merges several files; the error names the file (and line) at fault.
-    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<CanDb, String> {
+    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<CanDb, LoadError> {
         let mut all = CanDb::default();
         for p in paths {
-            let db = CanDb::load(p).map_err(|e| e.to_string())?;
-            all.merge(db).map_err(|e| format!("{}: {e}", p.display()))?;
+            let db = CanDb::load(p)?;
+            all.merge(db, &p.display().to_string())?;
         }
         Ok(all)
     }
@@ -240,7 +273,11 @@ impl CanDb {
                 },
             );
         }
-        Ok(CanDb { messages })
+        use sha2::Digest;
+        Ok(CanDb {
+            messages,
+            digest: sha2::Sha256::digest(text.as_bytes()).into(),
+        })
     }
 
     /// Keeps only the messages `keep` accepts.
@@ -256,18 +293,25 @@ impl CanDb {
         self.messages.values()
     }
 
-    /// Adds the messages of another database (a bus may use several DBC files);
-    /// two definitions of one CAN id are refused, naming both.
-    pub fn merge(&mut self, other: CanDb) -> Result<(), String> {
+    /// Adds the messages of another database (a bus may use several DBC files), loaded
+    /// from `path`; two definitions of one CAN id are refused, naming both.
+    pub fn merge(&mut self, other: CanDb, path: &str) -> Result<(), MergeError> {
+        use sha2::Digest;
         for (k, m) in other.messages {
             if let Some(existing) = self.messages.get(&k) {
-                return Err(format!(
-                    "messages {} and {} share the CAN id {:#x}",
-                    existing.name, m.name, m.id
-                ));
+                return Err(MergeError {
+                    path: path.to_string(),
+                    first: existing.name.clone(),
+                    second: m.name,
+                    id: m.id,
+                });
             }
             self.messages.insert(k, m);
         }
+        let mut h = sha2::Sha256::new();
+        h.update(self.digest);
+        h.update(other.digest);
+        self.digest = h.finalize().into();
         Ok(())
     }
 }
