@@ -175,7 +175,8 @@ async fn end_to_end(dir: &Path) {
     let data = dir.join("cloud");
     let (pki, _) =
         fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    pki.dev_cert("bench-gw", &dir.join("certs")).unwrap();
+    pki.dev_cert(&"bench-gw".parse().unwrap(), &dir.join("certs"))
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();

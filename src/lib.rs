@@ -13,6 +13,7 @@ pub mod der;
 pub mod enrollment;
 pub mod hex;
 pub mod https;
+pub mod ids;
 #[cfg(any(feature = "gateway", feature = "cloud"))]
 pub mod logging;
 pub mod pattern;

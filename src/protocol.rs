@@ -3,6 +3,7 @@
 //! Pure encoding and decoding, no I/O: a `Batch` of samples (and gap records) is one
 //! MQTT payload, encoded with postcard (a stable, documented varint format).
 
+use crate::ids::DeviceId;
 use crate::sample::{Quality, Sample, TimeQuality, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,33 +27,21 @@ pub fn state_topic(device: &str) -> String {
 
 /// What a topic says: which device and which stream.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Topic<'a> {
-    Data(&'a str),
-    State(&'a str),
+pub enum Topic {
+    Data(DeviceId),
+    State(DeviceId),
 }
 
 /// Splits `fg/v1/{device}/{data|state}`; None for anything else.
-pub fn parse_topic(topic: &str) -> Option<Topic<'_>> {
+pub fn parse_topic(topic: &str) -> Option<Topic> {
     let rest = topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?;
     let (device, kind) = rest.rsplit_once('/')?;
-    if !valid_device_id(device) {
-        return None;
-    }
+    let device = DeviceId::parse(device).ok()?;
     match kind {
         "data" => Some(Topic::Data(device)),
         "state" => Some(Topic::State(device)),
         _ => None,
     }
-}
-
-/// Device ids: 1 to 64 characters of `A-Z a-z 0-9 - _ .`, so they are safe in topics,
-/// file names and certificate subjects.
-pub fn valid_device_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A sample with its per-gateway sequence number, as the buffer hands it to the uplink.
@@ -348,13 +337,12 @@ mod tests {
 
     #[test]
     fn topics() {
-        assert_eq!(parse_topic("fg/v1/gw-1/data"), Some(Topic::Data("gw-1")));
-        assert_eq!(parse_topic("fg/v1/gw-1/state"), Some(Topic::State("gw-1")));
+        let gw = || DeviceId::parse("gw-1").unwrap();
+        assert_eq!(parse_topic("fg/v1/gw-1/data"), Some(Topic::Data(gw())));
+        assert_eq!(parse_topic("fg/v1/gw-1/state"), Some(Topic::State(gw())));
         assert_eq!(parse_topic("fg/v1/gw/1/data"), None);
         assert_eq!(parse_topic("fg/v1/+/data"), None);
         assert_eq!(parse_topic("fg/v2/gw/data"), None);
-        assert!(!valid_device_id(""));
-        assert!(!valid_device_id("a b"));
     }
 }
 

@@ -168,6 +168,23 @@ async fn query_and_dev_cert_from_the_command_line() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a valid device id"));
+    // Every command that takes a device id checks it where it enters (revoke did not).
+    for args in [
+        &["revoke", "gw/+"][..],
+        &["token", "--device", "gw/+"],
+        &["register", "gw/+", "--ek", "04"],
+        &["gaps", "--device", "gw/+"],
+        &["query", "--device", "gw/+"],
+        &["identities", "--device", "gw/+"],
+    ] {
+        let out = cloud_cmd(&cloud.data).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("`gw/+` is not a valid device id"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `fieldgate check` also checks what the config needs from the machine, one line each.

@@ -174,7 +174,9 @@ async fn ingest_session_never_panics() {
     for _ in 0..1_500 {
         let input = mutate(&mut rng, &seed);
         let io = tokio::io::join(std::io::Cursor::new(input), tokio::io::sink());
-        let _ = fieldgate::cloud::ingest::endpoint::session("gw", ingest.clone(), io).await;
+        let _ =
+            fieldgate::cloud::ingest::endpoint::session("gw".parse().unwrap(), ingest.clone(), io)
+                .await;
     }
 }
 

@@ -16,9 +16,12 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     let data = d.join("cloud");
     let (pki, store) =
         fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    pki.dev_cert("gw-m1", &d.join("certs")).unwrap();
-    pki.dev_cert("gw-m2", &d.join("m2")).unwrap();
-    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    pki.dev_cert(&"gw-m1".parse().unwrap(), &d.join("certs"))
+        .unwrap();
+    pki.dev_cert(&"gw-m2".parse().unwrap(), &d.join("m2"))
+        .unwrap();
+    pki.dev_cert(&"fieldgate-ingest".parse().unwrap(), &d.join("ingest"))
+        .unwrap();
 
     let broker = Mosquitto::start(
         &d.join("broker"),
@@ -180,8 +183,10 @@ async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
     let data = d.join("bridged");
     let (pki, ingest) =
         fieldgate::cloud::open(&data, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    pki.dev_cert("gw-same", &d.join("certs-b")).unwrap();
-    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    pki.dev_cert(&"gw-same".parse().unwrap(), &d.join("certs-b"))
+        .unwrap();
+    pki.dev_cert(&"fieldgate-ingest".parse().unwrap(), &d.join("ingest"))
+        .unwrap();
     let broker = Mosquitto::start(
         &d.join("broker"),
         &pki,

@@ -54,9 +54,10 @@ fn cluster(d: &Path, devices: &[String]) -> (Postgres, Mosquitto) {
     let (pki, _) =
         fieldgate::cloud::open(&d.join("cloud"), &["localhost".into(), "127.0.0.1".into()])
             .unwrap();
-    pki.dev_cert("fieldgate-ingest", &d.join("ingest")).unwrap();
+    pki.dev_cert(&"fieldgate-ingest".parse().unwrap(), &d.join("ingest"))
+        .unwrap();
     for dev in devices {
-        pki.dev_cert(dev, &d.join(dev)).unwrap();
+        pki.dev_cert(&dev.parse().unwrap(), &d.join(dev)).unwrap();
     }
     let broker = Mosquitto::start(
         &d.join("broker"),

@@ -99,13 +99,9 @@ impl Enrollment {
     }
 
     pub fn enroll(&self, req: &EnrollRequest, peer: &str) -> Result<EnrollAnswer, Refused> {
-        let device = req.device_id.as_str();
-        if !crate::protocol::valid_device_id(device) {
-            return Err(Refused::new(
-                Code::BadDeviceId,
-                format!("`{device}` is not a valid device id"),
-            ));
-        }
+        let device = crate::ids::DeviceId::parse(&req.device_id)
+            .map_err(|e| Refused::new(Code::BadDeviceId, e.to_string()))?;
+        let device = device.as_str();
         self.refuse_if_revoked(device, peer)?;
         if self.registry.lifecycle(device).as_deref() == Some("registered") {
             return Err(self.refuse(device, peer, Code::DeviceUnclaimed,

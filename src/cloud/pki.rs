@@ -14,8 +14,6 @@ pub enum PkiError {
     Io { path: String, error: std::io::Error },
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
-    #[error("`{0}` is not a valid device id (1 to 64 of A-Z a-z 0-9 - _ .)")]
-    BadDeviceId(String),
 }
 
 /// The files of the CA and the server identity in a data directory.
@@ -216,10 +214,7 @@ impl Pki {
     }
 
     /// Writes `device.crt`, `device.key` and `ca.crt` for a gateway into `out`.
-    pub fn dev_cert(&self, device_id: &str, out: &Path) -> Result<(), PkiError> {
-        if !crate::protocol::valid_device_id(device_id) {
-            return Err(PkiError::BadDeviceId(device_id.into()));
-        }
+    pub fn dev_cert(&self, device_id: &crate::ids::DeviceId, out: &Path) -> Result<(), PkiError> {
         std::fs::create_dir_all(out).map_err(|error| PkiError::Io {
             path: out.display().to_string(),
             error,

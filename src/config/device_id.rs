@@ -82,7 +82,7 @@ mod tests {
             .unwrap_err()
             .contains("cannot read /sys/class/net/nosuch0/address"));
         let id = resolve("auto:machine-id").unwrap().unwrap();
-        assert!(crate::protocol::valid_device_id(&id), "{id}");
+        assert!(crate::ids::DeviceId::parse(&id).is_ok(), "{id}");
         assert!(resolve("auto:guess")
             .unwrap()
             .unwrap_err()

@@ -91,16 +91,8 @@ pub(super) fn check(cfg: &mut GatewayConfig, text: &str, file: &str) -> Vec<Conf
         errors: Vec::new(),
     };
     let whole = 0..text.len();
-    if !crate::protocol::valid_device_id(&cfg.gateway.device_id) {
-        c.err(
-            whole.clone(),
-            "gateway",
-            "device_id",
-            format!(
-                "`{}` is not a valid device id: use 1 to 64 characters of A-Z, a-z, 0-9, `-`, `_`, `.`",
-                cfg.gateway.device_id
-            ),
-        );
+    if let Err(e) = crate::ids::DeviceId::parse(&cfg.gateway.device_id) {
+        c.err(whole.clone(), "gateway", "device_id", e.to_string());
     }
     if let Some(m) = &cfg.gateway.metrics_listen {
         if split_host_port(m).is_none() {

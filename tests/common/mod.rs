@@ -284,7 +284,7 @@ impl Cloud {
     /// Issues a device certificate into `dir`.
     pub fn dev_cert(&self, device: &str, dir: &Path) {
         let (pki, _) = fieldgate::cloud::open(&self.data, &[]).unwrap();
-        pki.dev_cert(device, dir).unwrap();
+        pki.dev_cert(&device.parse().unwrap(), dir).unwrap();
     }
 
     /// A one-time bootstrap token for `device`, valid for an hour (by the CLI).

@@ -19,13 +19,10 @@ fn registry(data: &Path, database: &cloud::Database) -> anyhow::Result<cloud::re
 pub fn token(
     data: &Path,
     database: &cloud::Database,
-    device: String,
+    device: fieldgate::ids::DeviceId,
     valid: Duration,
 ) -> anyhow::Result<()> {
     let registry = || registry(data, database);
-    if !fieldgate::protocol::valid_device_id(&device) {
-        bail!("`{device}` is not a valid device id");
-    }
     // The CA too, made on first use: the gateway pins it.
     cloud::pki::Pki::open_or_create(&data.join("pki"), &cloud::SERVER_NAMES.map(String::from))?;
     println!("{}", registry()?.create_token(&device, valid)?);
@@ -39,13 +36,10 @@ pub fn token(
 pub fn register(
     data: &Path,
     database: &cloud::Database,
-    device: String,
+    device: fieldgate::ids::DeviceId,
     ek: String,
 ) -> anyhow::Result<()> {
     let registry = || registry(data, database);
-    if !fieldgate::protocol::valid_device_id(&device) {
-        bail!("`{device}` is not a valid device id");
-    }
     let point = fieldgate::hex::decode(ek.trim())
                 .filter(|p| p.len() == 65 && p[0] == 4)
                 .context("--ek must be the EK's uncompressed P-256 point in hex (130 digits, starting 04), as `fieldgate identity ek` prints it")?;
@@ -78,7 +72,7 @@ pub fn system_account(
 pub fn revoke(
     data: &Path,
     database: &cloud::Database,
-    device: String,
+    device: fieldgate::ids::DeviceId,
     reason: String,
 ) -> anyhow::Result<()> {
     let registry = || registry(data, database);
@@ -105,7 +99,7 @@ pub fn audit_verify(data: &Path, database: &cloud::Database) -> anyhow::Result<(
 pub fn identities(
     data: &Path,
     database: &cloud::Database,
-    device: Option<String>,
+    device: Option<fieldgate::ids::DeviceId>,
 ) -> anyhow::Result<()> {
     let registry = || registry(data, database);
     for e in registry()?.events(device.as_deref())? {
@@ -121,7 +115,11 @@ pub fn identities(
     Ok(())
 }
 
-pub fn dev_cert(data: &Path, device_id: String, out: PathBuf) -> anyhow::Result<()> {
+pub fn dev_cert(
+    data: &Path,
+    device_id: fieldgate::ids::DeviceId,
+    out: PathBuf,
+) -> anyhow::Result<()> {
     let (pki, _) = cloud::open(
         data,
         &["localhost".into(), "127.0.0.1".into(), "::1".into()],

@@ -37,7 +37,7 @@ pub async fn run(
     let (pki, store) = tokio::task::block_in_place(|| {
         cloud::open_with(data, &cloud::SERVER_NAMES.map(String::from), database)
     })?;
-    pki.dev_cert("demo-gw", &root.join("certs"))?;
+    pki.dev_cert(&"demo-gw".parse()?, &root.join("certs"))?;
     let sim_port = free_port().await?;
     std::fs::write(root.join("sim.toml"), DEMO_SIM)?;
     std::fs::write(root.join("engine.dbc"), DEMO_ENGINE_DBC)?;

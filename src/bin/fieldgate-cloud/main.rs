@@ -8,6 +8,7 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 use fieldgate::cloud;
+use fieldgate::ids::DeviceId;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ enum Command {
     Serve(serve::Args),
     /// Register a gateway's TPM endorsement key at manufacture (`fieldgate identity ek`).
     Register {
-        device: String,
+        device: DeviceId,
         /// The EK's public point, hex.
         #[arg(long)]
         ek: String,
@@ -54,14 +55,14 @@ enum Command {
     /// Issue a one-time bootstrap token for a gateway's first enrollment.
     Token {
         #[arg(long)]
-        device: String,
+        device: DeviceId,
         /// How long the token stays valid.
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         valid: Duration,
     },
     /// Revoke a gateway: refused at its next connect, renewal and enrollment.
     Revoke {
-        device: String,
+        device: DeviceId,
         #[arg(long, default_value = "revoked by an administrator")]
         reason: String,
     },
@@ -77,12 +78,12 @@ enum Command {
     /// Enrollments, renewals, refusals and revocations, oldest first.
     Identities {
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceId>,
     },
     /// Issue a development certificate for a gateway (device.crt, device.key, ca.crt).
     DevCert {
         /// The gateway's device id (the certificate's CN).
-        device_id: String,
+        device_id: DeviceId,
         /// The directory the three files are written to.
         #[arg(long, default_value = ".")]
         out: PathBuf,
@@ -94,7 +95,7 @@ enum Command {
     Gaps {
         /// The gateway's device id.
         #[arg(long)]
-        device: String,
+        device: DeviceId,
     },
     /// Run a complete local demo: cloud, gateway, a simulated Modbus device and a
     /// replayed J1939 bus.

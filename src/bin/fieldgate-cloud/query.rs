@@ -20,7 +20,7 @@ pub enum Format {
 pub struct Args {
     /// The gateway's device id.
     #[arg(long)]
-    device: String,
+    device: fieldgate::ids::DeviceId,
     /// Only this point (`device/point` as the gateway names it).
     #[arg(long)]
     point: Option<String>,
@@ -96,7 +96,11 @@ pub fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow::Resul
     Ok(())
 }
 
-pub fn gaps(data: &Path, database: &cloud::Database, device: String) -> anyhow::Result<()> {
+pub fn gaps(
+    data: &Path,
+    database: &cloud::Database,
+    device: fieldgate::ids::DeviceId,
+) -> anyhow::Result<()> {
     let store = tokio::task::block_in_place(|| database.store(data))?;
     let mut out = std::io::stdout().lock();
     for g in store.gaps(&device)? {

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Peer {
     pub addr: SocketAddr,
     /// The device id its client certificate proves, if it presented one.
-    pub device: Option<String>,
+    pub device: Option<crate::ids::DeviceId>,
 }
 
 /// What the API works on.

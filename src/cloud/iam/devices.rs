@@ -25,7 +25,7 @@ impl<'a> Devices<'a> {
 
     /// At manufacture: the device id and its claim code.
     pub fn register(&self, device: &str, claim_code: &str) -> Result<(), UserError> {
-        if !crate::protocol::valid_device_id(device) || claim_code.trim().len() < 8 {
+        if crate::ids::DeviceId::parse(device).is_err() || claim_code.trim().len() < 8 {
             return Err(UserError::BadRequest(
                 "a valid device id and a claim code of 8 characters or more".into(),
             ));

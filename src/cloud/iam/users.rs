@@ -233,10 +233,8 @@ impl<'a> Users<'a> {
     /// or tenant name, an email or tenant taken.
     pub fn check_registration(&self, email: &str, tenant: &str) -> Result<(), UserError> {
         check_email(email)?;
-        if !crate::protocol::valid_device_id(tenant) {
-            return Err(UserError::BadRequest(format!(
-                "`{tenant}` is not a valid tenant name"
-            )));
+        if let Err(e) = crate::ids::TenantName::parse(tenant) {
+            return Err(UserError::BadRequest(e.to_string()));
         }
         if self
             .db

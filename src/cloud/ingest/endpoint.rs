@@ -12,6 +12,7 @@
 //! the blocking pool.
 
 use super::{device_id_of, Ingest, IngestError, Outcome, Reject};
+use crate::ids::DeviceId;
 use crate::protocol::{self, StateMessage};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
@@ -42,7 +43,7 @@ pub enum SessionError {
     #[error("first packet was not CONNECT")]
     NotConnect,
     #[error("device {device} tried to publish to `{topic}`, outside its own topics")]
-    ForeignTopic { device: String, topic: String },
+    ForeignTopic { device: DeviceId, topic: String },
     #[error("unsupported packet {0}")]
     Unsupported(&'static str),
     #[error("store: {0}")]
@@ -102,7 +103,7 @@ pub async fn serve(
                 }
             }
             let result = tokio::select! {
-                r = session(&device, ingest, tls) => r,
+                r = session(device.clone(), ingest, tls) => r,
                 _ = shutdown.cancelled() => Ok(()),
             };
             if let Err(e) = result {
@@ -133,7 +134,7 @@ pub enum Step {
 /// One device's MQTT session, without I/O.
 #[derive(Debug)]
 pub struct Session {
-    device: String,
+    device: DeviceId,
     connected: bool,
     /// Stored if the connection ends without DISCONNECT.
     will: Option<StateMessage>,
@@ -142,9 +143,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(device: &str) -> Session {
+    pub fn new(device: DeviceId) -> Session {
         Session {
-            device: device.to_string(),
+            device,
             connected: false,
             will: None,
             keep_alive: HANDSHAKE_TIMEOUT,
@@ -223,14 +224,14 @@ impl Session {
 /// Serves one authenticated device on `io` (the TLS stream after the handshake) until it
 /// disconnects; on an unclean end its last will is recorded. Public for the fuzzer.
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    device: &str,
+    device: DeviceId,
     ingest: Arc<Ingest>,
     mut io: S,
 ) -> Result<(), SessionError> {
-    let mut s = Session::new(device);
+    let mut s = Session::new(device.clone());
     let r = run(&mut s, &ingest, &mut io).await;
     if let Some(will) = s.take_will() {
-        let dev = device.to_string();
+        let dev = device;
         let _ = tokio::task::spawn_blocking(move || ingest.will(&dev, &will)).await;
     }
     r
@@ -314,12 +315,12 @@ mod tests {
 
     #[test]
     fn the_session_connects_then_delivers_and_acknowledges_after_the_outcome() {
-        let mut s = Session::new("gw");
+        let mut s = Session::new(DeviceId::parse("gw").unwrap());
         assert!(matches!(
             s.received(Packet::PingReq),
             Err(SessionError::NotConnect)
         ));
-        let mut s = Session::new("gw");
+        let mut s = Session::new(DeviceId::parse("gw").unwrap());
         let will = LastWill::new(
             protocol::state_topic("gw"),
             br#"{"state":"offline"}"#.to_vec(),
@@ -358,7 +359,7 @@ mod tests {
         ));
         // A lost connection leaves the will; DISCONNECT drops it.
         assert_eq!(s.take_will().map(|w| w.state), Some("offline".to_string()));
-        let mut s = Session::new("gw");
+        let mut s = Session::new(DeviceId::parse("gw").unwrap());
         let will = LastWill::new(
             protocol::state_topic("gw"),
             br#"{"state":"offline"}"#.to_vec(),

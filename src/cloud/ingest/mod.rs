@@ -11,6 +11,7 @@ pub mod endpoint;
 
 use super::registry::{Registry, RegistryError};
 use super::store::{Inserted, Store, StoreError};
+use crate::ids::DeviceId;
 use crate::protocol::{self, Batch, DecodeError, StateMessage, Topic};
 use std::sync::{Arc, Mutex};
 
@@ -91,7 +92,7 @@ impl Ingest {
             return Ok(Err(reason));
         }
         if let Err(e) = self.locked()?.watch_connect(device, peer.ip()) {
-            tracing::warn!(device, error = %e, "device watch failed");
+            tracing::warn!(%device, error = %e, "device watch failed");
         }
         Ok(Ok(()))
     }
@@ -101,14 +102,14 @@ impl Ingest {
     /// the topic names the device.
     pub fn accept(
         &self,
-        proven: Option<&str>,
+        proven: Option<&DeviceId>,
         topic: &str,
         payload: &[u8],
     ) -> Result<Outcome, IngestError> {
         let parsed = protocol::parse_topic(topic);
         let device = match (&parsed, proven) {
-            (Some(Topic::Data(d) | Topic::State(d)), Some(p)) if d != &p => None,
-            (Some(Topic::Data(d) | Topic::State(d)), _) => Some(*d),
+            (Some(Topic::Data(d) | Topic::State(d)), Some(p)) if d != p => None,
+            (Some(Topic::Data(d) | Topic::State(d)), _) => Some(d),
             (None, _) => None,
         };
         let Some(device) = device else {
@@ -117,7 +118,7 @@ impl Ingest {
             } else {
                 Reject::ForeignTopic(topic.to_string())
             };
-            return self.reject(proven, topic, reason, payload);
+            return self.reject(proven.map(|d| d.as_str()), topic, reason, payload);
         };
         // A revoked device may still be connected to a broker, or have been revoked
         // while connected here: each delivery is checked.
@@ -129,7 +130,7 @@ impl Ingest {
                 Ok(batch) => {
                     let n = self.locked()?.insert(device, &batch)?;
                     tracing::debug!(
-                        device,
+                        device = device.as_str(),
                         new = n.new,
                         duplicates = n.duplicates,
                         gaps = n.gaps,
@@ -142,7 +143,7 @@ impl Ingest {
                         .filter(|s| (now - s.sample.ts_ns).abs() <= super::watch::LIVE_NS)
                         .count() as u64;
                     if let Err(e) = self.locked()?.watch_samples(device, live) {
-                        tracing::warn!(device, error = %e, "device watch failed");
+                        tracing::warn!(%device, error = %e, "device watch failed");
                     }
                     Ok(Outcome::Stored(n))
                 }
@@ -178,8 +179,8 @@ impl Ingest {
 }
 
 /// The device id a certificate proves: its subject's CN, if it is a valid id.
-pub fn device_id_of(der: &[u8]) -> Option<String> {
+pub fn device_id_of(der: &[u8]) -> Option<DeviceId> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
-    protocol::valid_device_id(cn).then(|| cn.to_string())
+    DeviceId::parse(cn).ok()
 }
