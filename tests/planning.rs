@@ -89,6 +89,7 @@ async fn poll(
 ) -> (
     Vec<u64>,
     std::collections::HashMap<String, fieldgate::sample::Sample>,
+    fieldgate::field::modbus::poller::DeviceStatus,
 ) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -101,9 +102,10 @@ async fn poll(
         Path::new("t.toml"),
     )
     .unwrap();
+    let status = fieldgate::field::modbus::poller::BusStatus::default();
     let poller = BusPoller::new(
         cfg.bus[0].get_ref(),
-        Default::default(),
+        status.clone(),
         common::always_synced(),
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
@@ -126,7 +128,8 @@ async fn poll(
     stop.cancel();
     let _ = task.await;
     server.abort();
-    (per_round[1..].to_vec(), last)
+    let device = status.lock().unwrap()["dev"].clone();
+    (per_round[1..].to_vec(), last, device)
 }
 
 #[tokio::test]
@@ -138,7 +141,7 @@ async fn scattered_points_take_the_minimum_number_of_requests() {
         "the fixture should need a few dozen requests, not {min}"
     );
     let cfg = gateway_toml(&points, 0, None).replace("127.0.0.1:0", "127.0.0.1:@PORT@");
-    let (rounds, last) = poll(
+    let (rounds, last, _) = poll(
         &cfg,
         SimService::new(&sim_map(&points, None), false).unwrap(),
         4,
@@ -166,13 +169,26 @@ async fn an_illegal_address_inside_a_block_marks_only_that_point() {
     let hole = points[1].0 - 1;
     assert!(!points.iter().any(|p| p.0 <= hole && hole < p.0 + p.1));
     let cfg = gateway_toml(&points, 0, Some(hole)).replace("127.0.0.1:0", "127.0.0.1:@PORT@");
-    let (rounds, last) = poll(
+    let (rounds, last, device) = poll(
         &cfg,
         SimService::new(&sim_map(&points, Some(hole)), false).unwrap(),
         4,
     )
     .await;
     assert_eq!(last["dev/missing"].quality, Quality::Exception(2));
+    // The status says the device answers and names the one failing point, not a
+    // failing device.
+    use fieldgate::field::modbus::poller::DeviceState;
+    assert_eq!(device.state, DeviceState::PointsFailing, "{device:?}");
+    assert!(device.last_ok_ns.is_some(), "{device:?}");
+    assert_eq!(device.errors, 0, "{device:?}");
+    assert_eq!(device.last_error, None, "{device:?}");
+    assert_eq!(
+        device.failing_points.keys().collect::<Vec<_>>(),
+        ["dev/missing"],
+        "{device:?}"
+    );
+    assert_eq!(device.isolated_points, ["dev/missing"]);
     for (i, _) in points.iter().enumerate() {
         assert_eq!(last[&format!("dev/p{i}")].quality, Quality::Good, "p{i}");
     }

@@ -34,18 +34,29 @@ pub struct TpmPublic {
     pub point: Vec<u8>,
 }
 
+/// Why a key's public area was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPublic(pub &'static str);
+
+impl From<&'static str> for BadPublic {
+    fn from(why: &'static str) -> BadPublic {
+        BadPublic(why)
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, BadPublic> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, BadPublic> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], BadPublic> {
         if self.0.len() < n {
             return Err("the public area is truncated".into());
         }
@@ -53,14 +64,14 @@ impl Reader<'_> {
         self.0 = b;
         Ok(a)
     }
-    fn sized(&mut self) -> Result<&[u8], String> {
+    fn sized(&mut self) -> Result<&[u8], BadPublic> {
         let n = self.u16()? as usize;
         self.take(n)
     }
 }
 
 /// Parses an ECC P-256 key's TPMT_PUBLIC (as TPM2_ReadPublic returns it).
-pub fn parse_ecc_public(bytes: &[u8]) -> Result<TpmPublic, String> {
+pub fn parse_ecc_public(bytes: &[u8]) -> Result<TpmPublic, BadPublic> {
     let mut r = Reader(bytes);
     if r.u16()? != TPM_ALG_ECC {
         return Err("not an ECC key".into());
@@ -204,6 +215,7 @@ mod tests {
         assert!(parse_ecc_public(&[]).is_err());
         assert!(parse_ecc_public(&[0, 1, 0, 11, 0, 0, 0, 0])
             .unwrap_err()
+            .0
             .contains("not an ECC"));
         // Random bytes never panic.
         let mut x = 0x1234_5678u32;

@@ -205,7 +205,7 @@ impl Enrollment {
         }
         use super::credential::{attr, make_credential, parse_ecc_public};
         let public = unhex(&ev.key_public)
-            .ok_or_else(|| "not hex".to_string())
+            .ok_or(super::credential::BadPublic("not hex"))
             .and_then(|b| parse_ecc_public(&b))
             .map_err(|why| {
                 self.refuse(

@@ -103,7 +103,7 @@ pub fn render(s: &Status, now_ns: i64) -> String {
     metric(
         "device_errors_total",
         "counter",
-        "Poll rounds with an error per device.",
+        "Poll rounds in which the device did not answer, per device.",
         &per(&|d| d.errors),
     );
     let can = |f: &dyn Fn(&crate::field::can::bus::CanBusStatus) -> u64| labelled("bus", &s.can, f);

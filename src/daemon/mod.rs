@@ -90,6 +90,25 @@ impl Shared {
     }
 }
 
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot create state_dir {path}: {error}")]
+    StateDir {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot open the buffer: {0}")]
+    Buffer(#[from] crate::buffer::OutboxError),
+    #[error("cannot listen for metrics on {addr}: {error}")]
+    Metrics {
+        addr: String,
+        #[source]
+        error: std::io::Error,
+    },
+}
+
 /// Runs the gateway until `shutdown` is cancelled, then commits what is in memory and
 /// returns. Each message on `reload` re-reads the config file (SIGHUP): changed buses
 /// restart, unchanged ones keep running, an invalid file is refused and the running
@@ -98,12 +117,10 @@ pub async fn run(
     mut cfg: GatewayConfig,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.gateway.state_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create state_dir {}: {e}",
-            cfg.gateway.state_dir.display()
-        )
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&cfg.gateway.state_dir).map_err(|error| DaemonError::StateDir {
+        path: cfg.gateway.state_dir.display().to_string(),
+        error,
     })?;
     if cfg.identity.backend == crate::identity::Backend::File {
         tracing::warn!(key = ?cfg.uplink.key, "identity: the private key is a plain file: for development hosts only; anyone who can read it can act as this gateway. Production gateways use `[identity] backend = \"tpm\"`");
@@ -173,9 +190,12 @@ pub async fn run(
     });
     let metrics_task = match cfg.gateway.metrics_listen.as_deref() {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                DaemonError::Metrics {
+                    addr: addr.to_string(),
+                    error,
+                }
+            })?;
             let view = status::View {
                 device_id: cfg.gateway.device_id.clone(),
                 buffer: buffer.clone(),

@@ -21,6 +21,10 @@ pub enum IdentityError {
     File { path: String, message: String },
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("key rotation needs the TPM backend{0}")]
+    NoTpm(&'static str),
+    #[error("renewal with the new key: {0}")]
+    Renewal(#[from] enroll::EnrollError),
 }
 
 /// The gateway's key, opened on first use (a TPM key is made then, the first time) and
@@ -56,11 +60,11 @@ impl Holder {
         url: &str,
         ca: &std::path::Path,
         cert: &std::path::Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), IdentityError> {
         #[cfg(not(feature = "tpm"))]
         return {
             let _ = (device_id, url, ca, cert);
-            Err("key rotation needs the TPM backend, and this build has no TPM support".into())
+            Err(IdentityError::NoTpm(", and this build has no TPM support"))
         };
         #[cfg(feature = "tpm")]
         self.rotate_tpm(device_id, url, ca, cert).await
@@ -73,10 +77,10 @@ impl Holder {
         url: &str,
         ca: &std::path::Path,
         cert: &std::path::Path,
-    ) -> Result<(), String> {
-        let current = self.key().map_err(|e| e.to_string())?;
+    ) -> Result<(), IdentityError> {
+        let current = self.key()?;
         let Some(old) = current.tpm() else {
-            return Err("key rotation needs the TPM backend".into());
+            return Err(IdentityError::NoTpm(""));
         };
         let next_handle = if old.handle() == self.config.handle {
             self.config.handle + 1
@@ -88,11 +92,8 @@ impl Holder {
             handle: next_handle,
             ..self.config.clone()
         };
-        let fresh: Arc<dyn Key> =
-            Arc::new(tpm::TpmKey::open_mode(&cfg, tpm::Mode::Fresh).map_err(|e| e.to_string())?);
-        enroll::renew_with(device_id, current.clone(), fresh.clone(), url, ca, cert)
-            .await
-            .map_err(|e| e.to_string())?;
+        let fresh: Arc<dyn Key> = Arc::new(tpm::TpmKey::open_mode(&cfg, tpm::Mode::Fresh)?);
+        enroll::renew_with(device_id, current.clone(), fresh.clone(), url, ca, cert).await?;
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
         tracing::info!(old = format!("{old_handle:#x}"), new = format!("{next_handle:#x}"), fingerprint = %fingerprint(fresh.as_ref()), "key rotated");
         if let Some(t) = current.tpm() {

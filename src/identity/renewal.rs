@@ -46,8 +46,8 @@ pub async fn run(
             match identity.key() {
                 Ok(key) => super::enroll::renew(&device_id, key, &url, &ca, &cert)
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(super::IdentityError::from),
+                Err(e) => Err(e),
             }
         };
         match result {

@@ -18,7 +18,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let (reload_tx, reload) = tokio::sync::mpsc::channel(4);
     tokio::spawn(handle_signals(shutdown.clone(), reload_tx));
-    fieldgate::daemon::run(cfg, shutdown, reload).await
+    Ok(fieldgate::daemon::run(cfg, shutdown, reload).await?)
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads its config.

@@ -41,7 +41,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 map.display(),
                 l.local_addr()?
             );
-            sim::serve_tcp(m, l).await
+            Ok(sim::serve_tcp(m, l).await?)
         }
         (None, Some(port)) => {
             eprintln!(
@@ -50,7 +50,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 map.display(),
                 port.display()
             );
-            sim::serve_rtu(m, &port, baud).await
+            Ok(sim::serve_rtu(m, &port, baud).await?)
         }
         (None, None) => bail!("give --listen ADDR or --serial PATH"),
     }

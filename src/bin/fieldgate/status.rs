@@ -96,15 +96,32 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
         );
     }
     for (name, d) in &st.devices {
+        use fieldgate::field::modbus::poller::DeviceState;
+        let state = match d.state {
+            DeviceState::Unknown => "not polled yet".to_string(),
+            DeviceState::Ok => "answers".to_string(),
+            DeviceState::PointsFailing => format!(
+                "answers, {} point(s) failing: {}",
+                d.failing_points.len(),
+                d.failing_points
+                    .iter()
+                    .map(|(p, why)| format!("{p} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            DeviceState::NoAnswer => format!(
+                "NO ANSWER ({})",
+                d.last_error.as_deref().unwrap_or("unknown")
+            ),
+        };
         println!(
-            "device {name:<12} polls {:>6}  errors {:>5}  last error: {}{}",
+            "device {name:<12} {state}; polls {}, rounds without answer {}{}",
             d.polls,
             d.errors,
-            d.last_error.as_deref().unwrap_or("none"),
             if d.isolated_points.is_empty() {
                 String::new()
             } else {
-                format!("  isolated: {}", d.isolated_points.join(", "))
+                format!("; read alone: {}", d.isolated_points.join(", "))
             }
         );
     }

@@ -21,12 +21,35 @@ const MAX_DEVICE_BACKOFF: Duration = Duration::from_secs(60);
 /// What `fieldgate status` shows per device.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeviceStatus {
+    /// How the last round went.
+    pub state: DeviceState,
     pub polls: u64,
+    /// Rounds in which the device did not answer at all (or could not be reached).
     pub errors: u64,
+    /// Why it did not answer, the last time; cleared when it answers again.
     pub last_error: Option<String>,
+    /// The last round the device answered (even if some of its points failed).
     pub last_ok_ns: Option<i64>,
+    /// Points that failed in the last round although the device answered, with why
+    /// (an exception for an address it does not have, a value that does not decode).
+    pub failing_points: BTreeMap<String, String>,
     /// Points the planner reads alone because they failed inside a block.
     pub isolated_points: Vec<String>,
+}
+
+/// The device as its last poll round found it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Not polled yet.
+    #[default]
+    Unknown,
+    /// It answered and every point read well.
+    Ok,
+    /// It answered, but some points failed (`failing_points`).
+    PointsFailing,
+    /// It did not answer, or could not be reached (`last_error`).
+    NoAnswer,
 }
 
 /// Status of all devices of all buses, keyed by device name.
@@ -230,6 +253,7 @@ impl BusPoller {
             let d = s.entry(self.groups[gi].device.clone()).or_default();
             d.errors += 1;
             d.last_error = Some(e.to_string());
+            d.state = DeviceState::NoAnswer;
         }
     }
 
@@ -356,6 +380,7 @@ impl BusPoller {
         }
         let ts = self.clock.stamp();
         let mut out = Vec::new();
+        let mut failing = BTreeMap::new();
         for (pi, r) in results.into_iter().enumerate() {
             let p = &mut g.points[pi];
             let (value, quality) = match r {
@@ -376,6 +401,9 @@ impl BusPoller {
             } else {
                 p.filter.admit_bad(&quality, ts.wall_ns)
             };
+            if !quality.is_good() {
+                failing.insert(p.id.clone(), quality.to_string());
+            }
             if emit {
                 out.push(sample(p, value, quality, ts));
             }
@@ -383,11 +411,20 @@ impl BusPoller {
         if let Ok(mut s) = self.status.lock() {
             let d = s.entry(g.device.clone()).or_default();
             d.polls += 1;
-            if let Some(e) = first_error {
-                d.errors += 1;
-                d.last_error = Some(e);
-            } else {
+            if answered {
                 d.last_ok_ns = Some(ts.wall_ns);
+                d.last_error = None;
+                d.state = if failing.is_empty() {
+                    DeviceState::Ok
+                } else {
+                    DeviceState::PointsFailing
+                };
+                d.failing_points = failing;
+            } else {
+                d.errors += 1;
+                d.last_error = first_error.or(Some("no answer".into()));
+                d.state = DeviceState::NoAnswer;
+                d.failing_points.clear();
             }
             d.isolated_points = (0..g.points.len())
                 .filter(|&i| g.planner.is_isolated(i))

@@ -52,35 +52,77 @@ pub struct SimPoint {
 type Table = BTreeMap<u16, u16>;
 
 /// The memory of all simulated units.
+/// Why the simulator could not load its map or serve it.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{path}: {error}")]
+    Read {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("point {point}: value {value} does not fit {data_type}")]
+    Value {
+        point: String,
+        value: String,
+        data_type: DataType,
+    },
+    #[error("point {point}: {error}")]
+    Encode {
+        point: String,
+        #[source]
+        error: codec::CodecError,
+    },
+    #[error("cannot open {port}: {error}")]
+    Open {
+        port: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
 #[derive(Debug, Default)]
 pub struct SimState {
     tables: HashMap<(u8, Function), Table>,
 }
 
 impl SimMap {
-    pub fn load(path: &std::path::Path) -> anyhow::Result<SimMap> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    pub fn load(path: &std::path::Path) -> Result<SimMap, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|error| SimError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
         toml::from_str(&text).map_err(|e| {
-            let (l, c) = e
+            let (line, column) = e
                 .span()
                 .map(|s| crate::config::line_col(&text, s.start))
                 .unwrap_or((0, 0));
-            anyhow::anyhow!("{}:{l}:{c}: {}", path.display(), e.message())
+            SimError::Parse {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
         })
     }
 
     /// Renders the map at `t` seconds since start.
-    pub fn render(&self, t: f64, state: &mut SimState) -> anyhow::Result<()> {
+    pub fn render(&self, t: f64, state: &mut SimState) -> Result<(), SimError> {
         for d in &self.device {
             for p in &d.point {
-                let mut v = to_value(&p.value, p.data_type).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "point {}: value {} does not fit {}",
-                        p.name,
-                        p.value,
-                        p.data_type
-                    )
+                let mut v = to_value(&p.value, p.data_type).ok_or_else(|| SimError::Value {
+                    point: p.name.clone(),
+                    value: p.value.to_string(),
+                    data_type: p.data_type,
                 })?;
                 if let (Some(a), Some(per), Some(x)) = (p.amplitude, p.period, v.as_f64()) {
                     let y = x + a
@@ -98,7 +140,10 @@ impl SimMap {
                     continue;
                 }
                 let words = codec::encode(&v, p.data_type, p.order, p.length.unwrap_or(1))
-                    .map_err(|e| anyhow::anyhow!("point {}: {e}", p.name))?;
+                    .map_err(|error| SimError::Encode {
+                        point: p.name.clone(),
+                        error,
+                    })?;
                 for (i, w) in words.into_iter().enumerate() {
                     table.insert(p.address.wrapping_add(i as u16), w);
                 }
@@ -134,7 +179,7 @@ pub struct SimService {
 
 impl SimService {
     /// A service over `map` rendered at t = 0.
-    pub fn new(map: &SimMap, silent_for_unknown_units: bool) -> anyhow::Result<SimService> {
+    pub fn new(map: &SimMap, silent_for_unknown_units: bool) -> Result<SimService, SimError> {
         let mut initial = SimState::default();
         map.render(0.0, &mut initial)?;
         Ok(SimService {
@@ -216,7 +261,7 @@ pub async fn animate(map: SimMap, state: Arc<Mutex<SimState>>, tick: Duration) {
 }
 
 /// Serves `map` on a TCP listener until the task is dropped.
-pub async fn serve_tcp(map: SimMap, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve_tcp(map: SimMap, listener: tokio::net::TcpListener) -> Result<(), SimError> {
     let service = SimService::new(&map, false)?;
     let anim = tokio::spawn(animate(
         map,
@@ -232,7 +277,7 @@ pub async fn serve_tcp(map: SimMap, listener: tokio::net::TcpListener) -> anyhow
 pub async fn serve_tcp_with(
     service: SimService,
     listener: tokio::net::TcpListener,
-) -> anyhow::Result<()> {
+) -> Result<(), SimError> {
     let server = tokio_modbus::server::tcp::Server::new(listener);
     let on_connected = |stream, _addr| {
         let s = service.clone();
@@ -247,15 +292,19 @@ pub async fn serve_tcp_with(
 }
 
 /// Serves `map` over RTU on a serial device (or pty) until the task is dropped.
-pub async fn serve_rtu(map: SimMap, port: &std::path::Path, baud: u32) -> anyhow::Result<()> {
+pub async fn serve_rtu(map: SimMap, port: &std::path::Path, baud: u32) -> Result<(), SimError> {
     let service = SimService::new(&map, true)?;
     let anim = tokio::spawn(animate(
         map,
         service.state.clone(),
         Duration::from_millis(500),
     ));
-    let server = tokio_modbus::server::rtu::Server::new_from_path(port, baud)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", port.display()))?;
+    let server = tokio_modbus::server::rtu::Server::new_from_path(port, baud).map_err(|error| {
+        SimError::Open {
+            port: port.display().to_string(),
+            error,
+        }
+    })?;
     let r = server.serve_forever(service).await;
     anim.abort();
     Ok(r?)
