@@ -9,7 +9,6 @@
 //! Run: `cargo bench --bench cloud` (about half a minute; starts a private PostgreSQL).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
 mod common;
 
 use common::api::acme_with_pump;

@@ -8,7 +8,6 @@
 //! Run: `cargo bench --bench iam` (about fifteen seconds).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
 mod common;
 
 use fieldgate::args;
