@@ -207,6 +207,7 @@ async fn end_to_end(dir: &Path) {
             cfg.identity.clone(),
             cfg.uplink.key.clone(),
         )),
+        agent: Default::default(),
     };
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(uplink.run(link_stop.clone()));

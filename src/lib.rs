@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod bytesize;
 pub mod der;
+pub mod downlink;
 pub mod enrollment;
 pub mod hex;
 pub mod https;
@@ -22,6 +23,8 @@ pub mod sample;
 pub mod schema;
 pub mod tls;
 
+#[cfg(feature = "gateway")]
+pub mod agent;
 #[cfg(feature = "gateway")]
 pub mod buffer;
 #[cfg(feature = "gateway")]

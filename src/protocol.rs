@@ -30,9 +30,12 @@ pub fn state_topic(device: &str) -> String {
 pub enum Topic {
     Data(DeviceId),
     State(DeviceId),
+    /// Replies to downlink commands (`crate::downlink`).
+    Reply(DeviceId),
 }
 
-/// Splits `fg/v1/{device}/{data|state}`; None for anything else.
+/// Splits `fg/v1/{device}/{data|state|reply}`, the topics a device publishes on; None
+/// for anything else (a device never publishes on its command topic).
 pub fn parse_topic(topic: &str) -> Option<Topic> {
     let rest = topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?;
     let (device, kind) = rest.rsplit_once('/')?;
@@ -40,6 +43,7 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
     match kind {
         "data" => Some(Topic::Data(device)),
         "state" => Some(Topic::State(device)),
+        "reply" => Some(Topic::Reply(device)),
         _ => None,
     }
 }

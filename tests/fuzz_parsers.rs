@@ -101,6 +101,25 @@ fn wire_format_decoder_never_panics() {
 }
 
 #[test]
+fn downlink_commands_and_replies_never_panic() {
+    use fieldgate::downlink::{Command, Reply};
+    let mut rng = Rng(0x0dd_c0de);
+    let seeds = [
+        Command::new("cmd-1", "ping", serde_json::json!({"a": [1, 2.5, "x"]})).encode(),
+        Reply::done("cmd-1", serde_json::json!({"version": "0.1"})).encode(),
+        Reply::failed("cmd-1", "no".into()).encode(),
+    ];
+    let (mut commands, mut replies) = (0, 0);
+    for i in 0..20_000 {
+        let m = mutate(&mut rng, &seeds[i % seeds.len()]);
+        commands += Command::decode(&m).is_ok() as u32;
+        replies += Reply::decode(&m).is_ok() as u32;
+    }
+    assert!(commands > 0 && commands < 20_000, "{commands}");
+    assert!(replies > 0 && replies < 20_000, "{replies}");
+}
+
+#[test]
 fn config_parser_never_panics() {
     let seed =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml")).unwrap();

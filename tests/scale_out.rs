@@ -59,11 +59,7 @@ fn cluster(d: &Path, devices: &[String]) -> (Postgres, Mosquitto) {
     for dev in devices {
         pki.dev_cert(&dev.parse().unwrap(), &d.join(dev)).unwrap();
     }
-    let broker = Mosquitto::start(
-        &d.join("broker"),
-        &pki,
-        "user fieldgate-ingest\ntopic read fg/v1/#\n\npattern write fg/v1/%u/#\n",
-    );
+    let broker = Mosquitto::start(&d.join("broker"), &pki, &shipped_acl());
     (pg, broker)
 }
 

@@ -3,6 +3,7 @@
 //! Sources hand samples to `Buffer::append` and never wait for the network; the thread
 //! commits them in groups (one fsync per group) and serves the uplink's reads and acks.
 
+pub mod commands;
 pub mod outbox;
 
 pub use crate::model::{Class, Entry};
@@ -38,6 +39,20 @@ enum Command {
     Stats(oneshot::Sender<Stats>),
     /// Commit everything received so far, then answer.
     Flush(oneshot::Sender<()>),
+    /// A downlink command arrived: journal it unless it was seen.
+    Journal {
+        id: String,
+        kind: String,
+        reply: oneshot::Sender<Option<commands::Seen>>,
+    },
+    /// A command's reply, kept until the cloud has it.
+    Answered {
+        id: String,
+        reply_bytes: Vec<u8>,
+        reply: oneshot::Sender<bool>,
+    },
+    ReplySent(String),
+    UnsentReplies(oneshot::Sender<Vec<(String, Vec<u8>)>>),
     /// The wall clock became synchronised: correct this boot's unsynced timestamps.
     CorrectClock {
         offset_ns: i64,
@@ -88,6 +103,19 @@ impl Buffer {
             settings.max_age.map(|d| d.as_nanos() as i64),
             &settings.boot_id,
         )?;
+        let n = commands::interrupted(outbox.conn(), |id| {
+            crate::downlink::Reply::failed(
+                id,
+                "interrupted: the gateway stopped while doing it; it was not started again".into(),
+            )
+            .encode()
+        })?;
+        if n > 0 {
+            tracing::warn!(
+                commands = n,
+                "commands interrupted by the last stop were answered as failed"
+            );
+        }
         let (tx, rx) = mpsc::channel(1024);
         let counters = Arc::new(BufferCounters::default());
         let committed = Arc::new(tokio::sync::Notify::new());
@@ -155,6 +183,38 @@ impl Buffer {
         self.ask(|reply| Command::CorrectClock { offset_ns, reply })
             .await
             .unwrap_or(0)
+    }
+
+    /// Journals a downlink command (durably) unless its id was seen; None if the
+    /// journal could not be written (then it must not be acknowledged).
+    pub async fn command_received(&self, id: &str, kind: &str) -> Option<commands::Seen> {
+        self.ask(|reply| Command::Journal {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            reply,
+        })
+        .await
+        .flatten()
+    }
+
+    /// Keeps a command's reply until `reply_sent`; false if it could not be written.
+    pub async fn command_replied(&self, id: &str, reply_bytes: Vec<u8>) -> bool {
+        self.ask(|reply| Command::Answered {
+            id: id.to_string(),
+            reply_bytes,
+            reply,
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    pub async fn reply_sent(&self, id: &str) {
+        let _ = self.tx.send(Command::ReplySent(id.to_string())).await;
+    }
+
+    /// Replies the cloud has not acknowledged yet.
+    pub async fn unsent_replies(&self) -> Vec<(String, Vec<u8>)> {
+        self.ask(Command::UnsentReplies).await.unwrap_or_default()
     }
 
     /// Returns once everything appended before the call is committed.
@@ -304,6 +364,29 @@ fn serve(outbox: &mut Outbox, cmd: Command, errors: &mut ErrorLog) {
             let _ = reply.send(outbox.correct_clock(offset_ns).unwrap_or_else(|e| {
                 log(e);
                 0
+            }));
+        }
+        Command::Journal { id, kind, reply } => {
+            let seen = commands::receive(outbox.conn(), &id, &kind, crate::sample::now_ns());
+            let _ = reply.send(seen.map_err(&mut log).ok());
+        }
+        Command::Answered {
+            id,
+            reply_bytes,
+            reply,
+        } => {
+            let r = commands::reply(outbox.conn(), &id, &reply_bytes);
+            let _ = reply.send(r.map_err(&mut log).is_ok());
+        }
+        Command::ReplySent(id) => {
+            if let Err(e) = commands::sent(outbox.conn(), &id, crate::sample::now_ns()) {
+                log(e);
+            }
+        }
+        Command::UnsentReplies(reply) => {
+            let _ = reply.send(commands::unsent(outbox.conn()).unwrap_or_else(|e| {
+                log(e);
+                Vec::new()
             }));
         }
         Command::Append(_) | Command::Flush(_) | Command::Stats(_) => {}

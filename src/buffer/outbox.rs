@@ -89,6 +89,21 @@ pub const SCHEMA: Schema = Schema {
                 postgres: None,
             }],
         },
+        Migration {
+            version: 3,
+            what: "the downlink's commands, each done once, and their replies until sent",
+            older_can_read: true,
+            steps: &[Step {
+                owner: "buffer::commands",
+                sql: "CREATE TABLE commands(
+                          id TEXT PRIMARY KEY,
+                          kind TEXT NOT NULL,
+                          received_ns INTEGER NOT NULL,
+                          reply BLOB,
+                          reply_sent INTEGER NOT NULL DEFAULT 0);",
+                postgres: None,
+            }],
+        },
     ],
 };
 
@@ -157,6 +172,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The connection, for the other tables of this database (`buffer::commands`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn open(
         path: &Path,
         max_bytes: u64,

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod code;
 pub mod credential;
+pub mod downlink;
 pub mod enroll;
 pub mod iam;
 pub mod ingest;
@@ -150,9 +151,19 @@ pub fn open_with(
     database: &Database,
 ) -> Result<(pki::Pki, Arc<ingest::Ingest>), CloudError> {
     let pki = pki::Pki::open_or_create(&data_dir.join("pki"), server_names)?;
+    Ok((pki, open_ingest(data_dir, database)?))
+}
+
+/// The ingest over the database `database` names: its store, registry and downlink.
+/// Blocks on the database.
+pub fn open_ingest(
+    data_dir: &Path,
+    database: &Database,
+) -> Result<Arc<ingest::Ingest>, CloudError> {
     let store = Arc::new(Mutex::new(database.store(data_dir)?));
     let registry = registry::Registry::with(database.db(data_dir)?)?;
-    Ok((pki, Arc::new(ingest::Ingest::new(store, registry))))
+    let downlink = Arc::new(downlink::Downlink::with(database.db(data_dir)?));
+    Ok(Arc::new(ingest::Ingest::new(store, registry, downlink)))
 }
 
 /// Runs the single-node cloud: the embedded mutual-TLS ingest on `listener`, accepting

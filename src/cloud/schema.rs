@@ -159,6 +159,23 @@ CREATE INDEX samples_by_arrival ON samples(received_ns);",
                 postgres: Some(""),
             }],
         },
+        Migration {
+            version: 3,
+            what: "commands to gateways over the downlink, kept until replied",
+            // A new table: a release that does not know it leaves it alone.
+            older_can_read: true,
+            steps: &[Step {
+                owner: "cloud::downlink",
+                sql: "
+CREATE TABLE commands(
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, kind TEXT NOT NULL, body TEXT,
+    issued_by TEXT NOT NULL, issued_ns INTEGER NOT NULL, state TEXT NOT NULL,
+    sent_ns INTEGER, sends INTEGER NOT NULL, replied_ns INTEGER, outcome TEXT, error TEXT);
+CREATE INDEX commands_pending ON commands(state, sent_ns);
+CREATE INDEX commands_by_device ON commands(device, issued_ns);",
+                postgres: None,
+            }],
+        },
     ],
 };
 

@@ -43,6 +43,7 @@ struct Shared {
     uplink_status: Arc<Mutex<UplinkStatus>>,
     liveness: Liveness,
     identity: Arc<crate::identity::Holder>,
+    agent: Arc<crate::agent::Agent>,
 }
 
 impl Shared {
@@ -80,6 +81,7 @@ impl Shared {
             config_hash: cfg.hash.clone(),
             beat: Some(self.liveness.register("uplink")),
             identity: self.identity.clone(),
+            agent: self.agent.clone(),
         };
         let task = tokio::spawn(uplink.run(stop.clone()));
         Running {
@@ -147,6 +149,7 @@ pub async fn run(
             crate::identity::Holder::new(cfg.identity.clone(), cfg.uplink.key.clone())
                 .with_cert(cfg.uplink.cert.clone()),
         ),
+        agent: Arc::default(),
     };
     let renewal_stop = CancellationToken::new();
     let renewal_task = cfg.identity.enroll_url.clone().map(|url| {

@@ -42,6 +42,8 @@ pub struct Uplink {
     /// The key; a TPM key is opened (and made, the first time) at the first connection,
     /// so the sources keep buffering while the TPM is not reachable.
     pub identity: Arc<crate::identity::Holder>,
+    /// What commands do.
+    pub agent: Arc<crate::agent::Agent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,8 @@ impl Uplink {
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
             .set_keep_alive(self.config.keep_alive)
             .set_clean_session(true)
+            // A command is acknowledged only once its id is journaled.
+            .set_manual_acks(true)
             .set_max_packet_size(protocol::MAX_PAYLOAD + 4096, protocol::MAX_PAYLOAD + 4096)
             .set_last_will(LastWill::new(
                 protocol::state_topic(&self.device_id),
@@ -182,6 +186,13 @@ impl Uplink {
             }
         }
         tracing::info!(broker, "uplink connected");
+        // Commands: subscribed before the birth, which tells the cloud to send them.
+        client
+            .try_subscribe(
+                crate::downlink::command_topic(&self.device_id),
+                QoS::AtLeastOnce,
+            )
+            .map_err(|e| (e.into(), true))?;
         if let Ok(mut s) = self.status.lock() {
             s.connected_to = Some(broker.to_string());
             s.last_error = None;
@@ -204,12 +215,12 @@ impl Uplink {
                 birth,
             )
             .map_err(|e| (e.into(), true))?;
-        window.queued(Pending {
-            seqs: vec![],
-            gaps: vec![],
-            samples: 0,
-            sent_at: Instant::now(),
-        });
+        window.queued(Pending::control(None));
+        // Replies the cloud did not acknowledge on an earlier connection.
+        for (id, reply) in self.buffer.unsent_replies().await {
+            self.send_reply(&client, &mut window, id, reply)
+                .map_err(|e| (e.into(), true))?;
+        }
 
         // Everything up to `split` is backlog; newer samples are live and go first.
         let split = self.buffer.max_seq().await;
@@ -226,8 +237,14 @@ impl Uplink {
             tokio::select! {
                 ev = events.poll() => match ev {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.sent(pkid),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        self.command(&client, &mut window, p).await.map_err(|e| (e.into(), true))?;
+                    }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some(p) = window.acked(ack.pkid) {
+                            if let Some(id) = &p.reply {
+                                self.buffer.reply_sent(id).await;
+                            }
                             self.buffer.ack(p.seqs, p.gaps).await;
                             if let Ok(mut s) = self.status.lock() {
                                 s.acked_batches += 1;
@@ -261,6 +278,67 @@ impl Uplink {
                 .await
                 .map_err(|e| (e, true))?;
         }
+    }
+
+    /// A publish from the cloud: a command on our command topic (the only one we
+    /// subscribe to). Journaled before it is acknowledged, done once, answered.
+    async fn command(
+        &self,
+        client: &AsyncClient,
+        window: &mut Window,
+        p: rumqttc::Publish,
+    ) -> Result<(), rumqttc::ClientError> {
+        use crate::buffer::commands::Seen;
+        let cmd = match crate::downlink::Command::decode(&p.payload) {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing to answer: the id is not known. Acknowledged, so it does not
+                // come back.
+                tracing::warn!(topic = %p.topic, error = %e, "command refused");
+                client.try_ack(&p)?;
+                return Ok(());
+            }
+        };
+        let Some(seen) = self.buffer.command_received(&cmd.id, &cmd.kind).await else {
+            // Not journaled: not acknowledged either (the cloud sends it again).
+            tracing::error!(id = %cmd.id, "cannot journal the command; it is not acknowledged");
+            return Ok(());
+        };
+        client.try_ack(&p)?;
+        match seen {
+            Seen::New => {
+                tracing::info!(id = %cmd.id, kind = %cmd.kind, "command received");
+                let reply = self.agent.execute(&cmd);
+                tracing::info!(id = %cmd.id, status = reply.status.as_str(), error = ?reply.error, "command done");
+                let bytes = reply.encode();
+                if !self.buffer.command_replied(&cmd.id, bytes.clone()).await {
+                    tracing::error!(id = %cmd.id, "cannot keep the reply; sending it once");
+                }
+                self.send_reply(client, window, cmd.id, bytes)
+            }
+            Seen::Replied(bytes) => {
+                tracing::info!(id = %cmd.id, "command seen before: its reply again, nothing done");
+                self.send_reply(client, window, cmd.id, bytes)
+            }
+            Seen::InProgress => Ok(()),
+        }
+    }
+
+    fn send_reply(
+        &self,
+        client: &AsyncClient,
+        window: &mut Window,
+        id: String,
+        reply: Vec<u8>,
+    ) -> Result<(), rumqttc::ClientError> {
+        client.try_publish(
+            crate::downlink::reply_topic(&self.device_id),
+            QoS::AtLeastOnce,
+            false,
+            reply,
+        )?;
+        window.queued(Pending::control(Some(id)));
+        Ok(())
     }
 
     /// Publishes batches while the window has room: gaps and live data first, then backlog.
@@ -328,6 +406,7 @@ impl Uplink {
                     gaps: chunk_gaps,
                     samples: n,
                     sent_at: Instant::now(),
+                    reply: None,
                 });
             }
         }

@@ -15,6 +15,21 @@ pub struct Pending {
     pub gaps: Vec<Gap>,
     pub samples: usize,
     pub sent_at: Instant,
+    /// A command reply: its id, marked sent in the journal once acknowledged.
+    pub reply: Option<String>,
+}
+
+impl Pending {
+    /// A publish that carries no samples: a birth message, or a command's reply.
+    pub fn control(reply: Option<String>) -> Pending {
+        Pending {
+            seqs: vec![],
+            gaps: vec![],
+            samples: 0,
+            sent_at: Instant::now(),
+            reply,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +81,7 @@ mod tests {
             gaps: vec![],
             samples: 10,
             sent_at: Instant::now(),
+            reply: None,
         }
     }
 

@@ -46,3 +46,8 @@ impl Mosquitto {
         Mosquitto { port, _proc: proc }
     }
 }
+
+/// The ACL fieldgate ships for an external broker (config/mosquitto.acl).
+pub fn shipped_acl() -> String {
+    std::fs::read_to_string(root().join("config/mosquitto.acl")).unwrap()
+}

@@ -90,13 +90,7 @@ pub async fn run(args: Args, data: &Path, database: &cloud::Database) -> anyhow:
         return Ok(cloud::run_with(&data, l, api, settings, shutdown_on_signal()).await?);
     };
     let (host, port) = b.rsplit_once(':').context("--broker must be host:port")?;
-    let ingest = tokio::task::block_in_place(|| {
-        let store = std::sync::Arc::new(std::sync::Mutex::new(database.store(&data)?));
-        let registry = cloud::registry::Registry::with(database.db(&data)?)?;
-        anyhow::Ok(std::sync::Arc::new(cloud::ingest::Ingest::new(
-            store, registry,
-        )))
-    })?;
+    let ingest = tokio::task::block_in_place(|| cloud::open_ingest(&data, database))?;
     let shutdown = shutdown_on_signal();
     let api_task = match api {
         Some(a) => {

@@ -4,6 +4,10 @@
 //! topics. With a share group, several stateless workers split the load through a
 //! shared subscription (`$share/GROUP/…`); the store's (device, seq) key makes a batch
 //! delivered twice (a worker killed before its acknowledgement) count once.
+//!
+//! Commands go out through the same client, to `fg/v1/{device}/cmd` (the broker's ACL
+//! lets only that device read it), and replies come in like data. With several workers
+//! each pumps the commands that are due; a command sent twice is done once.
 
 use super::Ingest;
 use crate::protocol;
@@ -63,6 +67,25 @@ pub async fn run(
     // Storing and acknowledging run apart from the event loop: an acknowledgement waits
     // for the event loop to take it, so the loop must keep turning meanwhile.
     let (deliveries, mut to_store) = tokio::sync::mpsc::unbounded_channel::<Publish>();
+    let (commands, mut to_send) = tokio::sync::mpsc::unbounded_channel();
+    ingest.downlink().attach_broker(commands);
+    let pump = tokio::spawn(crate::cloud::downlink::run_pump(
+        ingest.downlink().clone(),
+        shutdown.clone(),
+    ));
+    let publisher = client.clone();
+    let sender = tokio::spawn(async move {
+        while let Some((device, cmd)) = to_send.recv().await {
+            let cmd: crate::downlink::Command = cmd;
+            let topic = crate::downlink::command_topic(&device);
+            if let Err(e) = publisher
+                .publish(topic, QoS::AtLeastOnce, false, cmd.encode())
+                .await
+            {
+                tracing::warn!(%device, id = %cmd.id, error = %e, "command not sent; it goes again later");
+            }
+        }
+    });
     let acker = client.clone();
     let storer = tokio::spawn(async move {
         while let Some(p) = to_store.recv().await {
@@ -106,7 +129,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 tracing::info!(host = %link.host, port = link.port, group = ?link.share_group, "ingest subscribed to the broker");
-                for kind in ["data", "state"] {
+                for kind in ["data", "state", "reply"] {
                     let filter = format!("{prefix}{}/+/{kind}", protocol::TOPIC_ROOT);
                     if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                         break 'events Err(crate::cloud::CloudError::Broker(e.to_string()));
@@ -135,5 +158,7 @@ pub async fn run(
     drop(deliveries);
     storer.abort();
     let _ = storer.await;
+    pump.abort();
+    sender.abort();
     outcome
 }

@@ -10,12 +10,19 @@
 //! The session is a state machine without I/O (`Session`): packets in, steps out. The
 //! shell around it (`session`) reads and writes the stream and runs `Ingest::accept` on
 //! the blocking pool.
+//!
+//! The downlink rides on the same session: a device may subscribe to its own command
+//! topic (`fg/v1/{cn}/cmd`) and nothing else; a subscription to any other topic is
+//! refused in the SUBACK. Its commands are written to it as QoS 1 publishes.
 
 use super::{device_id_of, Ingest, IngestError, Outcome, Reject};
+use crate::downlink::Command;
 use crate::ids::DeviceId;
 use crate::protocol::{self, StateMessage};
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
 use rumqttc::mqttbytes::QoS;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +68,10 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut pause = crate::backoff::AcceptPause::default();
+    tokio::spawn(crate::cloud::downlink::run_pump(
+        ingest.downlink().clone(),
+        shutdown.clone(),
+    ));
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -136,6 +147,10 @@ pub enum Step {
 pub struct Session {
     device: DeviceId,
     connected: bool,
+    /// It subscribed to its command topic.
+    subscribed: bool,
+    /// The packet id of the last command sent.
+    pkid: u16,
     /// Stored if the connection ends without DISCONNECT.
     will: Option<StateMessage>,
     /// The keep-alive the client asked for, with the spec's grace of one half.
@@ -147,6 +162,8 @@ impl Session {
         Session {
             device,
             connected: false,
+            subscribed: false,
+            pkid: 0,
             will: None,
             keep_alive: HANDSHAKE_TIMEOUT,
         }
@@ -184,7 +201,32 @@ impl Session {
                 self.will = None;
                 Ok(Step::Done)
             }
-            Packet::Subscribe(_) => Err(SessionError::Unsupported("SUBSCRIBE")),
+            Packet::Subscribe(sub) => {
+                let own = crate::downlink::command_topic(&self.device);
+                let codes = sub
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        if f.path == own {
+                            self.subscribed = true;
+                            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                        } else {
+                            tracing::warn!(device = %self.device, topic = %f.path, "subscription refused: not the device's own command topic");
+                            SubscribeReasonCode::Failure
+                        }
+                    })
+                    .collect();
+                Ok(Step::Send(Packet::SubAck(SubAck::new(sub.pkid, codes))))
+            }
+            Packet::Unsubscribe(u) => {
+                let own = crate::downlink::command_topic(&self.device);
+                if u.topics.contains(&own) {
+                    self.subscribed = false;
+                }
+                Ok(Step::Send(Packet::UnsubAck(UnsubAck::new(u.pkid))))
+            }
+            // A command arrived; its reply is what settles it.
+            Packet::PubAck(_) => Ok(Step::Wait),
             Packet::Connect(_) => Err(SessionError::Unsupported("second CONNECT")),
             Packet::PubRel(_) | Packet::PubRec(_) | Packet::PubComp(_) => {
                 Err(SessionError::Unsupported("QoS 2"))
@@ -215,6 +257,26 @@ impl Session {
         })
     }
 
+    /// Whether the device reads its commands on this session.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed
+    }
+
+    /// The packet that carries `cmd` to the device, if it subscribed.
+    pub fn command(&mut self, cmd: &Command) -> Option<Packet> {
+        if !self.subscribed {
+            return None;
+        }
+        self.pkid = self.pkid.checked_add(1).unwrap_or(1);
+        let mut p = Publish::new(
+            crate::downlink::command_topic(&self.device),
+            QoS::AtLeastOnce,
+            cmd.encode(),
+        );
+        p.pkid = self.pkid;
+        Some(Packet::Publish(p))
+    }
+
     /// The last will, once, if the session ended without DISCONNECT.
     pub fn take_will(&mut self) -> Option<StateMessage> {
         self.will.take()
@@ -242,14 +304,45 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     ingest: &Arc<Ingest>,
     io: &mut S,
 ) -> Result<(), SessionError> {
+    let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    let r = serve_packets(s, ingest, io, &tx, &mut commands).await;
+    ingest.downlink().detach(&s.device, &tx);
+    r
+}
+
+/// Sends what the downlink has due now (off the async threads).
+async fn pump(ingest: &Arc<Ingest>) {
+    let d = ingest.downlink().clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.pump()).await {
+        tracing::warn!(error = %e, "downlink pump failed");
+    }
+}
+
+async fn serve_packets<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut Session,
+    ingest: &Arc<Ingest>,
+    io: &mut S,
+    tx: &tokio::sync::mpsc::UnboundedSender<Command>,
+    commands: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+) -> Result<(), SessionError> {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out = BytesMut::new();
     loop {
-        let packet = match tokio::time::timeout(s.keep_alive, next_packet(io, &mut buf)).await {
-            Err(_) => return Err(SessionError::Timeout),
-            Ok(Ok(None)) => return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(r) => r?.ok_or(SessionError::NotConnect)?,
+        let packet = tokio::select! {
+            read = tokio::time::timeout(s.keep_alive, next_packet(io, &mut buf)) => match read {
+                Err(_) => return Err(SessionError::Timeout),
+                Ok(Ok(None)) => return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(r) => r?.ok_or(SessionError::NotConnect)?,
+            },
+            Some(cmd) = commands.recv() => {
+                if let Some(p) = s.command(&cmd) {
+                    tracing::debug!(device = %s.device, id = %cmd.id, kind = %cmd.kind, "command sent");
+                    send(io, &mut out, p).await?;
+                }
+                continue;
+            }
         };
+        let was_subscribed = s.subscribed();
         let mut step = s.received(packet)?;
         if let Step::Deliver {
             topic,
@@ -263,11 +356,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_err(|e| SessionError::Task(e.to_string()))??;
             step = s.accepted(&topic, pkid, qos, &outcome)?;
+            if outcome == Outcome::State && s.subscribed() {
+                pump(ingest).await;
+            }
         }
         match step {
             Step::Send(p) => send(io, &mut out, p).await?,
             Step::Done => return Ok(()),
             Step::Wait | Step::Deliver { .. } => {}
+        }
+        if s.subscribed() && !was_subscribed {
+            ingest.downlink().attach(&s.device, tx.clone());
         }
     }
 }

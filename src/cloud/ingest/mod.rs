@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod endpoint;
 
+use super::downlink::{Downlink, DownlinkError};
 use super::registry::{Registry, RegistryError};
 use super::store::{Inserted, Store, StoreError};
 use crate::ids::DeviceId;
@@ -24,6 +25,8 @@ pub enum Outcome {
     Stored(Inserted),
     /// A state message, recorded.
     State,
+    /// A reply to a command, recorded (or a repeat, ignored).
+    Reply,
     /// Kept in `rejected` with this reason; acknowledged all the same.
     Rejected(Reject),
 }
@@ -42,6 +45,8 @@ pub enum Reject {
     Batch(#[from] DecodeError),
     #[error("state message is not valid JSON: {0}")]
     State(String),
+    #[error("command reply: {0}")]
+    Reply(#[from] crate::downlink::BadMessage),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +55,32 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Downlink(#[from] DownlinkError),
     #[error("the sample store's lock was poisoned by a failed thread")]
     Poisoned,
 }
 
-/// The ingest of one process: its sample store and the registry (revocations).
+/// The ingest of one process: its sample store, the registry (revocations) and the
+/// downlink (commands out, their replies in).
 pub struct Ingest {
     store: SharedStore,
     registry: Registry,
+    downlink: Arc<Downlink>,
 }
 
 impl Ingest {
-    pub fn new(store: SharedStore, registry: Registry) -> Ingest {
-        Ingest { store, registry }
+    pub fn new(store: SharedStore, registry: Registry, downlink: Arc<Downlink>) -> Ingest {
+        Ingest {
+            store,
+            registry,
+            downlink,
+        }
+    }
+
+    /// Commands to the devices of this ingest.
+    pub fn downlink(&self) -> &Arc<Downlink> {
+        &self.downlink
     }
 
     /// The sample store (reads for tails and tests).
@@ -108,8 +126,8 @@ impl Ingest {
     ) -> Result<Outcome, IngestError> {
         let parsed = protocol::parse_topic(topic);
         let device = match (&parsed, proven) {
-            (Some(Topic::Data(d) | Topic::State(d)), Some(p)) if d != p => None,
-            (Some(Topic::Data(d) | Topic::State(d)), _) => Some(d),
+            (Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d)), Some(p)) if d != p => None,
+            (Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d)), _) => Some(d),
             (None, _) => None,
         };
         let Some(device) = device else {
@@ -149,9 +167,20 @@ impl Ingest {
                 }
                 Err(e) => self.reject(Some(device), topic, Reject::Batch(e), payload),
             },
+            Some(Topic::Reply(_)) => match crate::downlink::Reply::decode(payload) {
+                Ok(reply) => {
+                    self.downlink.replied(device, &reply)?;
+                    Ok(Outcome::Reply)
+                }
+                Err(e) => self.reject(Some(device), topic, Reject::Reply(e), payload),
+            },
             _ => match serde_json::from_slice::<StateMessage>(payload) {
                 Ok(m) => {
                     self.locked()?.set_state(device, &m)?;
+                    if m.state == "online" {
+                        // A birth: what it has not answered goes again.
+                        self.downlink.rearm(device)?;
+                    }
                     Ok(Outcome::State)
                 }
                 Err(e) => self.reject(Some(device), topic, Reject::State(e.to_string()), payload),
