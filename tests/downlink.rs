@@ -8,7 +8,6 @@ use fieldgate::cloud::downlink::{Downlink, Record};
 use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
 use std::path::Path;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The command once it is no longer pending.
 fn settled(d: &Downlink, id: &str) -> Record {
@@ -187,21 +186,7 @@ async fn behind_mosquitto_the_shipped_acl_confines_commands_to_their_gateway() {
         pki.dev_cert(&dev.parse().unwrap(), &d.join(sub)).unwrap();
     }
     let broker = Mosquitto::start(&d.join("broker"), &pki, &shipped_acl());
-    let stop = CancellationToken::new();
-    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        ca: pki.ca_cert(),
-        cert: d.join("ingest/device.crt"),
-        key: d.join("ingest/device.key"),
-        client_id: "fieldgate-ingest".into(),
-        share_group: None,
-    };
-    let bridge = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
-        link,
-        ingest,
-        stop.clone(),
-    ));
+    let (stop, bridge) = bridge(&broker, &pki, &d.join("ingest"), ingest);
     let down = Downlink::with(
         fieldgate::cloud::sql::Db::sqlite(&fieldgate::cloud::store_path(&data)).unwrap(),
     );

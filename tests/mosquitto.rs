@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use rumqttc::QoS;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
@@ -26,21 +25,7 @@ async fn gateway_data_flows_through_mosquitto_and_acl_confines_devices() {
     let broker = Mosquitto::start(&d.join("broker"), &pki, &shipped_acl());
     let port = broker.port;
 
-    let stop = CancellationToken::new();
-    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
-        host: "127.0.0.1".into(),
-        port,
-        ca: pki.ca_cert(),
-        cert: d.join("ingest/device.crt"),
-        key: d.join("ingest/device.key"),
-        client_id: "fieldgate-ingest".into(),
-        share_group: None,
-    };
-    let ingest = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
-        link,
-        store,
-        stop.clone(),
-    ));
+    let (stop, ingest) = bridge(&broker, &pki, &d.join("ingest"), store);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The real gateway publishes through the broker.
@@ -187,21 +172,7 @@ async fn the_endpoint_and_the_bridge_give_the_same_outcomes() {
     pki.dev_cert(&"fieldgate-ingest".parse().unwrap(), &d.join("ingest"))
         .unwrap();
     let broker = Mosquitto::start(&d.join("broker"), &pki, &shipped_acl());
-    let stop = CancellationToken::new();
-    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
-        host: "127.0.0.1".into(),
-        port: broker.port,
-        ca: pki.ca_cert(),
-        cert: d.join("ingest/device.crt"),
-        key: d.join("ingest/device.key"),
-        client_id: "fieldgate-ingest".into(),
-        share_group: None,
-    };
-    let bridge = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
-        link,
-        ingest,
-        stop.clone(),
-    ));
+    let (stop, bridge) = bridge(&broker, &pki, &d.join("ingest"), ingest);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let at = format!("127.0.0.1:{}", broker.port).parse().unwrap();
     send_as_gw_same(at, &d.join("certs-b"), &cases).await;

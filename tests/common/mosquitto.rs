@@ -51,3 +51,32 @@ impl Mosquitto {
 pub fn shipped_acl() -> String {
     std::fs::read_to_string(root().join("config/mosquitto.acl")).unwrap()
 }
+
+/// The ingest's bridge to `broker`, with the ingest certificate in `certs` (made by
+/// `dev_cert("fieldgate-ingest", …)`); stopped by cancelling the token.
+pub fn bridge(
+    broker: &Mosquitto,
+    pki: &fieldgate::cloud::pki::Pki,
+    certs: &Path,
+    ingest: std::sync::Arc<fieldgate::cloud::ingest::Ingest>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), fieldgate::cloud::CloudError>>,
+) {
+    let stop = CancellationToken::new();
+    let link = fieldgate::cloud::ingest::bridge::BrokerLink {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        ca: pki.ca_cert(),
+        cert: certs.join("device.crt"),
+        key: certs.join("device.key"),
+        client_id: "fieldgate-ingest".into(),
+        share_group: None,
+    };
+    let task = tokio::spawn(fieldgate::cloud::ingest::bridge::run(
+        link,
+        ingest,
+        stop.clone(),
+    ));
+    (stop, task)
+}
