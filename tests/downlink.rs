@@ -95,6 +95,22 @@ async fn commands_reach_only_their_gateway_and_each_is_done_once() {
     assert_eq!(r.outcome["version"], env!("CARGO_PKG_VERSION"), "{r:?}");
     let done_ns = r.outcome["done_ns"].clone();
 
+    // The same from the command line, which waits for the reply.
+    let out = cloud
+        .cli()
+        .args(["command", "--device", "gw-a", "--kind", "ping"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["state"], "done", "{printed}");
+    let out = cloud
+        .cli()
+        .args(["command", "--device", "gw/a", "--kind", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
     // Another gateway's certificate cannot read gw-a's commands: the SUBACK refuses
     // it, and nothing of gw-a's reaches it, while its own topic is granted.
     cloud.dev_cert("gw-b", &d.join("certs-b"));
@@ -233,4 +249,98 @@ async fn behind_mosquitto_the_shipped_acl_confines_commands_to_their_gateway() {
 
     stop.cancel();
     let _ = bridge.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_through_the_api_need_the_operator_role_and_are_audited() {
+    use common::api::*;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(86400)).await;
+    let (api, owner) = acme_with_pump(&cloud).await;
+    let sys = api.login("factory@fieldgate.example").await;
+    for role in ["operator", "viewer"] {
+        api.ok(
+            "POST",
+            "/v1/system/users",
+            &sys,
+            Some(json!({"email": format!("{role}@acme.example"), "password": PASSWORD, "tenant": "acme", "role": role})),
+        )
+        .await;
+    }
+    let operator = api.login("operator@acme.example").await;
+    let viewer = api.login("viewer@acme.example").await;
+    api.register("owner@other.example", "other").await;
+    let stranger = api.login("owner@other.example").await;
+    cloud.dev_cert("pump-1", &d.join("certs"));
+    let cfg = gateway_config(d, "pump-1", &[cloud.addr.to_string()], "", "");
+    let _gw = gateway(&cfg);
+
+    let path = "/v1/tenants/acme/devices/pump-1/commands";
+    let ping = json!({"kind": "ping"});
+    let (status, r) = api.call("POST", path, &viewer, Some(ping.clone())).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (403, Some("forbidden")),
+        "{r}"
+    );
+    let (status, r) = api
+        .call(
+            "POST",
+            "/v1/tenants/other/devices/pump-1/commands",
+            &stranger,
+            Some(ping.clone()),
+        )
+        .await;
+    assert!(status == 403 || status == 404, "{status} {r}");
+    let (status, r) = api
+        .call("POST", path, &operator, Some(json!({"kind": "Bad Kind!"})))
+        .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("bad_request")),
+        "{r}"
+    );
+
+    let (status, issued) = api.call("POST", path, &operator, Some(ping)).await;
+    assert_eq!(status, 202, "{issued}");
+    assert_eq!(issued["state"], "pending");
+    assert_eq!(issued["issued_by"], "user:operator@acme.example");
+    let id = issued["id"].as_str().unwrap().to_string();
+    let one = format!("{path}/{id}");
+    let mut done = json!(null);
+    for _ in 0..100 {
+        done = api.ok("GET", &one, &viewer, None).await;
+        if done["state"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["outcome"]["version"], env!("CARGO_PKG_VERSION"));
+    let listed = api.ok("GET", path, &viewer, None).await;
+    assert_eq!(listed[0]["id"], id.as_str());
+    let (status, _) = api
+        .call("GET", &format!("{path}/cmd-000"), &viewer, None)
+        .await;
+    assert_eq!(status, 404);
+
+    // Both decisions, the refused and the granted, are in the tenant's audit log.
+    let audit = api.ok("GET", "/v1/tenants/acme/audit", &owner, None).await;
+    let commands: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "command")
+        .map(|e| (e["actor"].clone(), e["outcome"].clone()))
+        .collect();
+    assert!(
+        commands.contains(&(json!("user:viewer@acme.example"), json!("refused"))),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&(json!("user:operator@acme.example"), json!("allowed"))),
+        "{commands:?}"
+    );
 }

@@ -246,8 +246,13 @@ pub async fn serve_api(
         crate::tls::server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key(), true)?;
     // Connecting waits for the database: off the async threads.
     let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
-    let (registry, iam_db, reads) = tokio::task::spawn_blocking(move || {
-        Ok::<_, CloudError>((database.db(&d)?, database.db(&d)?, database.store(&d)?))
+    let (registry, iam_db, reads, commands) = tokio::task::spawn_blocking(move || {
+        Ok::<_, CloudError>((
+            database.db(&d)?,
+            database.db(&d)?,
+            database.store(&d)?,
+            database.db(&d)?,
+        ))
     })
     .await
     .map_err(|e| CloudError::Task(e.to_string()))??;
@@ -262,6 +267,7 @@ pub async fn serve_api(
         enrollment,
         iam_db,
         reads,
+        downlink::Downlink::with(commands),
         settings.webhook.clone(),
         data_dir,
     )?);

@@ -131,3 +131,43 @@ pub fn dev_cert(
     );
     Ok(())
 }
+
+pub async fn command(
+    data: &Path,
+    database: &cloud::Database,
+    device: fieldgate::ids::DeviceId,
+    kind: Option<String>,
+    body: String,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let down = cloud::downlink::Downlink::with(db(data, database)?);
+    let Some(kind) = kind else {
+        for r in down.list(&device, 100)? {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("--body is not JSON: {e}"))?;
+    let id = down.issue(&device, &kind, &body, "admin")?;
+    eprintln!("command {id} queued for {device}");
+    let end = std::time::Instant::now() + wait;
+    loop {
+        let r = down
+            .get(&id)?
+            .ok_or_else(|| anyhow::anyhow!("command {id} vanished"))?;
+        if r.state != "pending" || std::time::Instant::now() >= end {
+            println!("{}", serde_json::to_string(&r)?);
+            return match r.state.as_str() {
+                "done" => Ok(()),
+                "pending" if wait.is_zero() => Ok(()),
+                "pending" => bail!(
+                    "no reply within {}: it stays pending and is sent whenever {device} is connected",
+                    humantime::format_duration(wait)
+                ),
+                _ => bail!("{device}: {}", r.error.unwrap_or_default()),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -97,6 +97,22 @@ enum Command {
         #[arg(long)]
         device: DeviceId,
     },
+    /// Send a command to a gateway over the downlink and wait for its reply (the
+    /// ingest serving the gateway sends it); with no --kind, list its commands.
+    Command {
+        /// The gateway's device id.
+        #[arg(long)]
+        device: DeviceId,
+        /// What to do: `ping`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The command's arguments, JSON.
+        #[arg(long, default_value = "{}")]
+        body: String,
+        /// How long to wait for the reply (0: do not wait).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
     /// Run a complete local demo: cloud, gateway, a simulated Modbus device and a
     /// replayed J1939 bus.
     Demo {
@@ -134,6 +150,12 @@ async fn main() -> std::process::ExitCode {
         Command::DevCert { device_id, out } => admin::dev_cert(d, device_id, out),
         Command::Query(a) => query::run(a, d, db),
         Command::Gaps { device } => query::gaps(d, db, device),
+        Command::Command {
+            device,
+            kind,
+            body,
+            wait,
+        } => admin::command(d, db, device, kind, body, wait).await,
         Command::Demo { duration } => demo::run(d, duration, db).await,
     };
     match done {

@@ -8,6 +8,7 @@
 //! the framework's own included, is JSON with a stable code.
 
 mod access;
+mod commands;
 mod data;
 mod embed;
 mod enrollment;
@@ -48,6 +49,8 @@ pub struct Api {
     pub webhook: webhook::Policy,
     /// Password hashing and checks: off the IAM lock, a few at a time.
     pub passwords: hashing::Passwords,
+    /// Commands to gateways, on their own connection (an ingest sends them).
+    pub downlink: crate::cloud::downlink::Downlink,
 }
 
 impl Api {
@@ -57,6 +60,7 @@ impl Api {
         enrollment: Arc<Enrollment>,
         db: crate::cloud::sql::Db,
         reads: Store,
+        downlink: crate::cloud::downlink::Downlink,
         webhook: webhook::Policy,
         data_dir: &std::path::Path,
     ) -> Result<Api, crate::cloud::CloudError> {
@@ -68,6 +72,7 @@ impl Api {
             reads: Mutex::new(reads),
             webhook,
             passwords: Default::default(),
+            downlink,
         })
     }
 
@@ -331,6 +336,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(enrollment::routes())
         .merge(access::routes())
         .merge(data::routes())
+        .merge(commands::routes())
         .merge(embed::routes())
         .merge(webhook::routes())
         .fallback(not_found)

@@ -55,13 +55,15 @@ pub enum Op {
     RevokeDevice,
     TransferDevice,
     ReadAudit,
+    /// Send a command to a device over the downlink.
+    CommandDevice,
 }
 
 impl Op {
     fn permission(self) -> Permission {
         match self {
             Op::Read => Permission::Read,
-            Op::ClaimDevice => Permission::ManageDevices,
+            Op::ClaimDevice | Op::CommandDevice => Permission::ManageDevices,
             Op::MintKey => Permission::MintKeys,
             Op::ManageUsers => Permission::ManageUsers,
             Op::RevokeKey | Op::RevokeDevice => Permission::RevokeKeys,
@@ -76,6 +78,7 @@ impl Op {
             Op::Read => Some(Action::Read),
             Op::ClaimDevice => Some(Action::Create),
             Op::RevokeDevice => Some(Action::Delete),
+            Op::CommandDevice => Some(Action::Write),
             Op::MintKey | Op::ManageUsers | Op::RevokeKey | Op::TransferDevice | Op::ReadAudit => {
                 None
             }
@@ -92,6 +95,7 @@ impl Op {
             Op::RevokeDevice => "revoke-device",
             Op::TransferDevice => "transfer",
             Op::ReadAudit => "read-audit",
+            Op::CommandDevice => "command",
         }
     }
 }
