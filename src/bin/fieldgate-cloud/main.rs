@@ -99,7 +99,8 @@ enum Command {
     },
     /// Send a command to a gateway over the downlink and wait for its reply (the
     /// ingest serving the gateway sends it); with no --kind, list its commands.
-    Command {
+    #[command(name = "command")]
+    Downlink {
         /// The gateway's device id.
         #[arg(long)]
         device: DeviceId,
@@ -150,7 +151,7 @@ async fn main() -> std::process::ExitCode {
         Command::DevCert { device_id, out } => admin::dev_cert(d, device_id, out),
         Command::Query(a) => query::run(a, d, db),
         Command::Gaps { device } => query::gaps(d, db, device),
-        Command::Command {
+        Command::Downlink {
             device,
             kind,
             body,
