@@ -19,6 +19,7 @@ pub mod ids;
 pub mod logging;
 pub mod pattern;
 pub mod protocol;
+pub mod release;
 pub mod sample;
 pub mod schema;
 pub mod tls;

@@ -120,6 +120,32 @@ fn downlink_commands_and_replies_never_panic() {
 }
 
 #[test]
+fn release_metadata_never_panics() {
+    use fieldgate::release::{generate_key, Envelope, Root, SigningKey};
+    let k = SigningKey::from_pkcs8(&generate_key().unwrap()).unwrap();
+    let id = k.id();
+    let doc = serde_json::json!({
+        "type": "fieldgate-root", "v": 1, "version": 1, "expires_ns": i64::MAX,
+        "keys": {id.clone(): fieldgate::hex::encode(&k.public())},
+        "root": {"keys": [id.clone()], "threshold": 1},
+        "release": {"keys": [id], "threshold": 1},
+    });
+    let mut env = Envelope::of(&doc);
+    k.sign(&mut env);
+    let seed = env.to_bytes();
+    let root = Root::trust_first(&seed).unwrap();
+    let mut rng = Rng(0x7e1e_a5e5);
+    let mut refused = 0;
+    for _ in 0..5_000 {
+        let m = mutate(&mut rng, &seed);
+        refused += Root::trust_first(&m).is_err() as u32;
+        let _ = root.rotate(&m);
+        let _ = root.verify_release(&m, 0, "hw", None);
+    }
+    assert!(refused > 0);
+}
+
+#[test]
 fn config_parser_never_panics() {
     let seed =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml")).unwrap();

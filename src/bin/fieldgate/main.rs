@@ -5,6 +5,7 @@ mod can;
 mod check;
 mod identity;
 mod modbus;
+mod release;
 mod run;
 mod sim;
 mod status;
@@ -48,6 +49,9 @@ enum Command {
     /// Simulated devices.
     #[command(subcommand)]
     Sim(sim::Command),
+    /// The offline release tools: keys, roots, signed release metadata.
+    #[command(subcommand)]
+    Release(release::Command),
 }
 
 #[tokio::main]
@@ -64,6 +68,7 @@ async fn main() -> std::process::ExitCode {
         Command::SystemdDevices(a) => systemd::run(a),
         Command::Can(c) => can::run(c).await,
         Command::Sim(c) => sim::run(c).await,
+        Command::Release(c) => release::run(c),
     };
     match done {
         Ok(()) => std::process::ExitCode::SUCCESS,
