@@ -45,6 +45,8 @@ pub mod identity;
 #[cfg(feature = "gateway")]
 pub mod model;
 #[cfg(feature = "gateway")]
+pub mod update;
+#[cfg(feature = "gateway")]
 pub mod uplink;
 
 #[cfg(feature = "cloud")]

@@ -140,7 +140,7 @@ fn release_metadata_never_panics() {
         let m = mutate(&mut rng, &seed);
         refused += Root::trust_first(&m).is_err() as u32;
         let _ = root.rotate(&m);
-        let _ = root.verify_release(&m, 0, "hw", None);
+        let _ = root.verify_release(&m, 0, "hw", None, 0);
     }
     assert!(refused > 0);
 }

@@ -62,6 +62,7 @@ fn release(version: &str, image: &[u8]) -> Release {
         hardware: "fieldgate-x86-64-v1".into(),
         image: describe(image, Install::Binary),
         expires_ns: now() + HOUR,
+        rollback_index: 4,
     }
 }
 
@@ -86,7 +87,7 @@ fn every_metadata_attack_is_refused_by_name() {
     let image = vec![7u8; 10_000];
     let good = release("1.4.0", &image);
     let installed: semver::Version = "1.3.0".parse().unwrap();
-    let verify = |bytes: &[u8]| trusted.verify_release(bytes, now(), HW, Some(&installed));
+    let verify = |bytes: &[u8]| trusted.verify_release(bytes, now(), HW, Some(&installed), 4);
 
     // The good one passes, with its image.
     let ok = verify(&signed(&good, &[&rel1, &rel2])).unwrap();
@@ -134,8 +135,16 @@ fn every_metadata_attack_is_refused_by_name() {
             now(),
             HW,
             Some(&nine),
+            0,
         )
         .unwrap();
+    // Below the rollback floor.
+    let mut barred = release("1.5.0", &image);
+    barred.rollback_index = 3;
+    assert_eq!(
+        verify(&signed(&barred, &[&rel1, &rel2])),
+        Err(Refusal::BelowFloor { index: 3, floor: 4 })
+    );
     // Other hardware.
     let mut other = good.clone();
     other.hardware = "fieldgate-arm64-v1".into();
@@ -202,10 +211,10 @@ fn keys_rotate_only_with_the_old_threshold_and_a_rotated_out_key_signs_nothing()
     let image = b"new daemon".to_vec();
     let r = release("2.0.0", &image);
     assert!(matches!(
-        v2.verify_release(&signed(&r, &[&old_rel]), now(), HW, None),
+        v2.verify_release(&signed(&r, &[&old_rel]), now(), HW, None, 0),
         Err(Refusal::Threshold { valid: 0, .. })
     ));
-    v2.verify_release(&signed(&r, &[&new_rel]), now(), HW, None)
+    v2.verify_release(&signed(&r, &[&new_rel]), now(), HW, None, 0)
         .unwrap();
     // An expired newest root is refused (the chain may pass through expired ones).
     let mut dead = root(3, &[&r1, &r2, &r4], 2, &[&new_rel], 1);
@@ -292,6 +301,8 @@ fn the_offline_tools_make_what_a_gateway_accepts() {
         HW,
         "--image",
         "daemon",
+        "--rollback-index",
+        "2",
         "--out",
         "release.json",
     ]);
@@ -325,6 +336,12 @@ fn the_offline_tools_make_what_a_gateway_accepts() {
     let (code, out) = verify(&["--installed", "1.4.0"]);
     assert_eq!(code, Some(1));
     assert!(out.contains("versions only go forward"), "{out}");
+    let (code, out) = verify(&["--floor", "3"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("below this gateway's rollback floor 3"),
+        "{out}"
+    );
     let mut img = std::fs::read(d.join("daemon")).unwrap();
     img[100] ^= 0x40;
     std::fs::write(d.join("daemon"), &img).unwrap();

@@ -90,7 +90,7 @@ pub struct TpmKey {
 }
 
 /// Explains a TPM error in terms of what to do about it.
-fn explain(e: tss_esapi::Error) -> String {
+pub(crate) fn explain(e: tss_esapi::Error) -> String {
     match e {
         tss_esapi::Error::Tss2Error(rc) => match rc.kind() {
             Some(Tss2ResponseCodeKind::Lockout) => "the TPM is in dictionary-attack lockout (too many wrong auth values): wait for the lockout to expire, or reset it with the lockout authorization (tpm2_dictionarylockout --clear-lockout)".into(),

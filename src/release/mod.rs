@@ -52,6 +52,8 @@ pub enum Refusal {
     RootSequence { trusted: u64, got: u64 },
     #[error("release {offered} is not newer than {installed}, the highest this gateway has installed: versions only go forward")]
     Older { offered: String, installed: String },
+    #[error("the release's rollback index {index} is below this gateway's rollback floor {floor}: a release that old may never be installed here again")]
+    BelowFloor { index: u64, floor: u64 },
     #[error("the release is for hardware `{release}`; this gateway is `{this}`")]
     Hardware { release: String, this: String },
     #[error("the image is longer than the {declared} bytes its metadata declares")]
@@ -141,6 +143,11 @@ pub struct Release {
     pub hardware: String,
     pub image: Image,
     pub expires_ns: i64,
+    /// The anti-rollback index: installing this release raises the gateway's floor to
+    /// it (a TPM NV counter), and a release below the floor is refused even after the
+    /// state directory is wiped. Raise it with every release that must bar the ones
+    /// before it (every release, by default).
+    pub rollback_index: u64,
 }
 
 /// Public key id: hex of the first 16 bytes of SHA-256(public key).
@@ -360,14 +367,16 @@ impl Root {
         Ok(root)
     }
 
-    /// A release signed by this root's release threshold, fresh, for `hardware`, and
-    /// newer than `installed` (the highest version this gateway ever installed).
+    /// A release signed by this root's release threshold, fresh, for `hardware`, newer
+    /// than `installed` (the highest version this gateway installed) and not below the
+    /// gateway's rollback `floor`.
     pub fn verify_release(
         &self,
         bytes: &[u8],
         now_ns: i64,
         hardware: &str,
         installed: Option<&semver::Version>,
+        floor: u64,
     ) -> Result<Release, Refusal> {
         let env = Envelope::parse("release", bytes)?;
         env.check("the release", &self.keys, &self.release)?;
@@ -390,6 +399,12 @@ impl Root {
                     installed: installed.to_string(),
                 });
             }
+        }
+        if r.rollback_index < floor {
+            return Err(Refusal::BelowFloor {
+                index: r.rollback_index,
+                floor,
+            });
         }
         if r.hardware != hardware {
             return Err(Refusal::Hardware {

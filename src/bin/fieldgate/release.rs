@@ -50,6 +50,10 @@ pub enum Command {
         /// How long gateways accept it.
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         expires: Duration,
+        /// The anti-rollback index: gateways that install it refuse every release with a
+        /// lower one from then on. One more than the previous release's, as a rule.
+        #[arg(long)]
+        rollback_index: u64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -76,6 +80,9 @@ pub enum Command {
         /// The highest version the gateway has installed.
         #[arg(long)]
         installed: Option<semver::Version>,
+        /// The gateway's rollback floor.
+        #[arg(long, default_value = "0")]
+        floor: u64,
     },
 }
 
@@ -223,6 +230,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             image,
             install,
             expires,
+            rollback_index,
             out,
         } => {
             semver::Version::parse(&version)
@@ -238,6 +246,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 hardware,
                 image: image::describe(&read(&image)?, install),
                 expires_ns: now_ns() + expires.as_nanos() as i64,
+                rollback_index,
             };
             write(&out, &Envelope::of(&r).to_bytes())?;
             eprintln!(
@@ -266,6 +275,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             image,
             hardware,
             installed,
+            floor,
         } => {
             let trusted = Root::trust_first(&read(&root)?)?;
             let chain = chain
@@ -273,8 +283,13 @@ pub fn run(c: Command) -> anyhow::Result<()> {
                 .map(|p| read(p))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let newest = trusted.follow(&chain, now_ns())?;
-            let r =
-                newest.verify_release(&read(&release)?, now_ns(), &hardware, installed.as_ref())?;
+            let r = newest.verify_release(
+                &read(&release)?,
+                now_ns(),
+                &hardware,
+                installed.as_ref(),
+                floor,
+            )?;
             if let Some(path) = image {
                 let mut check = image::ImageCheck::new(&r.image);
                 let mut f = std::fs::File::open(&path)
