@@ -1,7 +1,7 @@
 //! The project's one HTTP client: one request on a fresh connection (TLS by the caller's
 //! rustls configuration, or plain where a caller allows it), with time limits on each
-//! step and a bounded answer. The gateway's enrollment and renewal and the cloud's
-//! webhooks use it.
+//! step and a bounded answer, or a body read as it arrives. The gateway's enrollment,
+//! renewal and update downloads and the cloud's webhooks use it.
 
 use http_body_util::{BodyExt, Full, Limited};
 use std::net::SocketAddr;
@@ -49,8 +49,46 @@ pub enum HttpError {
     Request(String),
 }
 
+/// An answer whose body is read as it arrives (a download): the caller reads frames
+/// with its own time limits. The connection lives as long as this.
+pub struct Streaming {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: hyper::body::Incoming,
+    _driver: Driver,
+}
+
+/// The connection's task, stopped with the answer.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sends `req` to `to`; the status and the body (at most `req.limit` bytes).
 pub async fn request(to: &Target<'_>, req: Request<'_>) -> Result<(u16, Vec<u8>), HttpError> {
+    let (limit, timeout) = (req.limit, req.timeout);
+    let answer = async {
+        let s = open(to, req).await?;
+        let body = Limited::new(s.body, limit)
+            .collect()
+            .await
+            .map_err(|e| HttpError::Exchange(format!("reading the answer: {e}")))?
+            .to_bytes()
+            .to_vec();
+        Ok((s.status, body))
+    };
+    // Connecting, the handshake and the answer each have `timeout` (as before).
+    tokio::time::timeout(timeout * 3, answer)
+        .await
+        .map_err(|_| HttpError::Timeout(timeout))?
+}
+
+/// Sends `req` to `to` and returns once the answer's head is in (each step within
+/// `req.timeout`); the body is the caller's to read.
+pub async fn open(to: &Target<'_>, req: Request<'_>) -> Result<Streaming, HttpError> {
     let tcp = match to.addr {
         Some(addr) => tokio::time::timeout(req.timeout, tokio::net::TcpStream::connect(addr)).await,
         None => {
@@ -86,59 +124,49 @@ pub async fn request(to: &Target<'_>, req: Request<'_>) -> Result<(u16, Vec<u8>)
                 .await
                 .map_err(|_| HttpError::Tls("handshake timed out".into()))?
                 .map_err(|e| HttpError::Tls(e.to_string()))?;
-            exchange(
-                hyper_util::rt::TokioIo::new(stream),
-                request,
-                req.limit,
-                req.timeout,
-            )
-            .await
+            exchange(hyper_util::rt::TokioIo::new(stream), request, req.timeout).await
         }
-        None => {
-            exchange(
-                hyper_util::rt::TokioIo::new(tcp),
-                request,
-                req.limit,
-                req.timeout,
-            )
-            .await
-        }
+        None => exchange(hyper_util::rt::TokioIo::new(tcp), request, req.timeout).await,
     }
 }
 
 async fn exchange<T>(
     io: T,
     req: http::Request<Full<bytes::Bytes>>,
-    limit: usize,
     timeout: Duration,
-) -> Result<(u16, Vec<u8>), HttpError>
+) -> Result<Streaming, HttpError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| HttpError::Exchange(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let answer = async {
-        let resp = sender.send_request(req).await.map_err(|e| {
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let head = tokio::time::timeout(timeout, sender.send_request(req))
+        .await
+        .map_err(|_| HttpError::Timeout(timeout));
+    let resp = match head {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            driver.abort();
             // hyper's own message is terse; the cause (often a TLS alert) says more.
             let cause = std::error::Error::source(&e)
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default();
-            HttpError::Exchange(format!("{e}{cause}"))
-        })?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| HttpError::Exchange(format!("reading the answer: {e}")))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, body))
+            return Err(HttpError::Exchange(format!("{e}{cause}")));
+        }
+        Err(e) => {
+            driver.abort();
+            return Err(e);
+        }
     };
-    let r = tokio::time::timeout(timeout, answer)
-        .await
-        .map_err(|_| HttpError::Timeout(timeout))?;
-    driver.abort();
-    r
+    let (parts, body) = resp.into_parts();
+    Ok(Streaming {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        _driver: Driver(driver),
+    })
 }

@@ -71,6 +71,7 @@ codes! {
     Conflict = "conflict", 409;
     PayloadTooLarge = "http_413", 413;
     UnsupportedMediaType = "unsupported_media_type", 415;
+    RangeNotSatisfiable = "range_not_satisfiable", 416;
     TooManyAttempts = "too_many_attempts", 429;
     Internal = "internal", 500;
     Busy = "busy", 503;

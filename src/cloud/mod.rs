@@ -9,6 +9,7 @@ pub mod iam;
 pub mod ingest;
 pub mod pki;
 pub mod registry;
+pub mod releases;
 pub mod schema;
 pub mod sql;
 pub mod store;
@@ -246,11 +247,12 @@ pub async fn serve_api(
         crate::tls::server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key(), true)?;
     // Connecting waits for the database: off the async threads.
     let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
-    let (registry, iam_db, reads, commands) = tokio::task::spawn_blocking(move || {
+    let (registry, iam_db, reads, commands, releases) = tokio::task::spawn_blocking(move || {
         Ok::<_, CloudError>((
             database.db(&d)?,
             database.db(&d)?,
             database.store(&d)?,
+            database.db(&d)?,
             database.db(&d)?,
         ))
     })
@@ -268,6 +270,7 @@ pub async fn serve_api(
         iam_db,
         reads,
         downlink::Downlink::with(commands),
+        releases::Releases::with(releases, data_dir),
         settings.webhook.clone(),
         data_dir,
     )?);

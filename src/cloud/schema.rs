@@ -176,6 +176,21 @@ CREATE INDEX commands_by_device ON commands(device, issued_ns);",
                 postgres: None,
             }],
         },
+        Migration {
+            version: 4,
+            what: "releases per tenant: signed metadata, and the image stored by its hash",
+            older_can_read: true,
+            steps: &[Step {
+                owner: "cloud::releases",
+                sql: "
+CREATE TABLE releases(
+    tenant TEXT NOT NULL, version TEXT NOT NULL, hardware TEXT NOT NULL,
+    sha256 TEXT NOT NULL, length INTEGER NOT NULL, metadata TEXT NOT NULL,
+    added_ns INTEGER NOT NULL, PRIMARY KEY(tenant, version));
+CREATE INDEX releases_by_image ON releases(sha256);",
+                postgres: None,
+            }],
+        },
     ],
 };
 

@@ -26,6 +26,11 @@ impl ImageCheck {
         self.seen
     }
 
+    /// The length the release declares.
+    pub fn declared_length(&self) -> u64 {
+        self.declared.length
+    }
+
     /// The next bytes; refused as soon as they go past the declared length.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
         let n = self.seen.saturating_add(chunk.len() as u64);

@@ -13,6 +13,7 @@ mod data;
 mod embed;
 mod enrollment;
 mod hashing;
+mod images;
 pub mod webhook;
 
 use super::code::{Code, Refused};
@@ -51,6 +52,8 @@ pub struct Api {
     pub passwords: hashing::Passwords,
     /// Commands to gateways, on their own connection (an ingest sends them).
     pub downlink: crate::cloud::downlink::Downlink,
+    /// Releases tenants publish, and their images.
+    pub releases: crate::cloud::releases::Releases,
 }
 
 impl Api {
@@ -61,6 +64,7 @@ impl Api {
         db: crate::cloud::sql::Db,
         reads: Store,
         downlink: crate::cloud::downlink::Downlink,
+        releases: crate::cloud::releases::Releases,
         webhook: webhook::Policy,
         data_dir: &std::path::Path,
     ) -> Result<Api, crate::cloud::CloudError> {
@@ -73,6 +77,7 @@ impl Api {
             webhook,
             passwords: Default::default(),
             downlink,
+            releases,
         })
     }
 
@@ -337,6 +342,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(access::routes())
         .merge(data::routes())
         .merge(commands::routes())
+        .merge(images::routes())
         .merge(embed::routes())
         .merge(webhook::routes())
         .fallback(not_found)
