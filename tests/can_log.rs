@@ -176,6 +176,14 @@ fn can_decode_reports_bad_lines_and_bad_files() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.dbc:4:"), "{stderr}");
+
+    // No DBC at all: a clear error, not a silent run of undecoded frames.
+    let out = fieldgate_out(&["can", "decode", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dbc FILE"),
+        "{out:?}"
+    );
 }
 
 /// The replay source runs a captured log through the whole pipeline: decoding,

@@ -185,8 +185,20 @@ impl CanDb {
                 message: message.lines().last().unwrap_or("").trim().to_string(),
             }
         })?;
+        if dbc.messages.is_empty() {
+            return Err(DbError::Parse {
+                path: path.to_string(),
+                line: 1,
+                message: "no messages (BO_): is this a DBC file?".into(),
+            });
+        }
         let mut messages = HashMap::new();
         for m in &dbc.messages {
+            // CANdb++ keeps signals that belong to no message under this pseudo-message;
+            // they are not on any bus.
+            if m.name == "VECTOR__INDEPENDENT_SIG_MSG" {
+                continue;
+            }
             let (id, extended) = match m.id {
                 can_dbc::MessageId::Standard(i) => (i as u32, false),
                 can_dbc::MessageId::Extended(i) => (i, true),
@@ -197,6 +209,13 @@ impl CanDb {
                 id,
                 problem: p,
             };
+            if let Some(first) = messages.get(&key(id, extended)) {
+                let first: &MessageDef = first;
+                return Err(problem(format!(
+                    "its CAN id is {}'s too: one id, one message",
+                    first.name
+                )));
+            }
             if m.size > 64 {
                 return Err(problem(format!(
                     "length {} is over the 64 bytes of CAN FD",
@@ -479,6 +498,48 @@ impl MessageDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HEAD: &str = "VERSION \"\"\n\nNS_ :\n\nBS_:\n\nBU_: ECU\n\n";
+
+    /// CANdb++'s pseudo-message for signals of no message is not on any bus: skipped.
+    #[test]
+    fn vector_independent_signals_are_ignored() {
+        let text = format!(
+            "{HEAD}BO_ 256 A: 8 ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
+             BO_ 3221225472 VECTOR__INDEPENDENT_SIG_MSG: 0 Vector__XXX\n SG_ Loose : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
+        );
+        let db = CanDb::parse(&text, "v.dbc").unwrap();
+        assert_eq!(
+            db.messages().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["A"]
+        );
+    }
+
+    /// One id defined twice in one file is refused naming both, not "the last wins".
+    #[test]
+    fn one_id_twice_in_a_file_is_refused() {
+        let text = format!(
+            "{HEAD}BO_ 256 A: 8 ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
+             BO_ 256 B: 8 ECU\n SG_ Y : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
+        );
+        let e = CanDb::parse(&text, "d.dbc").unwrap_err().to_string();
+        assert!(
+            e.contains("A") && e.contains("B") && e.contains("d.dbc"),
+            "{e}"
+        );
+    }
+
+    /// A file with no messages is no database.
+    #[test]
+    fn an_empty_file_is_refused() {
+        for text in ["", HEAD] {
+            let e = CanDb::parse(text, "e.dbc").unwrap_err().to_string();
+            assert!(
+                e.contains("e.dbc") && e.contains("no messages"),
+                "{text:?}: {e}"
+            );
+        }
+    }
 
     const DBC: &str = r#"VERSION ""
 

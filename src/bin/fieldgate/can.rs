@@ -47,6 +47,9 @@ impl DbcArgs {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Decode { db, format, log } => {
+            if db.dbc.is_empty() {
+                anyhow::bail!("give the DBC files to decode with: --dbc FILE (repeat for several); without one no frame could be decoded");
+            }
             let summary = fieldgate::field::can::tools::decode_log(
                 &log,
                 db.load()?,

@@ -67,8 +67,10 @@ pub enum TransportEvent {
 struct Session {
     pgn: u32,
     size: usize,
-    packets: u8,
-    next: u8,
+    packets: u16,
+    /// The sequence number expected next: up to 256 after the 255th packet, so the
+    /// counter is wider than the packet's byte.
+    next: u16,
     data: Vec<u8>,
     last_ns: i64,
     destination: Option<u8>,
@@ -98,7 +100,7 @@ impl Reassembler {
                             Session {
                                 pgn,
                                 size,
-                                packets: data[3],
+                                packets: data[3] as u16,
                                 next: 1,
                                 data: Vec::with_capacity(size),
                                 last_ns: now_ns,
@@ -131,7 +133,7 @@ impl Reassembler {
                         reason: "T1 timeout between packets",
                     });
                 }
-                if data[0] != s.next {
+                if data[0] as u16 != s.next {
                     let pgn = s.pgn;
                     self.sessions.remove(&key);
                     return Some(TransportEvent::Dropped {
@@ -141,7 +143,7 @@ impl Reassembler {
                     });
                 }
                 s.data.extend_from_slice(&data[1..data.len().min(8)]);
-                s.next = s.next.wrapping_add(1);
+                s.next += 1;
                 s.last_ns = now_ns;
                 if s.next > s.packets {
                     let mut s = self.sessions.remove(&key)?;
@@ -268,6 +270,22 @@ mod tests {
             frames.push((id(7, PGN_TP_DT | 0xFF, sa), d));
         }
         frames
+    }
+
+    /// 255 packets (1,785 bytes at most, 1,782 here) complete: the packet counter
+    /// passes 255 without wrapping.
+    #[test]
+    fn a_255_packet_transfer_completes() {
+        let payload: Vec<u8> = (0..1782u32).map(|i| i as u8).collect();
+        assert_eq!(payload.len().div_ceil(7), 255);
+        let mut r = Reassembler::default();
+        let mut done = None;
+        for (i, (id, d)) in bam(0x00, &payload).into_iter().enumerate() {
+            if let Some(TransportEvent::Complete(m)) = r.feed(id, &d, i as i64 * 1_000_000) {
+                done = Some(m);
+            }
+        }
+        assert_eq!(done.expect("complete").data, payload);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! candump log files (`candump -l`): `(1700000000.123456) can0 18FECA00#...` per line,
-//! CAN FD as `ID##<flags><data>`, parsed by the socketcan crate's reader. Bad lines are
-//! reported with their number and skipped, so one damaged line does not lose a capture.
+//! CAN FD as `ID##<flags><data>`, each line's frame parsed by the socketcan crate. Bad
+//! lines are reported with their number and skipped, so one damaged line does not lose a
+//! capture.
 
 use super::frame::Received;
 use std::io::BufRead;
@@ -23,55 +24,138 @@ pub struct LineError {
     pub problem: String,
 }
 
-/// Reads a candump log record by record.
+/// The longest line read as a record; anything longer is one bad line (and the line
+/// count stays right after it).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads a candump log record by record. Lines are ours to split (a line too long is
+/// one bad line, whatever its length); each line's frame is parsed by the socketcan
+/// crate, and one rule of `candump -l` is applied over it: an id written with eight hex
+/// digits is a 29-bit id whatever its value (the crate decides by value, so an extended
+/// id at or below 0x7FF came out standard).
 pub struct LogReader<R> {
-    inner: socketcan::dump::Reader<R>,
+    inner: R,
     path: String,
     line: usize,
+    buf: Vec<u8>,
 }
 
 impl LogReader<std::io::BufReader<std::fs::File>> {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(LogReader {
-            inner: socketcan::dump::Reader::from_file(path)?,
-            path: path.display().to_string(),
-            line: 0,
-        })
+        Ok(LogReader::new(
+            std::io::BufReader::new(std::fs::File::open(path)?),
+            &path.display().to_string(),
+        ))
     }
 }
 
 impl<R: std::io::Read> LogReader<std::io::BufReader<R>> {
     pub fn from_reader(r: R, path: &str) -> Self {
+        LogReader::new(std::io::BufReader::new(r), path)
+    }
+}
+
+impl<R: BufRead> LogReader<R> {
+    fn new(inner: R, path: &str) -> Self {
         LogReader {
-            inner: socketcan::dump::Reader::from_reader(r),
+            inner,
             path: path.to_string(),
             line: 0,
+            buf: Vec::with_capacity(256),
         }
     }
+
+    fn error(&self, problem: String) -> LineError {
+        LineError {
+            path: self.path.clone(),
+            line: self.line,
+            problem,
+        }
+    }
+
+    /// The next line into `buf` (without its end); Ok(false) at the end of the file,
+    /// Err(n) for a line of n bytes over the limit (consumed whole).
+    fn read_line(&mut self) -> std::io::Result<Result<bool, usize>> {
+        self.buf.clear();
+        let mut total = 0usize;
+        loop {
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(if total == 0 {
+                    Ok(false)
+                } else if total > MAX_LINE {
+                    Err(total)
+                } else {
+                    Ok(true)
+                });
+            }
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if total + take <= MAX_LINE + 1 {
+                self.buf.extend_from_slice(&chunk[..take]);
+            }
+            total += take;
+            self.inner.consume(take);
+            if done {
+                if total > MAX_LINE + 1 {
+                    return Ok(Err(total));
+                }
+                while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+                    self.buf.pop();
+                }
+                return Ok(Ok(true));
+            }
+        }
+    }
+}
+
+/// Whether the id of a candump line is written with eight hex digits (29 bits).
+fn eight_digit_id(line: &str) -> bool {
+    let Some(frame) = line.split_whitespace().nth(2) else {
+        return false;
+    };
+    frame.split('#').next().is_some_and(|id| id.len() == 8)
 }
 
 impl<R: BufRead> Iterator for LogReader<R> {
     type Item = Result<Record, LineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The reader consumes exactly one line per call, good or bad.
-        let next = self.inner.next_record();
+        let read = self.read_line();
         self.line += 1;
-        match next {
-            Ok(None) => None,
+        match read {
+            Err(e) => return Some(Err(self.error(format!("cannot read: {e}")))),
+            Ok(Ok(false)) => return None,
+            Ok(Err(n)) => {
+                return Some(Err(self.error(format!(
+                    "a line of {n} bytes, over the {MAX_LINE}-byte limit of a record"
+                ))))
+            }
+            Ok(Ok(true)) => {}
+        }
+        let text = String::from_utf8_lossy(&self.buf).to_string();
+        let mut one = socketcan::dump::Reader::from_reader(text.as_bytes());
+        match one.next_record() {
+            Ok(None) => Some(Err(self.error(
+                "incomplete line: expected (TIMESTAMP) INTERFACE ID#DATA".to_string(),
+            ))),
             Ok(Some(rec)) => {
                 let ts_ns = (rec.t_us as i64).saturating_mul(1000);
+                let mut received = Received::from_socketcan(rec.frame, ts_ns);
+                if let Received::Data(f) = &mut received {
+                    if !f.extended && eight_digit_id(&text) {
+                        f.extended = true;
+                    }
+                }
                 Some(Ok(Record {
                     line: self.line,
                     interface: rec.device,
-                    received: Received::from_socketcan(rec.frame, ts_ns),
+                    received,
                 }))
             }
-            Err(e) => Some(Err(LineError {
-                path: self.path.clone(),
-                line: self.line,
-                problem: describe(&e),
-            })),
+            Err(e) => Some(Err(self.error(describe(&e)))),
         }
     }
 }
@@ -129,5 +213,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(recs[3].as_ref().unwrap().received, Received::Remote);
+    }
+
+    /// `candump -l` writes a 29-bit id with eight digits whatever its value.
+    #[test]
+    fn an_eight_digit_id_is_extended_even_at_or_below_0x7ff() {
+        let log = "(1700000000.000100) can0 00000123#0700000000000000\n\
+                   (1700000000.000200) can0 123#07\n";
+        let recs: Vec<_> = LogReader::from_reader(log.as_bytes(), "t.log")
+            .map(|r| r.unwrap().received)
+            .collect();
+        match (&recs[0], &recs[1]) {
+            (Received::Data(a), Received::Data(b)) => {
+                assert!(a.extended && a.id == 0x123, "{a:?}");
+                assert!(!b.extended && b.id == 0x123, "{b:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A line over the limit is one bad line: the numbers after it stay right.
+    #[test]
+    fn a_very_long_line_is_one_bad_line() {
+        let long = format!("(1700000000.000100) can0 123#{}\n", "A".repeat(100_000));
+        let log = format!("{long}(1700000000.000200) can0 124#01\n");
+        let recs: Vec<_> = LogReader::from_reader(log.as_bytes(), "t.log").collect();
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        let e = recs[0].as_ref().unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.problem.contains("over the 65536-byte limit"), "{e}");
+        assert_eq!(recs[1].as_ref().unwrap().line, 2);
     }
 }
