@@ -253,9 +253,30 @@ async fn attempt(
     }
     let mut window_start = Instant::now();
     let mut window_bytes = 0u64;
+    let mut last_data = Instant::now();
     loop {
-        let frame = match tokio::time::timeout(limits.stall, answer.body.frame()).await {
-            Err(_) => return Err(Ok(Cut::Stalled(limits.stall))),
+        // Wait for the next bytes until the link stalls or the rate window closes,
+        // whichever comes first: a link that crawls is caught even when (TLS records
+        // being large) no whole record arrives within the window.
+        let stall_left = limits.stall.saturating_sub(last_data.elapsed());
+        let window_left = limits.rate_window.saturating_sub(window_start.elapsed());
+        let next = tokio::time::timeout(stall_left.min(window_left), answer.body.frame()).await;
+        let frame = match next {
+            Err(_) if last_data.elapsed() >= limits.stall => {
+                return Err(Ok(Cut::Stalled(limits.stall)))
+            }
+            Err(_) => {
+                let window = window_start.elapsed();
+                if (window_bytes as f64) < limits.min_rate as f64 * window.as_secs_f64() {
+                    return Err(Ok(Cut::Slow {
+                        bytes: window_bytes,
+                        window,
+                    }));
+                }
+                window_start = Instant::now();
+                window_bytes = 0;
+                continue;
+            }
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(Ok(Cut::Network(e.to_string()))),
             Ok(Some(Ok(f))) => f,
@@ -268,17 +289,7 @@ async fn attempt(
             .map_err(|e| Err(staging_err(staging)(e)))?;
         fetched.received += data.len() as u64;
         window_bytes += data.len() as u64;
+        last_data = Instant::now();
         progress(check.bytes_seen(), check.declared_length());
-        if window_start.elapsed() >= limits.rate_window {
-            let window = window_start.elapsed();
-            if (window_bytes as f64) < limits.min_rate as f64 * window.as_secs_f64() {
-                return Err(Ok(Cut::Slow {
-                    bytes: window_bytes,
-                    window,
-                }));
-            }
-            window_start = Instant::now();
-            window_bytes = 0;
-        }
     }
 }

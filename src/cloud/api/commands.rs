@@ -6,7 +6,7 @@ use super::access::grant;
 use super::{blocking, parse, Api, Ctx, Refusal};
 use crate::cloud::code::Code;
 use crate::cloud::downlink::{DownlinkError, Record};
-use crate::cloud::iam::access::{Op, Target};
+use crate::cloud::iam::access::{Grant, Op, Target};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -35,6 +35,11 @@ impl From<DownlinkError> for Refusal {
     }
 }
 
+/// `op` on the device of the tenant in the path (audited either way).
+fn on_device(api: &Api, ctx: &Ctx, op: Op, tenant: &str, device: &str) -> Result<Grant, Refusal> {
+    grant(&mut api.iam(), ctx, op, Target::device(tenant, device))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Issue {
@@ -52,12 +57,7 @@ async fn issue(
 ) -> Result<(StatusCode, Json<Record>), Refusal> {
     let r: Issue = parse(&body)?;
     blocking(move || {
-        let g = grant(
-            &mut api.iam(),
-            &ctx,
-            Op::CommandDevice,
-            Target::device(&tenant, &device),
-        )?;
+        let g = on_device(&api, &ctx, Op::CommandDevice, &tenant, &device)?;
         let device = crate::ids::DeviceId::parse(g.device().unwrap_or_default())
             .map_err(|e| Refusal::new(Code::BadDeviceId, e.to_string()))?;
         let id = api.downlink.issue(&device, &r.kind, &r.body, g.actor())?;
@@ -89,12 +89,7 @@ async fn list(
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<Record>>, Refusal> {
     blocking(move || {
-        let g = grant(
-            &mut api.iam(),
-            &ctx,
-            Op::Read,
-            Target::device(&tenant, &device),
-        )?;
+        let g = on_device(&api, &ctx, Op::Read, &tenant, &device)?;
         let limit = page.limit.clamp(1, 1000);
         Ok(Json(
             api.downlink.list(g.device().unwrap_or_default(), limit)?,
@@ -109,12 +104,7 @@ async fn one(
     Path((tenant, device, id)): Path<(String, String, String)>,
 ) -> Result<Json<Record>, Refusal> {
     blocking(move || {
-        let g = grant(
-            &mut api.iam(),
-            &ctx,
-            Op::Read,
-            Target::device(&tenant, &device),
-        )?;
+        let g = on_device(&api, &ctx, Op::Read, &tenant, &device)?;
         match api.downlink.get(&id)? {
             Some(r) if r.device == g.device().unwrap_or_default() => Ok(Json(r)),
             _ => Err(Refusal::new(
