@@ -130,6 +130,26 @@ pub enum LoadError {
     Merge(#[from] MergeError),
 }
 
+/// A DBC file's text: UTF-8 if it is, else Windows-1252 (what CANdb++ writes; a file
+/// that is neither reads as Windows-1252 too, with the five unassigned bytes kept as
+/// their Latin-1 code points).
+pub fn text_of(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| windows_1252(b)).collect())
+}
+
+fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž',
+        '\u{8F}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}',
+        'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[(b - 0x80) as usize],
+        _ => b as char,
+    }
+}
+
 fn key(id: u32, extended: bool) -> u32 {
     if extended {
         id | 1 << 31
@@ -152,10 +172,7 @@ impl CanDb {
             path: path.display().to_string(),
             error,
         })?;
-        // DBC files are often Windows-1252; decode bytes that are not UTF-8 as Latin-1.
-        let text = String::from_utf8(bytes.clone())
-            .unwrap_or_else(|_| bytes.iter().map(|&b| b as char).collect());
-        CanDb::parse(&text, &path.display().to_string())
+        CanDb::parse(&text_of(bytes), &path.display().to_string())
     }
 
     /// Loads and merges several files; the error names the file (and line) at fault.
@@ -185,6 +202,28 @@ impl CanDb {
                 message: message.lines().last().unwrap_or("").trim().to_string(),
             }
         })?;
+        // The parser keeps a standard id in 16 bits: an id above 0x7FF without the
+        // extended flag would be cut short and collide silently. Caught here by line.
+        for (i, line) in text.lines().enumerate() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("BO_") {
+                continue;
+            }
+            let (Some(Ok(id)), name) = (words.next().map(str::parse::<u64>), words.next()) else {
+                continue;
+            };
+            if id & 0x8000_0000 == 0 && id > 0x7FF {
+                return Err(DbError::Parse {
+                    path: path.to_string(),
+                    line: i + 1,
+                    message: format!(
+                        "message {}: id {id} ({id:#x}) is over 0x7FF, the largest standard id, and not marked extended (a 29-bit id is written with 0x80000000 added: {})",
+                        name.unwrap_or("?").trim_end_matches(':'),
+                        id | 0x8000_0000
+                    ),
+                });
+            }
+        }
         if dbc.messages.is_empty() {
             return Err(DbError::Parse {
                 path: path.to_string(),
@@ -527,6 +566,32 @@ mod tests {
             e.contains("A") && e.contains("B") && e.contains("d.dbc"),
             "{e}"
         );
+    }
+
+    /// Not UTF-8: Windows-1252, so 0x80 is the euro sign (not the control U+0080).
+    #[test]
+    fn windows_1252_text_reads_as_windows_1252() {
+        let mut bytes = format!(
+            "{HEAD}BO_ 256 A: 8 ECU\n SG_ S : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\nVAL_ 256 S 5 \"5 "
+        )
+        .into_bytes();
+        bytes.extend([0x80, b'"', b' ', b';', b'\n']);
+        let db = CanDb::parse(&text_of(bytes), "w.dbc").unwrap();
+        let m = db.message(256, false).unwrap();
+        assert_eq!(m.signals[0].labels.get(&5).map(String::as_str), Some("5 €"));
+        assert_eq!(text_of("° UTF-8".as_bytes().to_vec()), "° UTF-8");
+    }
+
+    /// A standard id over 0x7FF is refused at its line, not cut to 16 bits.
+    #[test]
+    fn a_standard_id_over_0x7ff_is_refused_at_its_line() {
+        let text = format!(
+            "{HEAD}BO_ 256 A: 8 ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
+             BO_ 65792 Big: 8 ECU\n SG_ Y : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
+        );
+        let e = CanDb::parse(&text, "s.dbc").unwrap_err().to_string();
+        assert!(e.starts_with("s.dbc:12: message Big: id 65792"), "{e}");
+        assert!(e.contains("2147549440"), "{e}");
     }
 
     /// A file with no messages is no database.

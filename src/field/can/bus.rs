@@ -76,6 +76,9 @@ impl CanBus {
             db.retain(|m| cfg.messages.contains(&m.name));
         }
         let decoder = Decoder::new(db, cfg.j1939);
+        for (pgn, names) in decoder.ambiguities() {
+            tracing::warn!(bus = %cfg.name, pgn, messages = ?names, "several DBC messages define this PGN: a frame decodes as the one with its exact id, else its source address, else the lowest id");
+        }
         let source = match (&cfg.interface, &cfg.replay) {
             (Some(i), _) => i.clone(),
             (None, Some(r)) => format!("replay of {}", r.file.display()),

@@ -34,18 +34,23 @@ pub enum Decoded<'a> {
 pub struct Decoder {
     db: CanDb,
     j1939: bool,
-    /// J1939: PGN → (id, extended) of the DBC message defining it.
-    by_pgn: HashMap<u32, u32>,
+    /// J1939: PGN → the ids of the DBC messages defining it, lowest first.
+    by_pgn: HashMap<u32, Vec<u32>>,
     tp: Reassembler,
 }
 
 impl Decoder {
     pub fn new(db: CanDb, j1939: bool) -> Decoder {
-        let by_pgn = db
-            .messages()
-            .filter(|m| m.extended)
-            .map(|m| (J1939Id::from_can_id(m.id).pgn, m.id))
-            .collect();
+        let mut by_pgn: HashMap<u32, Vec<u32>> = HashMap::new();
+        for m in db.messages().filter(|m| m.extended) {
+            by_pgn
+                .entry(J1939Id::from_can_id(m.id).pgn)
+                .or_default()
+                .push(m.id);
+        }
+        for ids in by_pgn.values_mut() {
+            ids.sort_unstable();
+        }
         Decoder {
             db,
             j1939,
@@ -56,6 +61,43 @@ impl Decoder {
 
     pub fn db(&self) -> &CanDb {
         &self.db
+    }
+
+    /// J1939: PGNs that several DBC messages define, with their names (lowest id
+    /// first). Such a PGN decodes by the rule of `pick`; the bus reports these at start.
+    pub fn ambiguities(&self) -> Vec<(u32, Vec<String>)> {
+        let mut out: Vec<(u32, Vec<String>)> = self
+            .by_pgn
+            .iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|(pgn, ids)| {
+                let names = ids
+                    .iter()
+                    .filter_map(|id| self.db.message(*id, true).map(|m| m.name.clone()))
+                    .collect();
+                (*pgn, names)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The DBC message for a J1939 message of `pgn` from `source` that came in the
+    /// frame `id` (for a transport transfer, its last packet's): the message with
+    /// exactly that id first, then the one whose id names that source address, then
+    /// the lowest id. The same frames decode the same way on every run.
+    fn pick(&self, pgn: u32, source: u8, id: u32) -> Option<&crate::dbc::MessageDef> {
+        if J1939Id::from_can_id(id).pgn == pgn {
+            if let Some(m) = self.db.message(id, true) {
+                return Some(m);
+            }
+        }
+        let ids = self.by_pgn.get(&pgn)?;
+        let chosen = ids
+            .iter()
+            .find(|i| (**i & 0xFF) as u8 == source)
+            .or(ids.first())?;
+        self.db.message(*chosen, true)
     }
 
     pub fn feed(&mut self, f: &Frame) -> Decoded<'_> {
@@ -84,20 +126,14 @@ impl Decoder {
                 source: m.source,
                 dtcs: j1939::dm1(&m.data),
             },
-            Some(TransportEvent::Complete(m)) => {
-                match self
-                    .by_pgn
-                    .get(&m.pgn)
-                    .and_then(|id| self.db.message(*id, true))
-                {
-                    Some(def) => Decoded::Message {
-                        message: def,
-                        source: Some(m.source),
-                        signals: def.decode(&m.data),
-                    },
-                    None => Decoded::Unknown,
-                }
-            }
+            Some(TransportEvent::Complete(m)) => match self.pick(m.pgn, m.source, f.id) {
+                Some(def) => Decoded::Message {
+                    message: def,
+                    source: Some(m.source),
+                    signals: def.decode(&m.data),
+                },
+                None => Decoded::Unknown,
+            },
         }
     }
 
@@ -169,6 +205,39 @@ BO_ 256 Plain: 2 Vector__XXX
             extended,
             fd: false,
             data: data.to_vec(),
+        }
+    }
+
+    /// Two messages with one PGN: the same frame picks the same message on every run
+    /// (an exact id first, then the source address, then the lowest id).
+    #[test]
+    fn one_pgn_in_two_messages_decodes_the_same_way_every_time() {
+        let dbc = r#"VERSION ""
+
+BO_ 2364540158 EEC1: 8 Vector__XXX
+ SG_ EngineSpeed : 24|16@1+ (0.125,0) [0|8031.875] "rpm" Vector__XXX
+
+BO_ 2364539904 K_EEC1: 8 Vector__XXX
+ SG_ EngineSpeed : 24|16@1+ (0.125,0) [0|8031.875] "rpm" Vector__XXX
+"#;
+        for _ in 0..20 {
+            // A new HashMap each time: a new iteration order.
+            let mut d = Decoder::new(CanDb::parse(dbc, "t.dbc").unwrap(), true);
+            assert_eq!(
+                d.ambiguities(),
+                vec![(61444, vec!["K_EEC1".to_string(), "EEC1".to_string()])]
+            );
+            for (id, want) in [
+                (0x0CF00400u32, "K_EEC1"), // exactly K_EEC1's id
+                (0x0CF004FE, "EEC1"),      // exactly EEC1's id
+                (0x18F00400, "K_EEC1"),    // another priority, K_EEC1's source 0x00
+                (0x0CF00417, "K_EEC1"),    // a source neither names: the lowest id
+            ] {
+                match d.feed(&frame(id, true, &[0; 8])) {
+                    Decoded::Message { message, .. } => assert_eq!(message.name, want, "{id:#x}"),
+                    other => panic!("{other:?}"),
+                }
+            }
         }
     }
 
