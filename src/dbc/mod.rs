@@ -94,6 +94,9 @@ pub enum DbError {
     },
 }
 
+/// The most a J1939 transport transfer carries (255 packets of 7 bytes).
+pub const MAX_TRANSFER: usize = 1785;
+
 /// A loaded database.
 #[derive(Debug, Clone, Default)]
 pub struct CanDb {
@@ -255,10 +258,16 @@ impl CanDb {
                     first.name
                 )));
             }
-            if m.size > 64 {
+            // Only a J1939 transfer (extended ids) carries more than a CAN FD frame.
+            if m.size > MAX_TRANSFER as u64 || (m.size > 64 && !extended) {
                 return Err(problem(format!(
-                    "length {} is over the 64 bytes of CAN FD",
-                    m.size
+                    "length {} is over the 64 bytes of CAN FD{}",
+                    m.size,
+                    if extended {
+                        " and the 1,785 bytes of a J1939 transfer"
+                    } else {
+                        " (only a J1939 transfer, with an extended id, carries more)"
+                    }
                 )));
             }
             let mut signals = Vec::new();
@@ -283,7 +292,7 @@ impl CanDb {
                         s.name, s.size
                     )));
                 }
-                if layout.bytes_needed() > m.size as usize || s.start_bit >= 512 {
+                if layout.bytes_needed() > m.size as usize || s.start_bit >= m.size * 8 {
                     return Err(problem(format!(
                         "signal {} (start bit {}, {} bits) does not fit the {}-byte message",
                         s.name, s.start_bit, s.size, m.size
@@ -592,6 +601,28 @@ mod tests {
         let e = CanDb::parse(&text, "s.dbc").unwrap_err().to_string();
         assert!(e.starts_with("s.dbc:12: message Big: id 65792"), "{e}");
         assert!(e.contains("2147549440"), "{e}");
+    }
+
+    /// J1939 PGNs up to the transport's 1,785 bytes load and decode; a standard id
+    /// over 64 bytes does not.
+    #[test]
+    fn j1939_messages_up_to_the_transport_limit_load() {
+        let text = format!(
+            "{HEAD}BO_ 2566834686 Big: 200 ECU\n SG_ Far : 1200|16@1+ (0.5,0) [0|0] \"\" Vector__XXX\n"
+        );
+        let db = CanDb::parse(&text, "j.dbc").unwrap();
+        let m = db.messages().next().unwrap();
+        let mut data = vec![0u8; 200];
+        data[150] = 0x10;
+        data[151] = 0x27;
+        assert_eq!(m.decode(&data)[0].value, 5000.0);
+        for (id, size) in [("2566834686", 1786), ("256", 65)] {
+            let text = format!(
+                "{HEAD}BO_ {id} Big: {size} ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
+            );
+            let e = CanDb::parse(&text, "j.dbc").unwrap_err().to_string();
+            assert!(e.contains("over the 64 bytes"), "{e}");
+        }
     }
 
     /// A file with no messages is no database.

@@ -241,6 +241,39 @@ BO_ 2364539904 K_EEC1: 8 Vector__XXX
         }
     }
 
+    /// A 200-byte PGN decodes from its reassembled BAM transfer.
+    #[test]
+    fn a_pgn_longer_than_a_frame_decodes_from_its_transfer() {
+        let dbc = "VERSION \"\"\n\nBO_ 2566848254 Big: 200 Vector__XXX\n SG_ Far : 1200|16@1+ (0.5,0) [0|0] \"\" Vector__XXX\n";
+        let mut d = Decoder::new(CanDb::parse(dbc, "t.dbc").unwrap(), true);
+        let mut payload = vec![0u8; 200];
+        payload[150] = 0x10;
+        payload[151] = 0x27;
+        // BAM from source 0x21: TP.CM (PGN 0xEC00) then TP.DT (0xEB00) packets.
+        let pgn = 0x00FEFEu32.to_le_bytes();
+        let cm = [32, 200, 0, 29, 0xFF, pgn[0], pgn[1], pgn[2]];
+        assert!(matches!(
+            d.feed(&frame(0x1CECFF21, true, &cm)),
+            Decoded::Partial
+        ));
+        let mut last = None;
+        for (i, chunk) in payload.chunks(7).enumerate() {
+            let mut data = vec![i as u8 + 1];
+            data.extend(chunk);
+            data.resize(8, 0xFF);
+            match d.feed(&frame(0x1CEBFF21, true, &data)) {
+                Decoded::Message {
+                    message,
+                    source,
+                    signals,
+                } => last = Some((message.name.clone(), source, signals[0].value)),
+                Decoded::Partial => {}
+                other => panic!("packet {i}: {other:?}"),
+            }
+        }
+        assert_eq!(last, Some(("Big".to_string(), Some(0x21), 5000.0)));
+    }
+
     #[test]
     fn j1939_messages_match_by_pgn_from_any_source() {
         let db = CanDb::parse(DBC, "t.dbc").unwrap();

@@ -94,7 +94,7 @@ impl Reassembler {
                 let pgn = u32::from_le_bytes([data[5], data[6], data[7], 0]);
                 match data[0] {
                     // BAM (32) and RTS (16) open a transfer; we only listen.
-                    32 | 16 if size > 8 && size <= 1785 && data[3] > 0 => {
+                    32 | 16 if size > 8 && size <= crate::dbc::MAX_TRANSFER && data[3] > 0 => {
                         let replaced = self.sessions.insert(
                             key,
                             Session {
