@@ -246,7 +246,7 @@ BO_ 2364539904 K_EEC1: 8 Vector__XXX
     fn a_pgn_longer_than_a_frame_decodes_from_its_transfer() {
         let dbc = "VERSION \"\"\n\nBO_ 2566848254 Big: 200 Vector__XXX\n SG_ Far : 1200|16@1+ (0.5,0) [0|0] \"\" Vector__XXX\n";
         let mut d = Decoder::new(CanDb::parse(dbc, "t.dbc").unwrap(), true);
-        let mut payload = vec![0u8; 200];
+        let mut payload = [0u8; 200];
         payload[150] = 0x10;
         payload[151] = 0x27;
         // BAM from source 0x21: TP.CM (PGN 0xEC00) then TP.DT (0xEB00) packets.
