@@ -100,15 +100,8 @@ fn decode<T: serde::de::DeserializeOwned>(
     if bytes.len() > MAX_MESSAGE {
         return Err(BadMessage::TooLarge(bytes.len()));
     }
-    // The version first, so a newer format is refused by name rather than as malformed.
-    #[derive(Deserialize)]
-    struct Versioned {
-        v: u8,
-    }
-    if let Ok(Versioned { v }) = serde_json::from_slice::<Versioned>(bytes) {
-        if v > VERSION {
-            return Err(BadMessage::Newer(v));
-        }
+    if let Some(v) = crate::schema::json_format(bytes).filter(|v| *v > VERSION) {
+        return Err(BadMessage::Newer(v));
     }
     let m: T = serde_json::from_slice(bytes).map_err(|e| BadMessage::Malformed(e.to_string()))?;
     if version(&m) != VERSION {

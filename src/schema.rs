@@ -311,6 +311,16 @@ fn renamed(sql: &str, table: &str) -> Option<String> {
     )
 }
 
+/// The format version `v` of a JSON document, read before the rest so that a newer
+/// format is refused by name rather than as malformed. None if it has none.
+pub fn json_format(bytes: &[u8]) -> Option<u8> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        v: u8,
+    }
+    serde_json::from_slice::<Versioned>(bytes).ok().map(|d| d.v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,14 +134,8 @@ impl Update {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Update, StateError> {
-        #[derive(Deserialize)]
-        struct V {
-            v: u8,
-        }
-        if let Ok(V { v }) = serde_json::from_slice::<V>(bytes) {
-            if v > FORMAT {
-                return Err(StateError::Newer(v));
-            }
+        if let Some(v) = crate::schema::json_format(bytes).filter(|v| *v > FORMAT) {
+            return Err(StateError::Newer(v));
         }
         serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))
     }
