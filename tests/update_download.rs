@@ -144,7 +144,19 @@ async fn an_image_download_survives_cuts_and_refuses_a_crawling_link() {
     };
     let releases = fieldgate::cloud::releases::Releases::with(cloud.db(), &cloud.data);
     let meta = Envelope::of(&release).to_bytes();
-    releases.add("acme", &meta, &image).unwrap();
+    // Published from the command line, as an operator would.
+    std::fs::write(d.join("release.json"), &meta).unwrap();
+    std::fs::write(d.join("image"), &image).unwrap();
+    let out = cloud
+        .cli()
+        .args(["release-add", "--tenant", "acme", "--metadata"])
+        .arg(d.join("release.json"))
+        .arg("--image")
+        .arg(d.join("image"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("release 1.4.0 for hw published to acme"));
     assert!(matches!(
         releases.add("acme", &meta, &image),
         Err(fieldgate::cloud::releases::ReleaseError::Exists { .. })

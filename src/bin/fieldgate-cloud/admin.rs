@@ -171,3 +171,22 @@ pub async fn command(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+pub fn release_add(
+    data: &Path,
+    database: &cloud::Database,
+    tenant: fieldgate::ids::TenantName,
+    metadata: PathBuf,
+    image: PathBuf,
+) -> anyhow::Result<()> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    let releases = cloud::releases::Releases::with(db(data, database)?, data);
+    let stored = releases.add(&tenant, &read(&metadata)?, &read(&image)?)?;
+    println!(
+        "release {} for {} published to {}: {} bytes, sha256 {}",
+        stored.version, stored.hardware, stored.tenant, stored.length, stored.sha256
+    );
+    Ok(())
+}

@@ -114,6 +114,18 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
+    /// Publish a signed release (made with `fieldgate release`) with its image for a
+    /// tenant's gateways. The cloud checks that the image is the one the metadata
+    /// names; the gateways check the signatures.
+    ReleaseAdd {
+        #[arg(long)]
+        tenant: fieldgate::ids::TenantName,
+        /// The signed release metadata (release.json).
+        #[arg(long)]
+        metadata: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+    },
     /// Run a complete local demo: cloud, gateway, a simulated Modbus device and a
     /// replayed J1939 bus.
     Demo {
@@ -151,6 +163,11 @@ async fn main() -> std::process::ExitCode {
         Command::DevCert { device_id, out } => admin::dev_cert(d, device_id, out),
         Command::Query(a) => query::run(a, d, db),
         Command::Gaps { device } => query::gaps(d, db, device),
+        Command::ReleaseAdd {
+            tenant,
+            metadata,
+            image,
+        } => admin::release_add(d, db, tenant, metadata, image),
         Command::Downlink {
             device,
             kind,
