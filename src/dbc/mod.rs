@@ -133,6 +133,65 @@ pub enum LoadError {
     Merge(#[from] MergeError),
 }
 
+/// The parser's "expected rule, rule" in the words of a DBC author, with the line.
+fn in_dbc_terms(parser: &str, line: &str) -> String {
+    let said = parser.trim().trim_start_matches('=').trim();
+    let Some(expected) = said.strip_prefix("expected ") else {
+        return said.to_string();
+    };
+    let rules: Vec<&str> = expected
+        .split([',', ' '])
+        .filter(|w| !w.is_empty() && *w != "or")
+        .collect();
+    let keyword = |rule: &str| -> Option<&'static str> {
+        Some(match rule {
+            "EOI" => "the end of the file",
+            "version" => "VERSION",
+            "new_symbols" => "NS_",
+            "bit_timing" => "BS_",
+            "nodes" => "BU_",
+            "message" => "BO_ ID NAME: SIZE NODE",
+            "signal" => "SG_",
+            "comment" => "CM_",
+            "attr_def" => "BA_DEF_",
+            "attr_value" => "BA_",
+            "value_table_def" => "VAL_TABLE_",
+            "value_table" => "VAL_",
+            "signal_group" => "SIG_GROUP_",
+            "signal_value_type" => "SIG_VALTYPE_",
+            "message_transmitter" => "BO_TX_BU_",
+            "ba_def_rel" => "BA_DEF_REL_",
+            "ba_rel" => "BA_REL_",
+            "ba_def_def_rel" => "BA_DEF_DEF_REL_",
+            "ba_def_def" => "BA_DEF_DEF_",
+            "sg_mul_val" => "SG_MUL_VAL_",
+            "env_var" => "EV_",
+            "env_var_data" => "ENVVAR_DATA_",
+            _ => return None,
+        })
+    };
+    let shown: String = line.trim().chars().take(60).collect();
+    let what = match rules.as_slice() {
+        ["file"] => "this is not DBC text (a DBC file is lines of VERSION, NS_, BU_, BO_, SG_ …)".to_string(),
+        ["multiplexer_indicator"] => {
+            "a signal is `SG_ NAME : START|SIZE@ORDER+ (FACTOR,OFFSET) [MIN|MAX] \"UNIT\" NODES` (is the colon after the name missing, or the multiplexer M / mNN mistyped?)".to_string()
+        }
+        many => {
+            let known: Vec<&str> = many.iter().filter_map(|r| keyword(r)).collect();
+            if known.len() == many.len() && !known.is_empty() {
+                format!("this line is not a DBC statement; expected {}", known.join(", "))
+            } else {
+                format!("expected {}", many.join(", "))
+            }
+        }
+    };
+    if shown.is_empty() || !shown.chars().all(|c| !c.is_control() || c == '\t') {
+        what
+    } else {
+        format!("{what}: `{shown}`")
+    }
+}
+
 /// A DBC file's text: UTF-8 if it is, else Windows-1252 (what CANdb++ writes; a file
 /// that is neither reads as Windows-1252 too, with the five unassigned bytes kept as
 /// their Latin-1 code points).
@@ -193,16 +252,17 @@ impl CanDb {
         let dbc = can_dbc::Dbc::try_from(text).map_err(|e| {
             let message = e.to_string();
             // pest reports ` --> LINE:COL`.
-            let line = message
+            let line: usize = message
                 .split("--> ")
                 .nth(1)
                 .and_then(|s| s.split(':').next())
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0);
+            let at = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
             DbError::Parse {
                 path: path.to_string(),
                 line,
-                message: message.lines().last().unwrap_or("").trim().to_string(),
+                message: in_dbc_terms(message.lines().last().unwrap_or(""), at),
             }
         })?;
         // The parser keeps a standard id in 16 bits: an id above 0x7FF without the
@@ -622,6 +682,30 @@ mod tests {
             );
             let e = CanDb::parse(&text, "j.dbc").unwrap_err().to_string();
             assert!(e.contains("over the 64 bytes"), "{e}");
+        }
+    }
+
+    /// Parser errors in a DBC author's words, with the line they are about.
+    #[test]
+    fn parse_errors_speak_dbc() {
+        let cases = [
+            (
+                "VERSION \"\"\n\nBO_ 12 X: 8 ECU\n SG_ broken 0|8@1+ (1,0) [0|0] \"\"\n",
+                "p.dbc:4: a signal is `SG_ NAME : START|SIZE@ORDER+",
+                "`SG_ broken 0|8@1+",
+            ),
+            (
+                "VERSION \"\"\nBO_ 12 X 8 ECU\n",
+                "p.dbc:2: this line is not a DBC statement; expected the end of the file",
+                "BO_ ID NAME: SIZE NODE",
+            ),
+            ("\u{0}\u{1}binary", "p.dbc:1: this is not DBC text", ""),
+        ];
+        for (text, starts, has) in cases {
+            let e = CanDb::parse(text, "p.dbc").unwrap_err().to_string();
+            assert!(e.starts_with(starts), "{e}");
+            assert!(e.contains(has), "{e}");
+            assert!(!e.contains("= expected"), "{e}");
         }
     }
 
