@@ -108,6 +108,24 @@ fn source(port: u16, certs: &Path, sha256: &str) -> Source {
     }
 }
 
+/// The image, without progress reports.
+async fn get(
+    port: u16,
+    certs: &Path,
+    staging: &Path,
+    image: &fieldgate::release::Image,
+    limits: &Limits,
+) -> Result<fieldgate::update::download::Fetched, DownloadError> {
+    fetch(
+        &source(port, certs, &image.sha256),
+        staging,
+        image,
+        limits,
+        |_, _| {},
+    )
+    .await
+}
+
 fn quick() -> Limits {
     Limits {
         stall: Duration::from_secs(2),
@@ -169,15 +187,9 @@ async fn an_image_download_survives_cuts_and_refuses_a_crawling_link() {
     let api = cloud.api.unwrap();
     // Straight through: the whole image, once.
     let staging = d.join("staging");
-    let got = fetch(
-        &source(api.port(), &d.join("certs"), &desc.sha256),
-        &staging,
-        &desc,
-        &quick(),
-        |_, _| {},
-    )
-    .await
-    .unwrap();
+    let got = get(api.port(), &d.join("certs"), &staging, &desc, &quick())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&staging).unwrap(), image);
     assert_eq!((got.received, got.attempts), (image.len() as u64, 1));
 
@@ -210,15 +222,9 @@ async fn an_image_download_survives_cuts_and_refuses_a_crawling_link() {
     let mut bad = image.clone();
     bad[4_000_000] ^= 1;
     std::fs::write(&staging, &bad).unwrap();
-    let e = fetch(
-        &source(api.port(), &d.join("certs"), &desc.sha256),
-        &staging,
-        &desc,
-        &quick(),
-        |_, _| {},
-    )
-    .await
-    .unwrap_err();
+    let e = get(api.port(), &d.join("certs"), &staging, &desc, &quick())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -236,39 +242,27 @@ async fn an_image_download_survives_cuts_and_refuses_a_crawling_link() {
         ..quick()
     };
     let (port, _) = proxy(api, Link::Crawl(800)).await;
-    let e = fetch(
-        &source(port, &d.join("certs"), &desc.sha256),
-        &staging,
-        &desc,
-        &limits,
-        |_, _| {},
-    )
-    .await
-    .unwrap_err();
+    let e = get(port, &d.join("certs"), &staging, &desc, &limits)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("slow retrieval"), "{e}");
     let limits = Limits {
         attempts: 2,
         ..quick()
     };
     let (port, _) = proxy(api, Link::Stall(100_000)).await;
-    let e = fetch(
-        &source(port, &d.join("certs"), &desc.sha256),
-        &staging,
-        &desc,
-        &limits,
-        |_, _| {},
-    )
-    .await
-    .unwrap_err();
+    let e = get(port, &d.join("certs"), &staging, &desc, &limits)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("no data for"), "{e}");
 
     // Only gateways of the publishing tenant get it.
-    let e = fetch(
-        &source(api.port(), &d.join("stranger"), &desc.sha256),
+    let e = get(
+        api.port(),
+        &d.join("stranger"),
         &d.join("s2"),
         &desc,
         &quick(),
-        |_, _| {},
     )
     .await
     .unwrap_err();
