@@ -22,6 +22,11 @@ pub fn reply_topic(device: &str) -> String {
     format!("{TOPIC_ROOT}/{device}/reply")
 }
 
+/// The topic a device reports the progress of a long command on (an update).
+pub fn progress_topic(device: &str) -> String {
+    format!("{TOPIC_ROOT}/{device}/progress")
+}
+
 /// One command to one gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +160,64 @@ impl Reply {
 
     pub fn decode(bytes: &[u8]) -> Result<Reply, BadMessage> {
         decode(bytes, |r: &Reply| r.v, |r| &r.id)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Where a long command (an update) stands, as its gateway last said: sent at every
+/// change of phase, while downloading, and at every connection; the whole history
+/// travels each time, so the cloud records every step even after an outage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub v: u8,
+    /// The command's id.
+    pub id: String,
+    /// The phase now: for an update `downloading`, `verified`, `installing`,
+    /// `restarting`, `healthy`, `committed`, `failed`, `rolled_back`.
+    pub phase: String,
+    /// The version offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it failed or was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes so far of `total`, while downloading.
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub total: u64,
+    /// Every phase so far, oldest first (at most `MAX_STEPS`).
+    #[serde(default)]
+    pub history: Vec<Step>,
+}
+
+/// One phase reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub phase: String,
+    pub at_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The most steps one progress message carries.
+pub const MAX_STEPS: usize = 32;
+
+impl Progress {
+    pub fn decode(bytes: &[u8]) -> Result<Progress, BadMessage> {
+        let p = decode(bytes, |p: &Progress| p.v, |p| &p.id)?;
+        if p.history.len() > MAX_STEPS {
+            return Err(BadMessage::Malformed(format!(
+                "{} steps, at most {MAX_STEPS}",
+                p.history.len()
+            )));
+        }
+        Ok(p)
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -32,9 +32,11 @@ pub enum Topic {
     State(DeviceId),
     /// Replies to downlink commands (`crate::downlink`).
     Reply(DeviceId),
+    /// Progress of a long command (`crate::downlink::Progress`).
+    Progress(DeviceId),
 }
 
-/// Splits `fg/v1/{device}/{data|state|reply}`, the topics a device publishes on; None
+/// Splits `fg/v1/{device}/{data|state|reply|progress}`, the topics a device publishes on; None
 /// for anything else (a device never publishes on its command topic).
 pub fn parse_topic(topic: &str) -> Option<Topic> {
     let rest = topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?;
@@ -44,6 +46,7 @@ pub fn parse_topic(topic: &str) -> Option<Topic> {
         "data" => Some(Topic::Data(device)),
         "state" => Some(Topic::State(device)),
         "reply" => Some(Topic::Reply(device)),
+        "progress" => Some(Topic::Progress(device)),
         _ => None,
     }
 }

@@ -180,6 +180,11 @@ async fn under_systemd_ready_reload_journal_and_watchdog() {
             true,
         ),
         (
+            sd.join("fieldgate-launch"),
+            "/usr/libexec/fieldgate/fieldgate-launch",
+            true,
+        ),
+        (
             sd.join("fieldgate.sysusers"),
             "/etc/sysusers.d/fieldgate.conf",
             true,

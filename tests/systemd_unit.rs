@@ -56,9 +56,15 @@ fn units_are_hardened_and_verify_clean() {
         } else {
             "/usr/bin/fieldgate-cloud "
         };
+        // The launcher too is the one in the tree.
+        let launch = root().join("systemd/fieldgate-launch");
         let text = std::fs::read_to_string(root().join("systemd").join(unit))
             .unwrap()
-            .replace(name, &format!("{bin} "));
+            .replace(name, &format!("{bin} "))
+            .replace(
+                "/usr/libexec/fieldgate/fieldgate-launch",
+                launch.to_str().unwrap(),
+            );
         // A template is verified as an instance of it.
         let file = unit.replace("@.", "@1.");
         std::fs::write(dir.path().join(file), text).unwrap();

@@ -53,6 +53,7 @@ enum Command {
     },
     ReplySent(String),
     UnsentReplies(oneshot::Sender<Vec<(String, Vec<u8>)>>),
+    Probe(oneshot::Sender<bool>),
     /// The wall clock became synchronised: correct this boot's unsynced timestamps.
     CorrectClock {
         offset_ns: i64,
@@ -215,6 +216,12 @@ impl Buffer {
     /// Replies the cloud has not acknowledged yet.
     pub async fn unsent_replies(&self) -> Vec<(String, Vec<u8>)> {
         self.ask(Command::UnsentReplies).await.unwrap_or_default()
+    }
+
+    /// Writes a value to the buffer's database and reads it back (the update agent's
+    /// health check): true if the disk took it.
+    pub async fn probe(&self) -> bool {
+        self.ask(Command::Probe).await.unwrap_or(false)
     }
 
     /// Returns once everything appended before the call is committed.
@@ -388,6 +395,14 @@ fn serve(outbox: &mut Outbox, cmd: Command, errors: &mut ErrorLog) {
                 log(e);
                 Vec::new()
             }));
+        }
+        Command::Probe(reply) => {
+            let _ = reply.send(
+                outbox
+                    .probe(crate::sample::now_ns())
+                    .map_err(&mut log)
+                    .is_ok(),
+            );
         }
         Command::Append(_) | Command::Flush(_) | Command::Stats(_) => {}
     }

@@ -173,6 +173,25 @@ pub struct Outbox {
 
 impl Outbox {
     /// The connection, for the other tables of this database (`buffer::commands`).
+    /// Writes `value` under the `probe` counter and reads it back: the health check of
+    /// a new version (a row of the counters table, no schema change).
+    pub(super) fn probe(&mut self, value: i64) -> Result<(), OutboxError> {
+        self.conn.execute(
+            "INSERT INTO counters(name, value) VALUES ('probe', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = ?1",
+            [value],
+        )?;
+        let back: i64 =
+            self.conn
+                .query_row("SELECT value FROM counters WHERE name = 'probe'", [], |r| {
+                    r.get(0)
+                })?;
+        if back != value {
+            return Err(OutboxError::Sql(rusqlite::Error::QueryReturnedNoRows));
+        }
+        Ok(())
+    }
+
     pub(super) fn conn(&self) -> &Connection {
         &self.conn
     }

@@ -74,7 +74,8 @@ pub struct Downlink {
     sinks: Mutex<Sinks>,
 }
 
-fn new_id() -> String {
+/// A fresh command id.
+pub fn new_id() -> String {
     let bytes: [u8; 12] = rand::random();
     format!("cmd-{}", crate::hex::encode(&bytes))
 }
@@ -135,6 +136,18 @@ impl Downlink {
         body: &serde_json::Value,
         issued_by: &str,
     ) -> Result<String, DownlinkError> {
+        self.issue_as(&new_id(), device, kind, body, issued_by)
+    }
+
+    /// `issue` with an id made by the caller (`new_id`), for callers that record it first.
+    pub fn issue_as(
+        &self,
+        id: &str,
+        device: &DeviceId,
+        kind: &str,
+        body: &serde_json::Value,
+        issued_by: &str,
+    ) -> Result<String, DownlinkError> {
         if !valid_kind(kind) {
             return Err(DownlinkError::BadKind);
         }
@@ -142,7 +155,7 @@ impl Downlink {
         if body.len() > crate::downlink::MAX_MESSAGE / 2 {
             return Err(DownlinkError::TooLarge);
         }
-        let id = new_id();
+        let id = id.to_string();
         self.db().execute(
             "INSERT INTO commands(id, device, kind, body, issued_by, issued_ns, state, sends)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0)",
@@ -268,26 +281,5 @@ impl Downlink {
             )?;
         }
         Ok(sent.len())
-    }
-}
-
-/// Runs `pump` every `PUMP` until `shutdown` (off the async threads).
-pub async fn run_pump(
-    downlink: std::sync::Arc<Downlink>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(PUMP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
-        let d = downlink.clone();
-        match tokio::task::spawn_blocking(move || d.pump()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "downlink pump failed"),
-            Err(e) => tracing::warn!(error = %e, "downlink pump task failed"),
-        }
     }
 }

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod pki;
 pub mod registry;
 pub mod releases;
+pub mod rollouts;
 pub mod schema;
 pub mod sql;
 pub mod store;
@@ -164,7 +165,12 @@ pub fn open_ingest(
     let store = Arc::new(Mutex::new(database.store(data_dir)?));
     let registry = registry::Registry::with(database.db(data_dir)?)?;
     let downlink = Arc::new(downlink::Downlink::with(database.db(data_dir)?));
-    Ok(Arc::new(ingest::Ingest::new(store, registry, downlink)))
+    let db = database.db(data_dir)?;
+    let anchor = Arc::new(iam::anchor::Anchor::open(data_dir, &db)?);
+    let rollouts = rollouts::Rollouts::with(db, anchor);
+    Ok(Arc::new(ingest::Ingest::new(
+        store, registry, downlink, rollouts,
+    )))
 }
 
 /// Runs the single-node cloud: the embedded mutual-TLS ingest on `listener`, accepting
@@ -247,13 +253,16 @@ pub async fn serve_api(
         crate::tls::server_config(&pki.ca_cert(), &pki.server_cert(), &pki.server_key(), true)?;
     // Connecting waits for the database: off the async threads.
     let (d, database) = (data_dir.to_path_buf(), settings.database.clone());
-    let (registry, iam_db, reads, commands, releases) = tokio::task::spawn_blocking(move || {
+    let (registry, connections) = tokio::task::spawn_blocking(move || {
         Ok::<_, CloudError>((
             database.db(&d)?,
-            database.db(&d)?,
-            database.store(&d)?,
-            database.db(&d)?,
-            database.db(&d)?,
+            api::Connections {
+                iam: database.db(&d)?,
+                reads: database.store(&d)?,
+                commands: database.db(&d)?,
+                releases: database.db(&d)?,
+                rollouts: database.db(&d)?,
+            },
         ))
     })
     .await
@@ -267,10 +276,7 @@ pub async fn serve_api(
     tracing::info!(addr = ?listener.local_addr().ok(), "API listening (HTTPS)");
     let api = Arc::new(api::Api::open(
         enrollment,
-        iam_db,
-        reads,
-        downlink::Downlink::with(commands),
-        releases::Releases::with(releases, data_dir),
+        connections,
         settings.webhook.clone(),
         data_dir,
     )?);

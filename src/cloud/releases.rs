@@ -128,23 +128,7 @@ impl Releases {
 
     /// One release of `tenant`.
     pub fn get(&self, tenant: &str, version: &str) -> Result<Option<Stored>, ReleaseError> {
-        let row = self.db().query_opt(
-            "SELECT tenant, version, hardware, sha256, length, metadata, added_ns FROM releases
-             WHERE tenant = $1 AND version = $2",
-            args![tenant, version],
-        )?;
-        Ok(match row {
-            Some(r) => Some(Stored {
-                tenant: r.text(0)?,
-                version: r.text(1)?,
-                hardware: r.text(2)?,
-                sha256: r.text(3)?,
-                length: r.int(4)? as u64,
-                metadata: r.text(5)?,
-                added_ns: r.int(6)?,
-            }),
-            None => None,
-        })
+        get(&self.db(), tenant, version)
     }
 
     /// Whether `tenant` published an image with this hash (what its gateways may fetch).
@@ -157,4 +141,25 @@ impl Releases {
             )?
             .is_some())
     }
+}
+
+/// One release of `tenant`, over `db` (for a caller on its own connection).
+pub fn get(db: &Db, tenant: &str, version: &str) -> Result<Option<Stored>, ReleaseError> {
+    let row = db.query_opt(
+        "SELECT tenant, version, hardware, sha256, length, metadata, added_ns FROM releases
+         WHERE tenant = $1 AND version = $2",
+        args![tenant, version],
+    )?;
+    Ok(match row {
+        Some(r) => Some(Stored {
+            tenant: r.text(0)?,
+            version: r.text(1)?,
+            hardware: r.text(2)?,
+            sha256: r.text(3)?,
+            length: r.int(4)? as u64,
+            metadata: r.text(5)?,
+            added_ns: r.int(6)?,
+        }),
+        None => None,
+    })
 }

@@ -191,6 +191,27 @@ CREATE INDEX releases_by_image ON releases(sha256);",
                 postgres: None,
             }],
         },
+        Migration {
+            version: 5,
+            what: "device groups and staged rollouts, each device's update as it reports it",
+            older_can_read: true,
+            steps: &[Step {
+                owner: "cloud::rollouts",
+                sql: "
+CREATE TABLE device_groups(
+    tenant TEXT NOT NULL, device TEXT NOT NULL, grp TEXT NOT NULL, PRIMARY KEY(tenant, device));
+CREATE TABLE rollouts(
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, version TEXT NOT NULL, stages TEXT NOT NULL,
+    max_failures INTEGER NOT NULL, stage INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT,
+    chain TEXT, created_by TEXT NOT NULL, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
+CREATE TABLE rollout_devices(
+    rollout TEXT NOT NULL, device TEXT NOT NULL, stage INTEGER NOT NULL, command TEXT NOT NULL,
+    phase TEXT NOT NULL, reason TEXT, bytes INTEGER NOT NULL, total INTEGER NOT NULL,
+    steps INTEGER NOT NULL, updated_ns INTEGER NOT NULL, PRIMARY KEY(rollout, device));
+CREATE INDEX rollout_devices_by_command ON rollout_devices(command);",
+                postgres: None,
+            }],
+        },
     ],
 };
 

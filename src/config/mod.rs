@@ -5,6 +5,7 @@
 pub mod can;
 pub mod device_id;
 pub mod identity;
+pub mod update;
 mod validate;
 
 use crate::bytesize::ByteSize;
@@ -70,6 +71,9 @@ pub struct GatewayConfig {
     /// Where the gateway's key lives (`[identity]`): the TPM, or a file on development hosts.
     #[serde(default)]
     pub identity: identity::IdentityConfig,
+    /// Signed updates (`[update]`); none without it.
+    #[serde(default)]
+    pub update: Option<update::UpdateConfig>,
     #[serde(default)]
     pub bus: Vec<Spanned<BusConfig>>,
     #[serde(default)]
@@ -396,6 +400,12 @@ impl GatewayConfig {
         }
         if let Some(t) = cfg.identity.token_file.as_mut() {
             *t = base.join(&*t);
+        }
+        if let Some(u) = cfg.update.as_mut() {
+            u.root = base.join(&u.root);
+            if u.floor != "tpm" {
+                u.floor = base.join(&u.floor).display().to_string();
+            }
         }
         if let Some(s) = cfg.gateway.status_socket.as_mut() {
             *s = base.join(&*s);

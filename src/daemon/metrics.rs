@@ -137,6 +137,28 @@ pub fn render(s: &Status, now_ns: i64) -> String {
     ] {
         metric(name, "counter", help, &can(&f));
     }
+    if let Some(u) = &s.update {
+        let labels = format!(
+            "{{version=\"{}\",phase=\"{}\"}}",
+            u.version
+                .as_deref()
+                .unwrap_or("")
+                .replace(['\\', '"', '\n'], "_"),
+            u.phase
+        );
+        metric(
+            "update_bytes",
+            "gauge",
+            "Bytes of the update image downloaded so far (labels: version, phase).",
+            &[(labels.clone(), u.bytes as f64)],
+        );
+        metric(
+            "update_image_bytes",
+            "gauge",
+            "Bytes of the update image in all.",
+            &[(labels, u.total as f64)],
+        );
+    }
     o
 }
 
@@ -211,6 +233,17 @@ mod tests {
             uplink: Default::default(),
             devices: Default::default(),
             can: Default::default(),
+            version: "1.5.0".into(),
+            update: Some(crate::downlink::Progress {
+                v: 1,
+                id: "c".into(),
+                phase: "downloading".into(),
+                version: Some("1.6.0".into()),
+                reason: None,
+                bytes: 512,
+                total: 2048,
+                history: vec![],
+            }),
         };
         s.buffer.depth = 3;
         s.buffer.oldest_ts_ns = Some(1_000_000_000);
@@ -221,6 +254,9 @@ mod tests {
         assert!(text.contains("fieldgate_buffer_oldest_age_seconds 2\n"));
         assert!(text.contains("fieldgate_uplink_connected 1\n"));
         assert!(text.contains("fieldgate_device_polls_total{device=\"meter\"} 0\n"));
+        assert!(
+            text.contains("fieldgate_update_bytes{version=\"1.6.0\",phase=\"downloading\"} 512\n")
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("fieldgate_"), "{line}");

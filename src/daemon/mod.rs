@@ -47,6 +47,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// What the status socket and the metrics read.
+    fn view(&self, device_id: &str) -> status::View {
+        status::View {
+            device_id: device_id.to_string(),
+            buffer: self.buffer.clone(),
+            uplink: self.uplink_status.clone(),
+            devices: self.devices.clone(),
+            can: self.can.clone(),
+            agent: self.agent.clone(),
+        }
+    }
+
     fn start_bus(&self, bus: &BusConfig) -> Running<BusConfig> {
         let stop = CancellationToken::new();
         let poller = BusPoller::new(bus, self.devices.clone(), self.clock.clone())
@@ -119,7 +131,7 @@ pub async fn run(
     mut cfg: GatewayConfig,
     shutdown: CancellationToken,
     mut reload: mpsc::Receiver<()>,
-) -> Result<(), DaemonError> {
+) -> Result<Exit, DaemonError> {
     std::fs::create_dir_all(&cfg.gateway.state_dir).map_err(|error| DaemonError::StateDir {
         path: cfg.gateway.state_dir.display().to_string(),
         error,
@@ -138,6 +150,27 @@ pub async fn run(
         commit_interval: cfg.buffer.commit_interval,
         boot_id: clock.boot_id.clone(),
     })?;
+    let identity = Arc::new(
+        crate::identity::Holder::new(cfg.identity.clone(), cfg.uplink.key.clone())
+            .with_cert(cfg.uplink.cert.clone()),
+    );
+    let updater = cfg.update.clone().map(|config| {
+        Arc::new(crate::update::updater::Updater::new(
+            crate::update::updater::Context {
+                config,
+                state_dir: cfg.gateway.state_dir.clone(),
+                tcti: cfg.identity.tcti.clone(),
+                api: cfg.identity.enroll_url.clone(),
+                identity: identity.clone(),
+                ca: cfg.uplink.ca.clone(),
+                cert: cfg.uplink.cert.clone(),
+                restart: shutdown.clone(),
+            },
+        ))
+    });
+    if let Some(u) = &updater {
+        tracing::info!(version = u.running(), "signed updates on");
+    }
     let shared = Shared {
         buffer: buffer.clone(),
         clock: clock.clone(),
@@ -145,11 +178,8 @@ pub async fn run(
         can: Arc::new(Mutex::new(Default::default())),
         uplink_status: Arc::new(Mutex::new(UplinkStatus::default())),
         liveness: Liveness::default(),
-        identity: Arc::new(
-            crate::identity::Holder::new(cfg.identity.clone(), cfg.uplink.key.clone())
-                .with_cert(cfg.uplink.cert.clone()),
-        ),
-        agent: Arc::default(),
+        identity,
+        agent: Arc::new(crate::agent::Agent::with_updater(updater.clone())),
     };
     let renewal_stop = CancellationToken::new();
     let renewal_task = cfg.identity.enroll_url.clone().map(|url| {
@@ -181,14 +211,17 @@ pub async fn run(
         clock_stop.clone(),
     ));
     let mut uplink = shared.start_uplink(&cfg);
-    let status_task = cfg.gateway.status_socket.clone().map(|path| {
-        let view = status::View {
-            device_id: cfg.gateway.device_id.clone(),
+    let update_stop = CancellationToken::new();
+    let update_task = updater.clone().map(|u| {
+        let health = crate::update::updater::Health {
             buffer: buffer.clone(),
             uplink: shared.uplink_status.clone(),
-            devices: shared.devices.clone(),
-            can: shared.can.clone(),
+            liveness: shared.liveness.clone(),
         };
+        tokio::spawn(u.run(health, update_stop.clone()))
+    });
+    let status_task = cfg.gateway.status_socket.clone().map(|path| {
+        let view = shared.view(&cfg.gateway.device_id);
         tokio::spawn(status::serve(path, view, shutdown.clone()))
     });
     let metrics_task = match cfg.gateway.metrics_listen.as_deref() {
@@ -199,13 +232,7 @@ pub async fn run(
                     error,
                 }
             })?;
-            let view = status::View {
-                device_id: cfg.gateway.device_id.clone(),
-                buffer: buffer.clone(),
-                uplink: shared.uplink_status.clone(),
-                devices: shared.devices.clone(),
-                can: shared.can.clone(),
-            };
+            let view = shared.view(&cfg.gateway.device_id);
             Some(tokio::spawn(metrics::serve(
                 listener,
                 view,
@@ -282,6 +309,10 @@ pub async fn run(
     if let Some(t) = renewal_task {
         let _ = t.await;
     }
+    update_stop.cancel();
+    if let Some(t) = update_task {
+        let _ = t.await;
+    }
     buffer.flush().await;
     uplink.stop().await;
     for t in [status_task, metrics_task].into_iter().flatten() {
@@ -291,7 +322,20 @@ pub async fn run(
     drop(buffer);
     let _ = tokio::task::spawn_blocking(move || buffer_thread.join()).await;
     tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(match updater {
+        Some(u) if u.restart_requested() => Exit::Restart,
+        _ => Exit::Stopped,
+    })
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Stopped,
+    /// To run another version: the process exits with `updater::RESTART_EXIT`, which
+    /// the service manager restarts.
+    Restart,
 }
 
 /// Re-reads the config file and applies what can change while running.

@@ -26,6 +26,11 @@ pub struct Status {
     pub devices: BTreeMap<String, DeviceStatus>,
     #[serde(default)]
     pub can: BTreeMap<String, CanBusStatus>,
+    /// The release running, and the last update (with `[update]`).
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub update: Option<crate::downlink::Progress>,
 }
 
 /// The live state the socket reads from.
@@ -35,6 +40,7 @@ pub struct View {
     pub uplink: Arc<Mutex<UplinkStatus>>,
     pub devices: BusStatus,
     pub can: CanStatus,
+    pub agent: Arc<crate::agent::Agent>,
 }
 
 impl View {
@@ -55,6 +61,8 @@ impl View {
             uplink: self.uplink.lock().map(|u| u.clone()).unwrap_or_default(),
             devices: self.devices.lock().map(|d| d.clone()).unwrap_or_default(),
             can: self.can.lock().map(|d| d.clone()).unwrap_or_default(),
+            version: self.agent.version(),
+            update: self.agent.progress().and_then(|p| p.borrow().clone()),
         }
     }
 }

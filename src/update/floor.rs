@@ -115,6 +115,14 @@ fn write_file(path: &Path, floor: u64) -> Result<(), FloorError> {
         path: path.display().to_string(),
         error,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
     let tmp = path.with_extension("new");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -9,9 +9,9 @@
 //! - offered, downloading: resume the download (the staging file is checked again);
 //! - verified, installing: install again (the swap is one rename; doing it twice is
 //!   harmless);
-//! - restarting: the new version is running: count the start and check its health by a
-//!   deadline; starting more than `MAX_STARTS` times without becoming healthy (it keeps
-//!   crashing) rolls back. The old version is running: the swap did not take: failed;
+//! - restarting: the new version is running: check its health by a deadline. The old
+//!   version is running: it came back (`fieldgate-launch` counts the starts of a version
+//!   on trial and puts the old one back after `slots::MAX_STARTS`): rolled back;
 //! - healthy: commit (raise the rollback floor, drop the kept old binary);
 //! - committed, failed, rolled back: nothing more (reported until the cloud has it).
 
@@ -19,9 +19,6 @@ use serde::{Deserialize, Serialize};
 
 /// The format of the stored state.
 pub const FORMAT: u8 = 1;
-/// Starts of a new version that may end without it becoming healthy before it is given
-/// up (a daemon that crashes at start never reaches its health deadline).
-pub const MAX_STARTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +35,20 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Offered => "offered",
+            Phase::Downloading => "downloading",
+            Phase::Verified => "verified",
+            Phase::Installing => "installing",
+            Phase::Restarting => "restarting",
+            Phase::Healthy => "healthy",
+            Phase::Committed => "committed",
+            Phase::Failed => "failed",
+            Phase::RolledBack => "rolled_back",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Committed | Phase::Failed | Phase::RolledBack)
     }
@@ -59,11 +70,17 @@ pub struct Update {
     /// Why it failed or was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Starts of the new version so far.
-    #[serde(default)]
-    pub starts: u32,
     /// How long the new version has to become healthy, from each start (nanoseconds).
     pub health_window_ns: i64,
+    /// The signed image.
+    pub image: crate::release::Image,
+    /// What runs if this is rolled back (the `binary` backend's slot; None: the factory
+    /// binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_slot: Option<String>,
+    /// Every phase reached, for the cloud's audit log.
+    #[serde(default)]
+    pub history: Vec<crate::downlink::Step>,
 }
 
 /// What the shell does next.
@@ -107,26 +124,41 @@ pub enum StateError {
 }
 
 impl Update {
-    /// A verified offer of `version` (replacing `previous`).
+    /// A verified offer of `release` (replacing `previous`, which runs from
+    /// `previous_slot`).
     pub fn offered(
         id: &str,
-        version: &str,
+        release: &crate::release::Release,
         previous: &str,
-        rollback_index: u64,
+        previous_slot: Option<String>,
         health_window_ns: i64,
     ) -> (Update, Vec<Action>) {
         let u = Update {
             v: FORMAT,
             id: id.into(),
-            version: version.into(),
+            version: release.version.clone(),
             previous: previous.into(),
-            rollback_index,
+            rollback_index: release.rollback_index,
             phase: Phase::Downloading,
             reason: None,
-            starts: 0,
             health_window_ns,
+            image: release.image.clone(),
+            previous_slot,
+            history: Vec::new(),
         };
         (u, vec![Action::Report, Action::Download])
+    }
+
+    /// Notes the phase now in the history, if it is new (the shell calls this after
+    /// each transition, with the time).
+    pub fn record(&mut self, now_ns: i64) {
+        if self.history.last().map(|s| s.phase.as_str()) != Some(self.phase.as_str()) {
+            self.history.push(crate::downlink::Step {
+                phase: self.phase.as_str().into(),
+                at_ns: now_ns,
+                reason: self.reason.clone().filter(|_| self.phase.is_final()),
+            });
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -152,29 +184,15 @@ impl Update {
         match self.phase {
             Phase::Offered | Phase::Downloading => vec![Action::Download],
             Phase::Verified | Phase::Installing => vec![Action::Install],
-            Phase::Restarting if running == self.version => {
-                self.starts += 1;
-                if self.starts > MAX_STARTS {
-                    self.to(
-                        Phase::RolledBack,
-                        Some(format!(
-                            "{} started {} times without becoming healthy",
-                            self.version, MAX_STARTS
-                        )),
-                    );
-                    vec![Action::Report, Action::RollBack]
-                } else {
-                    vec![Action::CheckHealth {
-                        until_ns: now_ns + self.health_window_ns,
-                    }]
-                }
-            }
+            Phase::Restarting if running == self.version => vec![Action::CheckHealth {
+                until_ns: now_ns + self.health_window_ns,
+            }],
             Phase::Restarting => {
                 self.to(
-                    Phase::Failed,
+                    Phase::RolledBack,
                     Some(format!(
-                        "{} is running, not {}: the new version did not start",
-                        running, self.version
+                        "{running} is running again, not {}: the new version did not become healthy",
+                        self.version
                     )),
                 );
                 vec![Action::Report]
@@ -242,8 +260,20 @@ mod tests {
 
     const WINDOW: i64 = 120_000_000_000;
 
+    fn release() -> crate::release::Release {
+        crate::release::Release {
+            kind: "fieldgate-release".into(),
+            v: 1,
+            version: "1.5.0".into(),
+            hardware: "hw".into(),
+            image: crate::release::image::describe(b"image", crate::release::Install::Binary),
+            expires_ns: i64::MAX,
+            rollback_index: 7,
+        }
+    }
+
     fn fresh() -> Update {
-        Update::offered("cmd-1", "1.5.0", "1.4.0", 7, WINDOW).0
+        Update::offered("cmd-1", &release(), "1.4.0", None, WINDOW).0
     }
 
     /// A power cut or SIGKILL at any step: the state as last written, decoded, and the
@@ -280,7 +310,7 @@ mod tests {
 
     #[test]
     fn the_good_path_and_both_ways_back() {
-        let (mut u, a) = Update::offered("cmd-1", "1.5.0", "1.4.0", 7, WINDOW);
+        let (mut u, a) = Update::offered("cmd-1", &release(), "1.4.0", None, WINDOW);
         assert_eq!(a, vec![Action::Report, Action::Download]);
         assert_eq!(
             u.on(Event::Downloaded),
@@ -321,27 +351,23 @@ mod tests {
             (Phase::RolledBack, Some("not connected"))
         );
 
-        // Crashing at every start: rolled back after MAX_STARTS.
-        let mut u = fresh();
-        u.phase = Phase::Restarting;
-        for _ in 0..MAX_STARTS {
-            assert!(matches!(
-                u.on_start("1.5.0", 0)[..],
-                [Action::CheckHealth { .. }]
-            ));
-        }
-        assert_eq!(
-            u.on_start("1.5.0", 0),
-            vec![Action::Report, Action::RollBack]
-        );
-        assert_eq!(u.phase, Phase::RolledBack);
-
-        // The old version came up instead: failed, reported.
+        // The old version came up instead (fieldgate-launch put it back after the new
+        // one kept crashing): rolled back, reported.
         let mut u = fresh();
         u.phase = Phase::Restarting;
         assert_eq!(u.on_start("1.4.0", 0), vec![Action::Report]);
-        assert_eq!(u.phase, Phase::Failed);
-        assert!(u.reason.unwrap().contains("did not start"));
+        assert_eq!(u.phase, Phase::RolledBack);
+        assert!(u.reason.unwrap().contains("did not become healthy"));
+
+        // The history keeps each phase once.
+        let mut u = fresh();
+        u.record(1);
+        u.record(2);
+        u.on(Event::DownloadFailed("no".into()));
+        u.record(3);
+        let phases: Vec<_> = u.history.iter().map(|s| s.phase.as_str()).collect();
+        assert_eq!(phases, ["downloading", "failed"]);
+        assert_eq!(u.history[1].reason.as_deref(), Some("no"));
     }
 
     #[test]

@@ -5,3 +5,5 @@
 pub mod download;
 pub mod floor;
 pub mod machine;
+pub mod slots;
+pub mod updater;

@@ -202,7 +202,7 @@ impl Uplink {
         let stats = self.buffer.stats().await;
         let birth = serde_json::to_vec(&StateMessage {
             state: "online".into(),
-            version: Some(env!("CARGO_PKG_VERSION").into()),
+            version: Some(self.agent.version()),
             config_hash: Some(self.config_hash.clone()),
             buffer_depth: Some(stats.depth),
         })
@@ -216,6 +216,15 @@ impl Uplink {
             )
             .map_err(|e| (e.into(), true))?;
         window.queued(Pending::control(None));
+        // Where an update stands, at every connection (the cloud keeps what is new).
+        let mut progress = self.agent.progress();
+        if let Some(rx) = progress.as_mut() {
+            let now = rx.borrow_and_update().clone();
+            if let Some(p) = now {
+                self.send_progress(&client, &mut window, &p)
+                    .map_err(|e| (e.into(), true))?;
+            }
+        }
         // Replies the cloud did not acknowledge on an earlier connection.
         for (id, reply) in self.buffer.unsent_replies().await {
             self.send_reply(&client, &mut window, id, reply)
@@ -256,6 +265,9 @@ impl Uplink {
                     Ok(_) => {}
                     Err(e) => return Err((e.into(), true)),
                 },
+                Some(p) = changed(&mut progress) => {
+                    self.send_progress(&client, &mut window, &p).map_err(|e| (e.into(), true))?;
+                }
                 _ = tick.tick() => {}
                 _ = self.buffer.committed.notified() => {}
                 _ = shutdown.cancelled() => {
@@ -308,7 +320,7 @@ impl Uplink {
         match seen {
             Seen::New => {
                 tracing::info!(id = %cmd.id, kind = %cmd.kind, "command received");
-                let reply = self.agent.execute(&cmd);
+                let reply = self.agent.execute(&cmd).await;
                 tracing::info!(id = %cmd.id, status = reply.status.as_str(), error = ?reply.error, "command done");
                 let bytes = reply.encode();
                 if !self.buffer.command_replied(&cmd.id, bytes.clone()).await {
@@ -322,6 +334,22 @@ impl Uplink {
             }
             Seen::InProgress => Ok(()),
         }
+    }
+
+    fn send_progress(
+        &self,
+        client: &AsyncClient,
+        window: &mut Window,
+        p: &crate::downlink::Progress,
+    ) -> Result<(), rumqttc::ClientError> {
+        client.try_publish(
+            crate::downlink::progress_topic(&self.device_id),
+            QoS::AtLeastOnce,
+            false,
+            p.encode(),
+        )?;
+        window.queued(Pending::control(None));
+        Ok(())
     }
 
     fn send_reply(
@@ -411,6 +439,19 @@ impl Uplink {
             }
         }
         Ok(())
+    }
+}
+
+/// The next progress report (never, without updates).
+async fn changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<crate::downlink::Progress>>>,
+) -> Option<crate::downlink::Progress> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

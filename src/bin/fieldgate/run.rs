@@ -18,7 +18,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let (reload_tx, reload) = tokio::sync::mpsc::channel(4);
     tokio::spawn(handle_signals(shutdown.clone(), reload_tx));
-    Ok(fieldgate::daemon::run(cfg, shutdown, reload).await?)
+    if fieldgate::daemon::run(cfg, shutdown, reload).await? == fieldgate::daemon::Exit::Restart {
+        tracing::info!("exiting to start the other version");
+        std::process::exit(fieldgate::update::updater::RESTART_EXIT);
+    }
+    Ok(())
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads its config.

@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_status(st: &fieldgate::daemon::status::Status) {
-    println!("device      {}", st.device_id);
+    println!("device      {} (fieldgate {})", st.device_id, st.version);
     match &st.uplink.connected_to {
         Some(b) => println!("uplink      connected to {b}"),
         None => println!(
@@ -75,6 +75,21 @@ fn print_status(st: &fieldgate::daemon::status::Status) {
         println!(
             "buffer      {} samples could NOT be committed (disk full or I/O error; see the log)",
             st.commit_failures
+        );
+    }
+    if let Some(u) = &st.update {
+        let pct = (u.bytes * 100)
+            .checked_div(u.total)
+            .map(|p| format!(", {p}% of {}", fieldgate::bytesize::ByteSize(u.total)))
+            .unwrap_or_default();
+        println!(
+            "update      {} {}{pct}{}",
+            u.version.as_deref().unwrap_or("?"),
+            u.phase,
+            u.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
     }
     println!(

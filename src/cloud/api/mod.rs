@@ -14,6 +14,7 @@ mod embed;
 mod enrollment;
 mod hashing;
 mod images;
+mod rollouts;
 pub mod webhook;
 
 use super::code::{Code, Refused};
@@ -38,6 +39,18 @@ pub struct Peer {
     pub device: Option<crate::ids::DeviceId>,
 }
 
+/// The API's connections to the cloud's database, one per part that must not wait for
+/// another.
+pub struct Connections {
+    /// Identity and access.
+    pub iam: crate::cloud::sql::Db,
+    /// Reads of samples and gaps.
+    pub reads: Store,
+    pub commands: crate::cloud::sql::Db,
+    pub releases: crate::cloud::sql::Db,
+    pub rollouts: crate::cloud::sql::Db,
+}
+
 /// What the API works on.
 pub struct Api {
     pub enrollment: Arc<Enrollment>,
@@ -54,22 +67,26 @@ pub struct Api {
     pub downlink: crate::cloud::downlink::Downlink,
     /// Releases tenants publish, and their images.
     pub releases: crate::cloud::releases::Releases,
+    /// Rollouts of releases, on their own connection (an ingest moves them on).
+    pub rollouts: crate::cloud::rollouts::Rollouts,
 }
 
 impl Api {
-    /// Over `db` (identity and access) and `reads` (samples), connections to the same
-    /// database; makes the tables if they are missing.
+    /// Over its connections to the cloud's database; makes the tables if they are
+    /// missing.
     pub fn open(
         enrollment: Arc<Enrollment>,
-        db: crate::cloud::sql::Db,
-        reads: Store,
-        downlink: crate::cloud::downlink::Downlink,
-        releases: crate::cloud::releases::Releases,
+        c: Connections,
         webhook: webhook::Policy,
         data_dir: &std::path::Path,
     ) -> Result<Api, crate::cloud::CloudError> {
-        let anchor = crate::cloud::iam::anchor::Anchor::open(data_dir, &db)?;
-        let iam = Iam::with(db, Arc::new(anchor))?;
+        let db = c.iam;
+        let anchor = Arc::new(crate::cloud::iam::anchor::Anchor::open(data_dir, &db)?);
+        let rollouts = crate::cloud::rollouts::Rollouts::with(c.rollouts, anchor.clone());
+        let downlink = crate::cloud::downlink::Downlink::with(c.commands);
+        let releases = crate::cloud::releases::Releases::with(c.releases, data_dir);
+        let reads = c.reads;
+        let iam = Iam::with(db, anchor)?;
         Ok(Api {
             enrollment,
             iam: Mutex::new(iam),
@@ -78,6 +95,7 @@ impl Api {
             passwords: Default::default(),
             downlink,
             releases,
+            rollouts,
         })
     }
 
@@ -343,6 +361,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(data::routes())
         .merge(commands::routes())
         .merge(images::routes())
+        .merge(rollouts::routes())
         .merge(embed::routes())
         .merge(webhook::routes())
         .fallback(not_found)

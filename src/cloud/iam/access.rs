@@ -57,13 +57,15 @@ pub enum Op {
     ReadAudit,
     /// Send a command to a device over the downlink.
     CommandDevice,
+    /// Start a rollout, group devices (people only).
+    Rollout,
 }
 
 impl Op {
     fn permission(self) -> Permission {
         match self {
             Op::Read => Permission::Read,
-            Op::ClaimDevice | Op::CommandDevice => Permission::ManageDevices,
+            Op::ClaimDevice | Op::CommandDevice | Op::Rollout => Permission::ManageDevices,
             Op::MintKey => Permission::MintKeys,
             Op::ManageUsers => Permission::ManageUsers,
             Op::RevokeKey | Op::RevokeDevice => Permission::RevokeKeys,
@@ -79,9 +81,12 @@ impl Op {
             Op::ClaimDevice => Some(Action::Create),
             Op::RevokeDevice => Some(Action::Delete),
             Op::CommandDevice => Some(Action::Write),
-            Op::MintKey | Op::ManageUsers | Op::RevokeKey | Op::TransferDevice | Op::ReadAudit => {
-                None
-            }
+            Op::MintKey
+            | Op::ManageUsers
+            | Op::RevokeKey
+            | Op::TransferDevice
+            | Op::ReadAudit
+            | Op::Rollout => None,
         }
     }
 
@@ -96,6 +101,7 @@ impl Op {
             Op::TransferDevice => "transfer",
             Op::ReadAudit => "read-audit",
             Op::CommandDevice => "command",
+            Op::Rollout => "rollout",
         }
     }
 }

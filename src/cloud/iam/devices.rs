@@ -44,6 +44,18 @@ impl<'a> Devices<'a> {
     }
 
     /// The tenant that owns `device`, if any.
+    /// The devices `tenant` holds that are not revoked (a rollout's fleet).
+    pub fn active_in(&self, tenant: &str) -> Result<Vec<String>, crate::cloud::sql::DbError> {
+        self.db
+            .query(
+                "SELECT device FROM devices WHERE tenant = $1 AND state <> 'revoked' ORDER BY device",
+                args![tenant],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    }
+
     pub fn owner(&self, device: &str) -> Result<Option<String>, UserError> {
         match self.db.query_opt(
             "SELECT tenant FROM devices WHERE device = $1 AND state != 'revoked'",

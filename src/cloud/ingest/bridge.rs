@@ -69,10 +69,7 @@ pub async fn run(
     let (deliveries, mut to_store) = tokio::sync::mpsc::unbounded_channel::<Publish>();
     let (commands, mut to_send) = tokio::sync::mpsc::unbounded_channel();
     ingest.downlink().attach_broker(commands);
-    let pump = tokio::spawn(crate::cloud::downlink::run_pump(
-        ingest.downlink().clone(),
-        shutdown.clone(),
-    ));
+    let pump = tokio::spawn(super::run_pump(ingest.clone(), shutdown.clone()));
     let publisher = client.clone();
     let sender = tokio::spawn(async move {
         while let Some((device, cmd)) = to_send.recv().await {
@@ -129,7 +126,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 tracing::info!(host = %link.host, port = link.port, group = ?link.share_group, "ingest subscribed to the broker");
-                for kind in ["data", "state", "reply"] {
+                for kind in ["data", "state", "reply", "progress"] {
                     let filter = format!("{prefix}{}/+/{kind}", protocol::TOPIC_ROOT);
                     if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                         break 'events Err(crate::cloud::CloudError::Broker(e.to_string()));

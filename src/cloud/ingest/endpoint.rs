@@ -68,10 +68,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let mut pause = crate::backoff::AcceptPause::default();
-    tokio::spawn(crate::cloud::downlink::run_pump(
-        ingest.downlink().clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(super::run_pump(ingest.clone(), shutdown.clone()));
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {

@@ -11,6 +11,7 @@ pub mod endpoint;
 
 use super::downlink::{Downlink, DownlinkError};
 use super::registry::{Registry, RegistryError};
+use super::rollouts::{RolloutError, Rollouts};
 use super::store::{Inserted, Store, StoreError};
 use crate::ids::DeviceId;
 use crate::protocol::{self, Batch, DecodeError, StateMessage, Topic};
@@ -27,6 +28,8 @@ pub enum Outcome {
     State,
     /// A reply to a command, recorded (or a repeat, ignored).
     Reply,
+    /// A progress report of a long command, recorded.
+    Progress,
     /// Kept in `rejected` with this reason; acknowledged all the same.
     Rejected(Reject),
 }
@@ -47,6 +50,8 @@ pub enum Reject {
     State(String),
     #[error("command reply: {0}")]
     Reply(#[from] crate::downlink::BadMessage),
+    #[error("progress report: {0}")]
+    Progress(crate::downlink::BadMessage),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +62,8 @@ pub enum IngestError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Downlink(#[from] DownlinkError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     #[error("the sample store's lock was poisoned by a failed thread")]
     Poisoned,
 }
@@ -67,15 +74,28 @@ pub struct Ingest {
     store: SharedStore,
     registry: Registry,
     downlink: Arc<Downlink>,
+    rollouts: Rollouts,
 }
 
 impl Ingest {
-    pub fn new(store: SharedStore, registry: Registry, downlink: Arc<Downlink>) -> Ingest {
+    pub fn new(
+        store: SharedStore,
+        registry: Registry,
+        downlink: Arc<Downlink>,
+        rollouts: Rollouts,
+    ) -> Ingest {
         Ingest {
             store,
             registry,
             downlink,
+            rollouts,
         }
+    }
+
+    /// Moves rollouts on and sends the commands that are due. Blocks on the database.
+    pub fn pump(&self) -> Result<usize, IngestError> {
+        self.rollouts.advance(&self.downlink)?;
+        Ok(self.downlink.pump()?)
     }
 
     /// Commands to the devices of this ingest.
@@ -126,8 +146,13 @@ impl Ingest {
     ) -> Result<Outcome, IngestError> {
         let parsed = protocol::parse_topic(topic);
         let device = match (&parsed, proven) {
-            (Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d)), Some(p)) if d != p => None,
-            (Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d)), _) => Some(d),
+            (
+                Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d) | Topic::Progress(d)),
+                Some(p),
+            ) if d != p => None,
+            (Some(Topic::Data(d) | Topic::State(d) | Topic::Reply(d) | Topic::Progress(d)), _) => {
+                Some(d)
+            }
             (None, _) => None,
         };
         let Some(device) = device else {
@@ -170,9 +195,17 @@ impl Ingest {
             Some(Topic::Reply(_)) => match crate::downlink::Reply::decode(payload) {
                 Ok(reply) => {
                     self.downlink.replied(device, &reply)?;
+                    self.rollouts.replied(device, &reply)?;
                     Ok(Outcome::Reply)
                 }
                 Err(e) => self.reject(Some(device), topic, Reject::Reply(e), payload),
+            },
+            Some(Topic::Progress(_)) => match crate::downlink::Progress::decode(payload) {
+                Ok(p) => {
+                    self.rollouts.progress(device, &p)?;
+                    Ok(Outcome::Progress)
+                }
+                Err(e) => self.reject(Some(device), topic, Reject::Progress(e), payload),
             },
             _ => match serde_json::from_slice::<StateMessage>(payload) {
                 Ok(m) => {
@@ -212,4 +245,22 @@ pub fn device_id_of(der: &[u8]) -> Option<DeviceId> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
     DeviceId::parse(cn).ok()
+}
+
+/// Runs `Ingest::pump` every `downlink::PUMP` until `shutdown` (off the async threads).
+pub async fn run_pump(ingest: Arc<Ingest>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(super::downlink::PUMP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let i = ingest.clone();
+        match tokio::task::spawn_blocking(move || i.pump()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "downlink pump failed"),
+            Err(e) => tracing::warn!(error = %e, "downlink pump task failed"),
+        }
+    }
 }

@@ -33,6 +33,8 @@ do_install:append() {
     install -m 0644 ${S}/systemd/fieldgate.service ${D}${systemd_system_unitdir}/
     install -d ${D}${systemd_unitdir}/system-generators
     install -m 0755 ${S}/systemd/fieldgate-generator ${D}${systemd_unitdir}/system-generators/
+    install -d ${D}${libexecdir}/fieldgate
+    install -m 0755 ${S}/systemd/fieldgate-launch ${D}${libexecdir}/fieldgate/
     install -d ${D}${sysconfdir}/fieldgate
     install -m 0640 ${S}/config/gateway.toml ${D}${sysconfdir}/fieldgate/gateway.toml
     install -d ${D}${datadir}/doc/fieldgate
@@ -47,7 +49,7 @@ SYSTEMD_SERVICE:${PN} = "fieldgate.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 CONFFILES:${PN} = "${sysconfdir}/fieldgate/gateway.toml"
-FILES:${PN} += "${datadir}/doc/fieldgate ${systemd_unitdir}/system-generators"
+FILES:${PN} += "${datadir}/doc/fieldgate ${systemd_unitdir}/system-generators ${libexecdir}/fieldgate"
 
 # The TPM 2.0 user space for the TPM-held identity (device access through /dev/tpmrm0).
 RDEPENDS:${PN} += "libtss2 libtss2-tcti-device"
