@@ -32,6 +32,66 @@ impl Rng {
     }
 }
 
+/// Decodes 50 random payloads of every message of `path` with fieldgate and with
+/// cantools, and compares every value: (values compared, messages), or Err with why
+/// cantools would not load the file.
+fn crosscheck(
+    path: &std::path::Path,
+    rng: &mut Rng,
+    tmp: &std::path::Path,
+) -> Result<(usize, usize), String> {
+    let file = path.file_name().unwrap().to_string_lossy().to_string();
+    let db = CanDb::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (mut compared, mut messages) = (0usize, 0usize);
+    let mut frames = Vec::new();
+    let mut expect = Vec::new();
+    for m in db.messages() {
+        messages += 1;
+        for _ in 0..50 {
+            let data: Vec<u8> = (0..m.size).map(|_| rng.byte()).collect();
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            frames.push(serde_json::json!({"id": m.id, "data": hex}));
+            expect.push((
+                m.name.clone(),
+                m.decode(&data)
+                    .into_iter()
+                    .map(|d| (d.signal.name.clone(), d.value))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+    }
+    let frames_file = tmp.join("frames.json");
+    std::fs::write(&frames_file, serde_json::Value::Array(frames).to_string()).unwrap();
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/peers/cantools_decode.py"))
+        .arg(path)
+        .arg(&frames_file)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(why.lines().last().unwrap_or("").to_string());
+    }
+    let theirs: Vec<Option<std::collections::HashMap<String, String>>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    for ((message, ours), theirs) in expect.iter().zip(theirs) {
+        let Some(theirs) = theirs else { continue };
+        assert_eq!(
+            ours.len(),
+            theirs.len(),
+            "{file} {message}: ours {ours:?} cantools {theirs:?}"
+        );
+        for (name, v) in ours {
+            let t: f64 = theirs[name].parse().unwrap();
+            let same =
+                (v - t).abs() <= 1e-9 * v.abs().max(1.0) || (v.is_nan() && t.is_nan()) || *v == t;
+            assert!(same, "{file} {message}.{name}: fieldgate {v}, cantools {t}");
+            compared += 1;
+        }
+    }
+    Ok((compared, messages))
+}
+
 #[test]
 fn decoding_matches_cantools_on_public_dbc_files() {
     let dir = root().join(".venv/cantools-src/tests/files/dbc");
@@ -44,60 +104,70 @@ fn decoding_matches_cantools_on_public_dbc_files() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut compared, mut messages) = (0usize, 0usize);
     for file in FILES {
-        let path = dir.join(file);
-        let db = CanDb::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let mut frames = Vec::new();
-        let mut expect = Vec::new();
-        for m in db.messages() {
-            messages += 1;
-            for _ in 0..50 {
-                let data: Vec<u8> = (0..m.size).map(|_| rng.byte()).collect();
-                let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-                frames.push(serde_json::json!({"id": m.id, "data": hex}));
-                expect.push((
-                    m.name.clone(),
-                    m.decode(&data)
-                        .into_iter()
-                        .map(|d| (d.signal.name.clone(), d.value))
-                        .collect::<Vec<_>>(),
-                ));
-            }
-        }
-        let frames_file = tmp.path().join("frames.json");
-        std::fs::write(&frames_file, serde_json::Value::Array(frames).to_string()).unwrap();
-        let out = std::process::Command::new(python())
-            .arg(root().join("tests/peers/cantools_decode.py"))
-            .arg(&path)
-            .arg(&frames_file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let theirs: Vec<Option<std::collections::HashMap<String, String>>> =
-            serde_json::from_slice(&out.stdout).unwrap();
-        for ((message, ours), theirs) in expect.iter().zip(theirs) {
-            let Some(theirs) = theirs else { continue };
-            assert_eq!(
-                ours.len(),
-                theirs.len(),
-                "{file} {message}: ours {ours:?} cantools {theirs:?}"
-            );
-            for (name, v) in ours {
-                let t: f64 = theirs[name].parse().unwrap();
-                let same = (v - t).abs() <= 1e-9 * v.abs().max(1.0)
-                    || (v.is_nan() && t.is_nan())
-                    || *v == t;
-                assert!(same, "{file} {message}.{name}: fieldgate {v}, cantools {t}");
-                compared += 1;
-            }
-        }
+        let (c, m) = crosscheck(&dir.join(file), &mut rng, tmp.path())
+            .unwrap_or_else(|e| panic!("{file}: cantools: {e}"));
+        compared += c;
+        messages += m;
     }
     assert!(compared > 4_000, "only {compared} signal values compared");
     println!(
         "{compared} signal values in {messages} messages of {} DBC files agree with cantools",
         FILES.len()
+    );
+}
+
+/// Real vehicle databases as their makers and reverse engineers wrote them (opendbc,
+/// tests/fixtures/dbc/opendbc): every one loads (faulty messages skipped or kept with a
+/// warning naming file and line), and wherever cantools loads the file too, every value
+/// agrees.
+#[test]
+fn real_vehicle_dbc_files_load_and_agree_with_cantools() {
+    let dir = root().join("tests/fixtures/dbc/opendbc");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dbc"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "{} files", files.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let (mut compared, mut checked, mut warned) = (0usize, 0usize, 0usize);
+    for path in &files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let db = CanDb::load(path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let strict = CanDb::load_with(path, fieldgate::dbc::Strictness::Strict);
+        assert_eq!(
+            strict.is_ok(),
+            db.warnings().is_empty(),
+            "{file}: strict refuses exactly the files with warnings"
+        );
+        for w in db.warnings() {
+            assert!(w.starts_with(&path.display().to_string()), "{w}");
+        }
+        warned += usize::from(!db.warnings().is_empty());
+        match crosscheck(path, &mut rng, tmp.path()) {
+            Ok((c, m)) => {
+                compared += c;
+                checked += 1;
+                println!(
+                    "{file}: {m} messages, {} warnings, {c} values agree",
+                    db.warnings().len()
+                );
+            }
+            Err(why) => println!(
+                "{file}: {} messages, {} warnings; cantools refuses it: {why}",
+                db.messages().count(),
+                db.warnings().len()
+            ),
+        }
+    }
+    println!(
+        "{} real files load ({warned} with warnings); {checked} of them also load in cantools, {compared} values agree",
+        files.len()
+    );
+    assert!(
+        checked >= 15 && compared > 50_000,
+        "{checked} files, {compared} values"
     );
 }

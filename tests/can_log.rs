@@ -268,3 +268,50 @@ ignore = true
     assert_eq!(can["transfers_dropped"], 1);
     gw.terminate();
 }
+
+/// A real file with faults (opendbc's Chrysler database: ids over 0x7FF without the
+/// extended flag): `fieldgate check` passes and lists each warning with file and line;
+/// with `strict_dbc = true` the same file is refused at the first fault.
+#[test]
+fn a_faulty_real_dbc_loads_with_warnings_and_strict_mode_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbc = root().join("tests/fixtures/dbc/opendbc/chrysler_cusw.dbc");
+    let config = |strict: bool| {
+        gateway_config(
+            dir.path(),
+            "can-gw",
+            &["127.0.0.1:1".to_string()],
+            "",
+            &format!(
+                "[[can]]\nname = \"body\"\nreplay = {{ file = \"{log}\" }}\ndbc = [\"{dbc}\"]\nstrict_dbc = {strict}\n",
+                log = fixture("site.log"),
+                dbc = dbc.display()
+            ),
+        )
+    };
+    let cfg = config(false);
+    let out = fieldgate_out(&["check", "--config-only", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("can body: 26 messages from 1 DBC file(s), 2 warning(s)"),
+        "{text}"
+    );
+    let warning = format!("    warning: {}:", dbc.display());
+    assert!(text.contains(&warning), "{text}");
+    assert!(text.contains("message BSM_LEFT: id 103596083"), "{text}");
+    assert!(text.contains("read as the extended id 0x62cc033"), "{text}");
+
+    let cfg = config(true);
+    let out = fieldgate_out(&["check", "--config-only", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("chrysler_cusw.dbc:") && err.contains("is over 0x7FF"),
+        "{err}"
+    );
+}

@@ -26,6 +26,10 @@ pub struct CanBusConfig {
     /// address in the point id, reassemble transport-protocol transfers, report DM1.
     #[serde(default)]
     pub j1939: bool,
+    /// Refuse DBC files with any faulty message, instead of skipping (and reporting)
+    /// what cannot be decoded.
+    #[serde(default)]
+    pub strict_dbc: bool,
     /// The messages to decode, by DBC name; all of the DBC files' when empty. Only
     /// these reach the daemon: the kernel filters the rest.
     #[serde(default)]
@@ -255,7 +259,12 @@ pub(super) fn check(
 }
 
 fn check_dbc(c: &mut Checker<'_>, span: &std::ops::Range<usize>, path: &str, b: &mut CanBusConfig) {
-    let db = match crate::dbc::CanDb::load_all(&b.dbc) {
+    let mode = if b.strict_dbc {
+        crate::dbc::Strictness::Strict
+    } else {
+        crate::dbc::Strictness::Lenient
+    };
+    let db = match crate::dbc::CanDb::load_all(&b.dbc, mode) {
         Ok(db) => db,
         Err(e) => {
             c.err(span.clone(), path, "dbc", e.to_string());

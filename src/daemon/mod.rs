@@ -72,6 +72,9 @@ impl Shared {
     }
 
     fn start_can(&self, bus: &CanBusConfig) -> Running<CanBusConfig> {
+        for w in bus.db.warnings() {
+            tracing::warn!(bus = %bus.name, "DBC: {w}");
+        }
         let stop = CancellationToken::new();
         let beat = self.liveness.register(&format!("bus {}", bus.name));
         let bus_task = CanBus::new(bus, self.can.clone(), self.clock.clone()).with_beat(beat);

@@ -85,13 +85,25 @@ pub enum DbError {
         line: usize,
         message: String,
     },
-    #[error("{path}: message {message} ({id:#x}): {problem}")]
+    #[error("{path}:{line}: message {message} ({id:#x}): {problem}")]
     Message {
         path: String,
+        line: usize,
         message: String,
         id: u32,
         problem: String,
     },
+}
+
+/// How a DBC file's faulty messages are met (docs/can.md, "Files as they are").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// The file loads; each faulty message or signal is skipped (or, for overlapping
+    /// signals, kept) with a warning naming file and line.
+    #[default]
+    Lenient,
+    /// Any fault refuses the whole file.
+    Strict,
 }
 
 /// The most a J1939 transport transfer carries (255 packets of 7 bytes).
@@ -104,6 +116,8 @@ pub struct CanDb {
     messages: HashMap<u32, MessageDef>,
     /// SHA-256 over the texts it was loaded from, in order.
     digest: [u8; 32],
+    /// What a lenient load skipped or kept despite a fault, each with file and line.
+    warnings: Vec<String>,
 }
 
 /// Two databases are equal when they were loaded from the same texts (a configuration
@@ -229,26 +243,43 @@ fn num(v: &can_dbc::NumericValue) -> f64 {
 }
 
 impl CanDb {
+    /// Loads a file leniently (`Strictness::Lenient`).
     pub fn load(path: &Path) -> Result<CanDb, DbError> {
+        CanDb::load_with(path, Strictness::Lenient)
+    }
+
+    pub fn load_with(path: &Path, mode: Strictness) -> Result<CanDb, DbError> {
         let bytes = std::fs::read(path).map_err(|error| DbError::Read {
             path: path.display().to_string(),
             error,
         })?;
-        CanDb::parse(&text_of(bytes), &path.display().to_string())
+        CanDb::parse_with(&text_of(bytes), &path.display().to_string(), mode)
     }
 
     /// Loads and merges several files; the error names the file (and line) at fault.
-    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<CanDb, LoadError> {
+    pub fn load_all(paths: &[std::path::PathBuf], mode: Strictness) -> Result<CanDb, LoadError> {
         let mut all = CanDb::default();
         for p in paths {
-            let db = CanDb::load(p)?;
+            let db = CanDb::load_with(p, mode)?;
             all.merge(db, &p.display().to_string())?;
         }
         Ok(all)
     }
 
-    /// Parses and checks DBC text; `path` names it in errors.
+    /// What the load skipped or kept despite a fault (lenient loads only).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Parses DBC text leniently; `path` names it in errors and warnings.
     pub fn parse(text: &str, path: &str) -> Result<CanDb, DbError> {
+        CanDb::parse_with(text, path, Strictness::Lenient)
+    }
+
+    /// Parses and checks DBC text; `path` names it in errors and warnings.
+    pub fn parse_with(text: &str, path: &str, mode: Strictness) -> Result<CanDb, DbError> {
+        let strict = mode == Strictness::Strict;
+        let mut warnings = Vec::new();
         let dbc = can_dbc::Dbc::try_from(text).map_err(|e| {
             let message = e.to_string();
             // pest reports ` --> LINE:COL`.
@@ -266,7 +297,12 @@ impl CanDb {
             }
         })?;
         // The parser keeps a standard id in 16 bits: an id above 0x7FF without the
-        // extended flag would be cut short and collide silently. Caught here by line.
+        // extended flag would be cut short and collide silently. Caught here by line
+        // (and each message's line noted for the messages below).
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        // Lenient: such an id up to 29 bits is read as the extended id it must be (as
+        // opendbc's own tools do); above, the message is skipped.
+        let mut cut_short: HashMap<String, Option<u32>> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let mut words = line.split_whitespace();
             if words.next() != Some("BO_") {
@@ -275,16 +311,26 @@ impl CanDb {
             let (Some(Ok(id)), name) = (words.next().map(str::parse::<u64>), words.next()) else {
                 continue;
             };
+            let name = name.unwrap_or("?").trim_end_matches(':').to_string();
+            lines.entry(name.clone()).or_insert(i + 1);
             if id & 0x8000_0000 == 0 && id > 0x7FF {
-                return Err(DbError::Parse {
+                let e = DbError::Parse {
                     path: path.to_string(),
                     line: i + 1,
                     message: format!(
-                        "message {}: id {id} ({id:#x}) is over 0x7FF, the largest standard id, and not marked extended (a 29-bit id is written with 0x80000000 added: {})",
-                        name.unwrap_or("?").trim_end_matches(':'),
+                        "message {name}: id {id} ({id:#x}) is over 0x7FF, the largest standard id, and not marked extended (a 29-bit id is written with 0x80000000 added: {})",
                         id | 0x8000_0000
                     ),
+                };
+                if strict {
+                    return Err(e);
+                }
+                let as_extended = (id <= 0x1FFF_FFFF).then_some(id as u32);
+                warnings.push(match as_extended {
+                    Some(x) => format!("{e}; read as the extended id {x:#x}"),
+                    None => format!("{e}; over 29 bits too: the message is skipped"),
                 });
+                cut_short.insert(name, as_extended);
             }
         }
         if dbc.messages.is_empty() {
@@ -295,32 +341,46 @@ impl CanDb {
             });
         }
         let mut messages = HashMap::new();
-        for m in &dbc.messages {
+        'messages: for m in &dbc.messages {
             // CANdb++ keeps signals that belong to no message under this pseudo-message;
             // they are not on any bus.
             if m.name == "VECTOR__INDEPENDENT_SIG_MSG" {
                 continue;
             }
-            let (id, extended) = match m.id {
-                can_dbc::MessageId::Standard(i) => (i as u32, false),
-                can_dbc::MessageId::Extended(i) => (i, true),
+            let (id, extended) = match (m.id, cut_short.get(&m.name)) {
+                (_, Some(None)) => continue,
+                (can_dbc::MessageId::Standard(_), Some(Some(x))) => (*x, true),
+                (can_dbc::MessageId::Standard(i), None) => (i as u32, false),
+                (can_dbc::MessageId::Extended(i), _) => (i, true),
             };
             let problem = |p: String| DbError::Message {
                 path: path.to_string(),
+                line: lines.get(&m.name).copied().unwrap_or(0),
                 message: m.name.clone(),
                 id,
                 problem: p,
             };
+            // A fault of the message: refused (strict) or the message skipped.
+            macro_rules! skip_message {
+                ($p:expr) => {{
+                    let e = problem($p);
+                    if strict {
+                        return Err(e);
+                    }
+                    warnings.push(format!("{e}; the message is skipped"));
+                    continue 'messages;
+                }};
+            }
             if let Some(first) = messages.get(&key(id, extended)) {
                 let first: &MessageDef = first;
-                return Err(problem(format!(
+                skip_message!(format!(
                     "its CAN id is {}'s too: one id, one message",
                     first.name
-                )));
+                ));
             }
             // Only a J1939 transfer (extended ids) carries more than a CAN FD frame.
             if m.size > MAX_TRANSFER as u64 || (m.size > 64 && !extended) {
-                return Err(problem(format!(
+                skip_message!(format!(
                     "length {} is over the 64 bytes of CAN FD{}",
                     m.size,
                     if extended {
@@ -328,7 +388,7 @@ impl CanDb {
                     } else {
                         " (only a J1939 transfer, with an extended id, carries more)"
                     }
-                )));
+                ));
             }
             let mut signals = Vec::new();
             for s in &m.signals {
@@ -346,17 +406,27 @@ impl CanDb {
                         can_dbc::ByteOrder::BigEndian => ByteOrder::Motorola,
                     },
                 };
-                if layout.size == 0 || layout.size > 64 {
-                    return Err(problem(format!(
+                // A fault of one signal: refused (strict) or that signal skipped.
+                let fault = if layout.size == 0 || layout.size > 64 {
+                    Some(format!(
                         "signal {} has {} bits; valid: 1 to 64",
                         s.name, s.size
-                    )));
-                }
-                if layout.bytes_needed() > m.size as usize || s.start_bit >= m.size * 8 {
-                    return Err(problem(format!(
+                    ))
+                } else if layout.bytes_needed() > m.size as usize || s.start_bit >= m.size * 8 {
+                    Some(format!(
                         "signal {} (start bit {}, {} bits) does not fit the {}-byte message",
                         s.name, s.start_bit, s.size, m.size
-                    )));
+                    ))
+                } else {
+                    None
+                };
+                if let Some(f) = fault {
+                    let e = problem(f);
+                    if strict {
+                        return Err(e);
+                    }
+                    warnings.push(format!("{e}; the signal is skipped"));
+                    continue;
                 }
                 let labels = dbc
                     .value_descriptions_for_signal(m.id, &s.name)
@@ -387,7 +457,12 @@ impl CanDb {
                 });
             }
             if let Some(overlap) = overlapping(&signals) {
-                return Err(problem(overlap));
+                let e = problem(overlap);
+                if strict {
+                    return Err(e);
+                }
+                // As cantools does: each signal is read from its own bits.
+                warnings.push(format!("{e}; both are decoded, each from its own bits"));
             }
             messages.insert(
                 key(id, extended),
@@ -404,6 +479,7 @@ impl CanDb {
         Ok(CanDb {
             messages,
             digest: sha2::Sha256::digest(text.as_bytes()).into(),
+            warnings,
         })
     }
 
@@ -435,6 +511,7 @@ impl CanDb {
             }
             self.messages.insert(k, m);
         }
+        self.warnings.extend(other.warnings);
         let mut h = sha2::Sha256::new();
         h.update(self.digest);
         h.update(other.digest);
@@ -630,10 +707,18 @@ mod tests {
             "{HEAD}BO_ 256 A: 8 ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
              BO_ 256 B: 8 ECU\n SG_ Y : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
         );
-        let e = CanDb::parse(&text, "d.dbc").unwrap_err().to_string();
+        let e = strict(&text, "d.dbc").unwrap_err().to_string();
         assert!(
-            e.contains("A") && e.contains("B") && e.contains("d.dbc"),
+            e.contains("A") && e.contains("B") && e.contains("d.dbc:12"),
             "{e}"
+        );
+        // Lenient: the first stays, the second is skipped, saying so.
+        let db = CanDb::parse(&text, "d.dbc").unwrap();
+        assert_eq!(db.message(256, false).unwrap().name, "A");
+        assert_eq!(db.warnings().len(), 1);
+        assert!(
+            db.warnings()[0].contains("message B")
+                && db.warnings()[0].ends_with("the message is skipped")
         );
     }
 
@@ -658,9 +743,15 @@ mod tests {
             "{HEAD}BO_ 256 A: 8 ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
              BO_ 65792 Big: 8 ECU\n SG_ Y : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
         );
-        let e = CanDb::parse(&text, "s.dbc").unwrap_err().to_string();
+        let e = strict(&text, "s.dbc").unwrap_err().to_string();
         assert!(e.starts_with("s.dbc:12: message Big: id 65792"), "{e}");
         assert!(e.contains("2147549440"), "{e}");
+        // Lenient: read as the 29-bit id it must be, never colliding with A.
+        let db = CanDb::parse(&text, "s.dbc").unwrap();
+        assert_eq!(db.message(65792, true).unwrap().name, "Big");
+        assert_eq!(db.message(256, false).unwrap().name, "A");
+        assert!(db.warnings()[0].starts_with("s.dbc:12: message Big"));
+        assert!(db.warnings()[0].ends_with("read as the extended id 0x10100"));
     }
 
     /// J1939 PGNs up to the transport's 1,785 bytes load and decode; a standard id
@@ -680,8 +771,11 @@ mod tests {
             let text = format!(
                 "{HEAD}BO_ {id} Big: {size} ECU\n SG_ X : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n"
             );
-            let e = CanDb::parse(&text, "j.dbc").unwrap_err().to_string();
+            let e = strict(&text, "j.dbc").unwrap_err().to_string();
             assert!(e.contains("over the 64 bytes"), "{e}");
+            let db = CanDb::parse(&text, "j.dbc").unwrap();
+            assert_eq!(db.messages().count(), 0);
+            assert!(db.warnings()[0].contains("over the 64 bytes"));
         }
     }
 
@@ -809,10 +903,35 @@ SIG_VALTYPE_ 512 Flt : 1;
         .unwrap_err();
         assert!(matches!(e, DbError::Parse { line: 4, .. }), "{e}");
         let over = DBC.replace(" SG_ Temp : 16|8@1-", " SG_ Temp : 8|8@1-");
-        let e = CanDb::parse(&over, "o.dbc").unwrap_err().to_string();
+        let e = strict(&over, "o.dbc").unwrap_err().to_string();
         assert!(e.contains("signals Rpm and Temp overlap"), "{e}");
         let outside = DBC.replace(" SG_ Gear : 31|4@0+", " SG_ Gear : 63|16@0+");
-        let e = CanDb::parse(&outside, "x.dbc").unwrap_err().to_string();
+        let e = strict(&outside, "x.dbc").unwrap_err().to_string();
         assert!(e.contains("does not fit the 8-byte message"), "{e}");
+        // Lenient, as cantools: overlapping signals both decode; a signal that does not
+        // fit is skipped, the rest of its message kept; each with file and line.
+        let db = CanDb::parse(&over, "o.dbc").unwrap();
+        let w = db.warnings().join("\n");
+        assert!(
+            w.contains("signals Rpm and Temp overlap; both are decoded"),
+            "{w}"
+        );
+        assert!(w.starts_with("o.dbc:"), "{w}");
+        let db = CanDb::parse(&outside, "x.dbc").unwrap();
+        let w = db.warnings().join("\n");
+        assert!(
+            w.contains("signal Gear") && w.ends_with("the signal is skipped"),
+            "{w}"
+        );
+        let m = db
+            .messages()
+            .find(|m| m.signals.iter().any(|s| s.name == "Rpm"))
+            .unwrap();
+        assert!(m.signals.iter().all(|s| s.name != "Gear"));
+        assert!(strict(DBC, "t.dbc").unwrap().warnings().is_empty());
+    }
+
+    fn strict(text: &str, path: &str) -> Result<CanDb, DbError> {
+        CanDb::parse_with(text, path, Strictness::Strict)
     }
 }

@@ -36,11 +36,24 @@ pub struct DbcArgs {
     /// transfers, decode DM1.
     #[arg(long)]
     j1939: bool,
+    /// Refuse a DBC file with any faulty message (by default such messages or signals
+    /// are skipped, each with a warning).
+    #[arg(long)]
+    strict: bool,
 }
 
 impl DbcArgs {
     fn load(&self) -> anyhow::Result<fieldgate::dbc::CanDb> {
-        Ok(fieldgate::dbc::CanDb::load_all(&self.dbc)?)
+        let mode = if self.strict {
+            fieldgate::dbc::Strictness::Strict
+        } else {
+            fieldgate::dbc::Strictness::Lenient
+        };
+        let db = fieldgate::dbc::CanDb::load_all(&self.dbc, mode)?;
+        for w in db.warnings() {
+            eprintln!("warning: {w}");
+        }
+        Ok(db)
     }
 }
 

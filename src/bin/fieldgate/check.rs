@@ -47,6 +47,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    for bus in &cfg.can {
+        let b = bus.get_ref();
+        let warnings = b.db.warnings();
+        println!(
+            "  can {}: {} messages from {} DBC file(s){}",
+            b.name,
+            b.db.messages().count(),
+            b.dbc.len(),
+            if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} warning(s) (`strict_dbc = true` refuses such files):",
+                    warnings.len()
+                )
+            }
+        );
+        for w in warnings {
+            println!("    warning: {w}");
+        }
+    }
     if config_only {
         return Ok(());
     }
