@@ -79,6 +79,14 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(update_dir: &Path, config: &Path, log: &Path) -> Supervisor {
+        Supervisor::with_env(update_dir, config, log, &[])
+    }
+
+    fn with_env(update_dir: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Supervisor {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let starts = Arc::new(AtomicUsize::new(0));
         let child: Arc<Mutex<Option<std::process::Child>>> = Arc::default();
@@ -101,6 +109,7 @@ impl Supervisor {
                     .args(["run", "--config"])
                     .arg(&config)
                     .env("RUST_LOG", "info")
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .stderr(out.try_clone().unwrap())
                     .stdout(out)
                     .spawn()
@@ -122,6 +131,15 @@ impl Supervisor {
             starts,
             child,
             thread: Some(thread),
+        }
+    }
+}
+
+impl Supervisor {
+    /// SIGKILL to the daemon now running (the supervisor starts it again).
+    fn kill(&self) {
+        if let Some(c) = self.child.lock().unwrap().as_mut() {
+            let _ = c.kill();
         }
     }
 }
@@ -472,4 +490,89 @@ async fn a_staged_rollout_stops_itself_and_the_rest_never_see_the_release() {
         );
     }
     drop(gateways);
+}
+
+/// A kill at each step of an update (in the download with SIGKILL; after the image is
+/// verified, in the swap, before the restart, in the first health check and before the
+/// commit by aborting the process there): the gateway ends up committed on the new
+/// version, and every sample it committed to its buffer reached the cloud exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_every_step_ends_on_a_good_version_with_every_sample_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cloud = Cloud::with_api(&d.join("cloud"), Duration::from_secs(86400)).await;
+    let (api, owner) = acme_with_pump(&cloud).await;
+    cloud.dev_cert("pump-1", &d.join("certs"));
+    let (root_key, release_key) = (key(), key());
+    std::fs::write(
+        d.join("root.json"),
+        signed(&root_doc(&root_key, &release_key), &[&root_key]),
+    )
+    .unwrap();
+    let config = gateway_toml(d, &cloud, "pump-1", true);
+    let steps = "verified,installing,restarting,checking,healthy";
+    let gw = Supervisor::with_env(
+        &d.join("state/update"),
+        &config,
+        &d.join("gateway.log"),
+        &[("FIELDGATE_UPDATE_ABORT_AT", steps)],
+    );
+    let log = || std::fs::read_to_string(d.join("gateway.log")).unwrap_or_default();
+    let mut good = std::fs::read(env!("CARGO_BIN_EXE_fieldgate")).unwrap();
+    good.extend_from_slice(b"\0fieldgate test release 1.5.0\n");
+    let r = release("1.5.0", HW, &good, 5);
+    fieldgate::cloud::releases::Releases::with(cloud.db(), &cloud.data)
+        .add("acme", &signed(&r, &[&release_key]), &good)
+        .unwrap();
+    // Wait for the gateway to be up and buffering before the offer.
+    let t = Instant::now();
+    while status(d).is_none_or(|s| s["uplink"]["connected_to"].is_null()) {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = rollout(&api, &owner, "1.5.0", 100).await;
+    // SIGKILL in the middle of the download.
+    let staging = d.join("state/update/staging");
+    let t = Instant::now();
+    while std::fs::metadata(&staging).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no download: {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.kill();
+    let ro = settled(&api, &owner, &id, Duration::from_secs(240)).await;
+    assert_eq!(ro["devices"][0]["phase"], "committed", "{ro:#}\n{}", log());
+    for step in steps.split(',') {
+        assert!(
+            d.join(format!("state/update/aborted-at-{step}")).exists(),
+            "no abort at {step}: {}",
+            log()
+        );
+    }
+    assert!(slot_of(d).unwrap().starts_with("1.5.0-"));
+    println!("starts in all: {}", gw.starts.load(Ordering::SeqCst));
+
+    // Every sample the gateway committed by now arrives, once.
+    let upto = last_seq(d);
+    let t = Instant::now();
+    loop {
+        let mut seqs: Vec<u64> = cloud.rows("pump-1").iter().map(|r| r.seq).collect();
+        let n = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), n, "a sample stored twice");
+        let have = seqs.iter().filter(|s| **s <= upto).count() as u64;
+        if have == upto {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{have} of the {upto} committed samples arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(gw);
 }

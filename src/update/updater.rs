@@ -167,6 +167,12 @@ impl Updater {
         }
     }
 
+    /// Writes the state after a step of `drive` (where a kill is always survivable).
+    fn step(&self, u: &mut Update) {
+        self.save(u);
+        abort_point(&self.dir, u.phase.as_str());
+    }
+
     fn publish(&self, u: &Update, bytes: u64, total: u64) {
         self.progress.send_replace(Some(report(u, bytes, total)));
     }
@@ -322,7 +328,7 @@ impl Updater {
                 }
                 Action::Install => {
                     u.installing();
-                    self.save(&mut u);
+                    self.step(&mut u);
                     let (slots, staging) = (Slots::new(&self.dir), self.staging());
                     let (version, sha, prev) = (
                         u.version.clone(),
@@ -402,7 +408,7 @@ impl Updater {
                     }
                 }
             };
-            self.save(&mut u);
+            self.step(&mut u);
             todo.extend(next);
         }
     }
@@ -473,6 +479,7 @@ impl Updater {
         until_ns: i64,
         stop: &CancellationToken,
     ) -> Option<Result<(), String>> {
+        abort_point(&self.dir, "checking");
         loop {
             let r = health.check().await;
             if r.is_ok() {
@@ -488,6 +495,31 @@ impl Updater {
         }
     }
 }
+
+/// Debug builds only (the tests): `FIELDGATE_UPDATE_ABORT_AT=verified,installing,…`
+/// aborts the process right after that step is written (SIGABRT: nothing flushed or
+/// cleaned up, as a SIGKILL), once per step and update directory (a marker file stops a
+/// second abort). `tests/update_binary.rs` kills the daemon at each step with it;
+/// release builds carry no such code.
+#[cfg(debug_assertions)]
+fn abort_point(dir: &std::path::Path, step: &str) {
+    let Some(want) = std::env::var("FIELDGATE_UPDATE_ABORT_AT").ok() else {
+        return;
+    };
+    if !want.split(',').any(|w| w == step) {
+        return;
+    }
+    let marker = dir.join(format!("aborted-at-{step}"));
+    if marker.exists() {
+        return;
+    }
+    let _ = std::fs::write(&marker, b"");
+    eprintln!("FIELDGATE_UPDATE_ABORT_AT: aborting at {step}");
+    std::process::abort();
+}
+
+#[cfg(not(debug_assertions))]
+fn abort_point(_: &std::path::Path, _: &str) {}
 
 /// The exit status with which the daemon stops to run another version (systemd's
 /// `RestartForceExitStatus`).
