@@ -113,7 +113,8 @@ min_interval = "0s"
         .stderr(std::fs::File::create(dir.path().join("dump.err")).unwrap())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Under software emulation the dump takes a few seconds to open its socket.
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // 15 frames; CCVS (18FEF100) is in no DBC: the kernel filter keeps it out.
     sh(&format!(
