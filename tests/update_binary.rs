@@ -159,22 +159,7 @@ impl Drop for Supervisor {
 }
 
 fn gateway_toml(d: &Path, cloud: &Cloud, device: &str, with_source: bool) -> PathBuf {
-    let fixtures = root().join("config");
-    let source = format!(
-        r#"
-[[can]]
-name = "engine"
-replay = {{ file = "{log}", speed = "realtime", repeat = true }}
-dbc = ["{dbc}"]
-j1939 = true
-[can.emit]
-min_interval = "0s"
-heartbeat = "0s"
-on_change = false
-"#,
-        log = fixtures.join("demo-engine.log").display(),
-        dbc = fixtures.join("demo-engine.dbc").display(),
-    );
+    let source = demo_engine_can();
     let sections = format!(
         r#"
 [identity]

@@ -53,7 +53,6 @@ pub fn enrolling_gateway(
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(cloud.data.join("pki/ca.crt"), certs.join("ca.crt")).unwrap();
-    let fixtures = root().join("config");
     let text = format!(
         r#"[gateway]
 device_id = "{device}"
@@ -76,7 +75,21 @@ reconnect_max = "1s"
 
 [clock]
 synced = "always"
+{can}"#,
+        url = cloud.api_url(),
+        broker = cloud.addr,
+        can = demo_engine_can(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
+/// A `[[can]]` bus replaying the demo's genset capture in a loop, every change emitted.
+pub fn demo_engine_can() -> String {
+    let fixtures = root().join("config");
+    format!(
+        r#"
 [[can]]
 name = "engine"
 replay = {{ file = "{log}", speed = "realtime", repeat = true }}
@@ -87,14 +100,9 @@ min_interval = "0s"
 heartbeat = "0s"
 on_change = false
 "#,
-        url = cloud.api_url(),
-        broker = cloud.addr,
         log = fixtures.join("demo-engine.log").display(),
         dbc = fixtures.join("demo-engine.dbc").display(),
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 /// The gateway binary running `config`.
