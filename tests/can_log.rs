@@ -187,10 +187,23 @@ fn can_decode_reports_bad_lines_and_bad_files() {
 }
 
 /// The replay source runs a captured log through the whole pipeline: decoding,
-/// emission, buffer, uplink, cloud store. Two source addresses give two point ids.
+/// emission, buffer, uplink, cloud store. Two source addresses give two point ids. The
+/// DBC file has faults besides (a signal past its message's end, a signal name twice, a
+/// second definition of EEC1's id): `fieldgate check` lists them and the running
+/// daemon decodes the rest of the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_j1939_log_reaches_the_cloud_with_source_addresses_in_point_ids() {
     let (dir, cloud) = Cloud::with_device("can-gw").await;
+    let site = std::fs::read_to_string(fixture("site.dbc")).unwrap();
+    // After the file's own messages: the first definition of an id is the one kept.
+    let at = site.find("\nVAL_ ").unwrap() + 1;
+    let faulty = format!(
+        "{}BO_ 2566844670 Faulty: 8 Engine\n SG_ PastTheEnd : 60|16@1+ (1,0) [0|0] \"\" Vector__XXX\n SG_ Twice : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n SG_ Twice : 8|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\nBO_ 2364540158 EEC1_again: 8 Engine\n SG_ Other : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n{}",
+        &site[..at],
+        &site[at..]
+    );
+    let dbc = dir.path().join("site-faulty.dbc");
+    std::fs::write(&dbc, faulty).unwrap();
     let cfg = gateway_config(
         dir.path(),
         "can-gw",
@@ -211,11 +224,20 @@ match = "BmsCells.*"
 ignore = true
 "#,
             log = fixture("site.log"),
-            dbc = fixture("site.dbc")
+            dbc = dbc.display()
         ),
     );
     let check = fieldgate_out(&["check", "--config-only", "--config", cfg.to_str().unwrap()]);
     assert!(check.status.success(), "{check:?}");
+    let listed = String::from_utf8_lossy(&check.stdout);
+    assert!(listed.contains("3 warning(s)"), "{listed}");
+    for fault in [
+        "message Faulty (0x18fef0fe): signal PastTheEnd (start bit 60, 16 bits) does not fit",
+        "message Faulty (0x18fef0fe): signal Twice is in the message twice",
+        "message EEC1_again (0xcf004fe): its CAN id is EEC1's too",
+    ] {
+        assert!(listed.contains(fault), "{fault}: {listed}");
+    }
     let mut gw = gateway(&cfg);
     let value = |rows: &[fieldgate::cloud::store::Row], point: &str| -> Vec<serde_json::Value> {
         rows.iter()

@@ -390,7 +390,7 @@ impl CanDb {
                     }
                 ));
             }
-            let mut signals = Vec::new();
+            let mut signals: Vec<SignalDef> = Vec::new();
             for s in &m.signals {
                 let kind = match dbc.extended_value_type_for_signal(m.id, &s.name) {
                     Some(can_dbc::SignalExtendedValueType::IEEEfloat32Bit) => Kind::Float32,
@@ -416,6 +416,16 @@ impl CanDb {
                     Some(format!(
                         "signal {} (start bit {}, {} bits) does not fit the {}-byte message",
                         s.name, s.start_bit, s.size, m.size
+                    ))
+                } else if signals.iter().any(|o| o.name == s.name) {
+                    // Names are cut to 32 characters by CANdb++ (the full one goes to
+                    // SystemSignalLongSymbol), so two long names can meet; one name is
+                    // one point id.
+                    Some(format!(
+                        "signal {} is in the message twice (at start bits {} and {}): one name, one point id",
+                        s.name,
+                        signals.iter().find(|o| o.name == s.name).map_or(0, |o| o.layout.start_bit),
+                        s.start_bit
                     ))
                 } else {
                     None
@@ -701,6 +711,29 @@ mod tests {
     }
 
     /// One id defined twice in one file is refused naming both, not "the last wins".
+    #[test]
+    fn one_signal_name_twice_in_a_message_keeps_the_first() {
+        let text = "VERSION \"\"\nBU_: E\nBO_ 2364540158 EAC1: 8 E\n SG_ Lock_State___Rear_A : 8|2@1+ (1,0) [0|3] \"\" E\n SG_ Lock_State___Rear_A : 10|2@1+ (1,0) [0|3] \"\" E\n SG_ Other : 12|2@1+ (1,0) [0|3] \"\" E\n";
+        let db = CanDb::parse(text, "j.dbc").unwrap();
+        let m = db.messages().next().unwrap();
+        let names: Vec<_> = m.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Lock_State___Rear_A", "Other"]);
+        assert_eq!(m.signals[0].layout.start_bit, 8);
+        assert_eq!(db.warnings().len(), 1, "{:?}", db.warnings());
+        assert!(
+            db.warnings()[0].starts_with("j.dbc:3: message EAC1")
+                && db.warnings()[0].contains("start bits 8 and 10")
+                && db.warnings()[0].ends_with("the signal is skipped"),
+            "{}",
+            db.warnings()[0]
+        );
+        let e = strict(text, "j.dbc").unwrap_err().to_string();
+        assert!(
+            e.contains("signal Lock_State___Rear_A is in the message twice"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn one_id_twice_in_a_file_is_refused() {
         let text = format!(

@@ -38,6 +38,28 @@ pub struct LogReader<R> {
     path: String,
     line: usize,
     buf: Vec<u8>,
+    /// One crate reader for the whole log, fed one line at a time through `feed`
+    /// (a reader per line would cost a buffer allocation per line).
+    parser: socketcan::dump::Reader<std::io::BufReader<Feed>>,
+    feed: Feed,
+}
+
+/// The line the crate's reader parses next: what `LogReader` puts in, it reads out.
+#[derive(Clone, Default)]
+struct Feed(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>);
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::io::Read for Feed {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut *self.lock(), out)
+    }
 }
 
 impl LogReader<std::io::BufReader<std::fs::File>> {
@@ -57,11 +79,14 @@ impl<R: std::io::Read> LogReader<std::io::BufReader<R>> {
 
 impl<R: BufRead> LogReader<R> {
     fn new(inner: R, path: &str) -> Self {
+        let feed = Feed::default();
         LogReader {
             inner,
             path: path.to_string(),
             line: 0,
             buf: Vec::with_capacity(256),
+            parser: socketcan::dump::Reader::from_reader(feed.clone()),
+            feed,
         }
     }
 
@@ -135,9 +160,26 @@ impl<R: BufRead> Iterator for LogReader<R> {
             }
             Ok(Ok(true)) => {}
         }
-        let text = String::from_utf8_lossy(&self.buf).to_string();
-        let mut one = socketcan::dump::Reader::from_reader(text.as_bytes());
-        match one.next_record() {
+        let text = String::from_utf8_lossy(&self.buf);
+        // The crate reads a line up to its end and at most 64 KiB with it; anything
+        // longer (invalid bytes grow as they become U+FFFD) would stay in its buffer.
+        if text.len() >= MAX_LINE {
+            let n = text.len();
+            return Some(Err(self.error(format!(
+                "a line of {n} bytes, over the {MAX_LINE}-byte limit of a record"
+            ))));
+        }
+        // The line and its end go in whole, and the crate reads exactly up to that end:
+        // nothing of this line is left for the next.
+        let eight_digits = eight_digit_id(&text);
+        {
+            let mut feed = self.feed.lock();
+            feed.clear();
+            feed.extend(text.as_bytes());
+            feed.push_back(b'\n');
+        }
+        let parsed = self.parser.next_record();
+        match parsed {
             Ok(None) => Some(Err(self.error(
                 "incomplete line: expected (TIMESTAMP) INTERFACE ID#DATA".to_string(),
             ))),
@@ -145,7 +187,7 @@ impl<R: BufRead> Iterator for LogReader<R> {
                 let ts_ns = (rec.t_us as i64).saturating_mul(1000);
                 let mut received = Received::from_socketcan(rec.frame, ts_ns);
                 if let Received::Data(f) = &mut received {
-                    if !f.extended && eight_digit_id(&text) {
+                    if !f.extended && eight_digits {
                         f.extended = true;
                     }
                 }
@@ -243,5 +285,33 @@ mod tests {
         assert_eq!(e.line, 1);
         assert!(e.problem.contains("over the 65536-byte limit"), "{e}");
         assert_eq!(recs[1].as_ref().unwrap().line, 2);
+    }
+
+    #[test]
+    fn lines_at_the_limit_leave_nothing_behind() {
+        // Around the limit, and invalid bytes that grow past it as U+FFFD: whatever
+        // each line gives, the good line after it is read whole at its own number.
+        let head = "(1700000000.000100) can0 123#";
+        let mut log = Vec::new();
+        for n in [MAX_LINE - 2, MAX_LINE - 1, MAX_LINE, MAX_LINE + 1] {
+            log.extend(head.as_bytes());
+            log.extend(std::iter::repeat_n(b'A', n - head.len()));
+            log.push(b'\n');
+            log.extend(b"(1700000000.000200) can0 124#01\n");
+        }
+        log.extend(head.as_bytes());
+        log.extend(std::iter::repeat_n(0xFFu8, 30_000));
+        log.extend(b"\n(1700000000.000200) can0 124#01\n");
+        let recs: Vec<_> = LogReader::from_reader(&log[..], "t.log").collect();
+        assert_eq!(recs.len(), 10);
+        for (i, pair) in recs.chunks(2).enumerate() {
+            assert!(pair[0].is_err(), "line {}: {:?}", 2 * i + 1, pair[0]);
+            let good = pair[1].as_ref().unwrap();
+            assert_eq!(good.line, 2 * i + 2);
+            let Received::Data(f) = &good.received else {
+                panic!("{good:?}")
+            };
+            assert_eq!((f.id, &f.data[..]), (0x124, &[1u8][..]));
+        }
     }
 }
